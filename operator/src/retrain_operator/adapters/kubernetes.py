@@ -1,0 +1,230 @@
+"""The operator's writes and reads of the Kubernetes API, behind one small interface.
+
+Only this module (and kopf's own watching) talks to the API. ``KubeClient`` is what reconciliation
+needs and nothing more; ``ApiKubeClient`` implements it with the official client (its blocking
+calls run in worker threads), ``FakeKubeClient`` keeps objects in memory for component tests.
+Objects are plain dicts in both, as they are on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import socket
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from retrain_operator.domain.api import GROUP, POLICY_PLURAL, VERSION
+
+
+class AlreadyExists(Exception):
+    """The object to create exists already (HTTP 409 AlreadyExists)."""
+
+
+class NotFound(Exception):
+    """The object does not exist (HTTP 404)."""
+
+
+class ApiError(Exception):
+    """Any other refusal of the API server, with its status code and reason."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+
+
+class KubeClient(Protocol):
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
+    async def delete_job(self, namespace: str, name: str) -> None: ...
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
+    async def patch_policy_status(self, namespace: str, name: str,
+                                  status: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def create_event(self, *, involved: Mapping[str, Any], type: str, reason: str, message: str) -> None: ...
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str]: ...
+
+
+def event_body(*, involved: Mapping[str, Any], type: str, reason: str, message: str,
+               now: datetime) -> dict[str, Any]:
+    meta = involved.get("metadata") or {}
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta.get('name', 'object')}.", "namespace": meta.get("namespace")},
+        "involvedObject": {
+            "apiVersion": involved.get("apiVersion"), "kind": involved.get("kind"),
+            "name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+        },
+        "type": type,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": "retrain-operator"},
+        "reportingComponent": "retrain-operator",
+        "reportingInstance": socket.gethostname()[:128],
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+class ApiKubeClient:
+    """KubeClient over the official ``kubernetes`` client, configured from a kubeconfig or in-cluster."""
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self._client = client
+        self._api = api_client
+        self._core = client.CoreV1Api(api_client)
+        self._batch = client.BatchV1Api(api_client)
+        self._custom = client.CustomObjectsApi(api_client)
+
+    @classmethod
+    def from_environment(cls, *, kubeconfig: str | None = None) -> ApiKubeClient:
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()
+            configuration = client.Configuration.get_default_copy()
+        except config.ConfigException:
+            configuration = client.Configuration()
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        return cls(client.ApiClient(configuration))
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        def run() -> Any:
+            try:
+                response = fn(*args, _preload_content=False, **kwargs)
+            except self._client.ApiException as exc:
+                reason, message = "", str(exc.reason)
+                try:
+                    payload = json.loads(exc.body or "{}")
+                    reason, message = payload.get("reason", ""), payload.get("message", message)
+                except (ValueError, TypeError):
+                    pass
+                if exc.status == 404:
+                    raise NotFound(message) from None
+                if exc.status == 409 and reason == "AlreadyExists":
+                    raise AlreadyExists(message) from None
+                raise ApiError(exc.status or 0, reason, message) from None
+            data = response.data
+            return json.loads(data) if data else {}
+
+        return await asyncio.to_thread(run)
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self._call(self._batch.read_namespaced_job, name, namespace)
+            return result
+        except NotFound:
+            return None
+
+    async def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(self._batch.create_namespaced_job, namespace, dict(body))
+        return result
+
+    async def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        result = await self._call(self._batch.list_namespaced_job, namespace, label_selector=label_selector)
+        return list(result.get("items") or [])
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            await self._call(self._batch.delete_namespaced_job, name, namespace,
+                             body={"propagationPolicy": "Background"})
+        except NotFound:
+            pass
+
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        result = await self._call(self._core.list_namespaced_pod, namespace, label_selector=label_selector)
+        return list(result.get("items") or [])
+
+    async def patch_policy_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            self._custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, POLICY_PLURAL, name,
+            {"status": dict(status)})
+        return result
+
+    async def create_event(self, *, involved: Mapping[str, Any], type: str, reason: str, message: str) -> None:
+        body = event_body(involved=involved, type=type, reason=reason, message=message, now=datetime.now(UTC))
+        namespace = body["metadata"]["namespace"] or "default"
+        await self._call(self._core.create_namespaced_event, namespace, body)
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
+        result = await self._call(self._core.read_namespaced_secret, name, namespace)
+        data = result.get("data") or {}
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
+def _matches(labels: Mapping[str, str], selector: str) -> bool:
+    for part in filter(None, selector.split(",")):
+        key, _, value = part.partition("=")
+        if labels.get(key) != value:
+            return False
+    return True
+
+
+class FakeKubeClient:
+    """An in-memory KubeClient for component tests: records every write, supports equality selectors only."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self.secrets: dict[tuple[str, str], dict[str, str]] = {}
+        self.statuses: dict[tuple[str, str], dict[str, Any]] = {}
+        self.status_writes: list[tuple[str, str, dict[str, Any]]] = []
+        self.events: list[dict[str, Any]] = []
+        self.created_jobs: list[str] = []
+        self.deleted_jobs: list[str] = []
+        self.fail_create_with: Exception | None = None
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        job = self.jobs.get((namespace, name))
+        return copy.deepcopy(job) if job else None
+
+    async def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        if self.fail_create_with is not None:
+            raise self.fail_create_with
+        name = body["metadata"]["name"]
+        if (namespace, name) in self.jobs:
+            raise AlreadyExists(name)
+        job = copy.deepcopy(dict(body))
+        job["metadata"]["uid"] = str(uuid.uuid4())
+        job["metadata"]["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.jobs[(namespace, name)] = job
+        self.created_jobs.append(name)
+        return copy.deepcopy(job)
+
+    async def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(j) for (ns, _), j in self.jobs.items()
+                if ns == namespace and _matches(j["metadata"].get("labels") or {}, label_selector)]
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        if self.jobs.pop((namespace, name), None) is not None:
+            self.deleted_jobs.append(name)
+
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(p) for (ns, _), p in self.pods.items()
+                if ns == namespace and _matches(p["metadata"].get("labels") or {}, label_selector)]
+
+    async def patch_policy_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        merged = {**self.statuses.get((namespace, name), {}), **copy.deepcopy(dict(status))}
+        self.statuses[(namespace, name)] = merged
+        self.status_writes.append((namespace, name, copy.deepcopy(dict(status))))
+        return {"metadata": {"namespace": namespace, "name": name}, "status": copy.deepcopy(merged)}
+
+    async def create_event(self, *, involved: Mapping[str, Any], type: str, reason: str, message: str) -> None:
+        self.events.append(event_body(involved=involved, type=type, reason=reason, message=message,
+                                      now=datetime.now(UTC)))
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
+        try:
+            return dict(self.secrets[(namespace, name)])
+        except KeyError:
+            raise NotFound(f"secret {namespace}/{name}") from None

@@ -1,0 +1,166 @@
+"""The ``retrain-operator`` command: run the operator, evaluate a policy offline, train, or run the sandbox."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+
+DEFAULT_TRAINER_IMAGE = "retrain-operator:0.1.0"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="retrain-operator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator against the current kubeconfig or in-cluster config")
+    run.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", default=[],
+                       help="watch only this namespace (repeatable); default: all namespaces")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", default=True)
+    run.add_argument("--operator-namespace", default=os.environ.get("POD_NAMESPACE", "retrain-system"),
+                     help="namespace of the Secrets that MetricsEndpoints name")
+    run.add_argument("--trainer-image", default=os.environ.get("RETRAIN_TRAINER_IMAGE", DEFAULT_TRAINER_IMAGE))
+    run.add_argument("--training-service-account", default="default",
+                     help="service account of every training pod; policies cannot choose another")
+    run.add_argument("--metrics-port", type=int, default=0, help="serve the operator's metrics; 0 disables")
+    run.add_argument("--liveness", default=None, help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    run.add_argument("--peering", default=None, help="kopf peering name for several replicas; default standalone")
+    run.add_argument("--max-parallel", type=int, default=32)
+    run.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+
+    ev = sub.add_parser("evaluate", help="evaluate a policy once against Prometheus, without a cluster")
+    ev.add_argument("-f", "--filename", required=True, help="the RetrainPolicy YAML (first RetrainPolicy in it)")
+    ev.add_argument("--prometheus-url", required=True)
+    ev.add_argument("--at", default=None, help="evaluation time, RFC 3339; default now")
+    ev.add_argument("--namespace-label", default=None, help="add <label>=<policy namespace> to built-in queries")
+    ev.add_argument("-o", "--output", choices=("text", "json"), default="text")
+
+    train = sub.add_parser("train", help="the built-in trainer (the training Job's entrypoint)", add_help=False)
+    train.add_argument("rest", nargs=argparse.REMAINDER)
+
+    sandbox = sub.add_parser("sandbox", help="run the whole loop locally", add_help=False)
+    sandbox.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "train":
+        from retrain_operator.trainer.main import main as train_main
+
+        return int(train_main(args.rest))
+    if args.command == "sandbox":
+        from retrain_operator.sandbox.story import main as sandbox_main
+
+        return int(sandbox_main(args.rest))
+    if args.command == "evaluate":
+        return _evaluate(args)
+    return _run(args)
+
+
+def _load_policy(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        for doc in yaml.safe_load_all(handle):
+            if isinstance(doc, dict) and doc.get("kind") == "RetrainPolicy":
+                return doc
+    raise SystemExit(f"error: {path} holds no RetrainPolicy (kind: RetrainPolicy)")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from retrain_operator.domain.api import InvalidSpec
+    from retrain_operator.reconcile.offline import evaluate_policy
+
+    body = _load_policy(args.filename)
+    try:
+        at = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else datetime.now(UTC)
+    except ValueError:
+        print(f"error: --at {args.at!r} is not an RFC 3339 time, e.g. 2026-11-27T10:00:00Z", file=sys.stderr)
+        return 2
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    try:
+        result = asyncio.run(evaluate_policy(body, prometheus_url=args.prometheus_url, at=at,
+                                             namespace_label=args.namespace_label))
+    except InvalidSpec as exc:
+        if args.output == "json":
+            print(json.dumps({"error": "InvalidSpec", "problems": [str(p) for p in exc.problems]}))
+        else:
+            print("invalid policy:\n" + "\n".join(f"  {p}" for p in exc.problems), file=sys.stderr)
+        return 2
+    if args.output == "json":
+        print(json.dumps(result, default=lambda v: None if isinstance(v, float) and math.isnan(v) else str(v)))
+        return 0
+    print(f"policy {result['policy']} at {result['at']}")
+    for t in result["triggers"]:
+        print(f"  {t['name']:<20} {t['type']:<14} {t['state']:<13} value={t['value']} threshold={t['threshold']}")
+        print(f"  {'':<20} {t['message']}")
+    d = result["decision"]
+    print(f"decision: {d['action']} ({d['reason']}): {d['message']}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+    from prometheus_client import start_http_server
+
+    from retrain_operator.adapters.kubernetes import ApiKubeClient
+    from retrain_operator.domain.api import ENDPOINT_PLURAL, GROUP, VERSION
+    from retrain_operator.handlers.operator import registry
+    from retrain_operator.reconcile import telemetry
+    from retrain_operator.reconcile.engine import Reconciler
+    from retrain_operator.reconcile.observe import Observer
+    from retrain_operator.reconcile.scheduler import Endpoints, Scheduler
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    kube = ApiKubeClient.from_environment(kubeconfig=args.kubeconfig)
+
+    async def fetch_endpoint(name: str) -> Any:
+        from retrain_operator.adapters.kubernetes import NotFound
+
+        try:
+            return await kube._call(kube._custom.get_cluster_custom_object, GROUP, VERSION, ENDPOINT_PLURAL, name)
+        except NotFound:
+            return None
+
+    endpoints = Endpoints(kube=kube, operator_namespace=args.operator_namespace, fetch=fetch_endpoint)
+
+    def on_decision(entry: Any, decision: Any) -> None:
+        telemetry.EVALUATIONS.labels(entry.namespace).inc()
+        telemetry.DECISIONS.labels(entry.namespace, decision.action, decision.reason).inc()
+
+    def on_job(entry: Any, outcome: str) -> None:
+        telemetry.JOBS.labels(entry.namespace, outcome).inc()
+
+    reconciler = Reconciler(kube=kube, trainer_image=args.trainer_image,
+                            service_account=args.training_service_account, on_decision=on_decision, on_job=on_job)
+    scheduler = Scheduler(reconciler=reconciler, endpoints=endpoints, max_parallel=args.max_parallel,
+                          observer=Observer(source_for=endpoints.source, on_query=telemetry.on_query))
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr="0.0.0.0", registry=telemetry.REGISTRY)
+    namespaces = args.namespace or None
+    asyncio.run(kopf.operator(
+        registry=registry,
+        memo=kopf.Memo(scheduler=scheduler, close=endpoints.close),
+        clusterwide=namespaces is None,
+        namespaces=namespaces or [],
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        liveness_endpoint=args.liveness,
+    ))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,587 @@
+"""The API types of ``retrain.dev/v1alpha1`` and their parsing from raw objects.
+
+``crds/`` holds the schema the API server enforces; this module is the operator's reading of it.
+A test walks both and fails when a field exists on one side only. Parsing applies the same
+defaults as the schema, so a policy read from a file (``retrain-operator evaluate``) behaves like
+one read from the API server. What a schema cannot express (an unknown trigger type, a trigger with
+two types, a cron expression, a clear level on the wrong side) is checked here, and every problem
+names its field and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from croniter import croniter
+
+from retrain_operator.domain.durations import DurationError, parse_duration
+
+GROUP = "retrain.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+POLICY_PLURAL = "retrainpolicies"
+ENDPOINT_PLURAL = "metricsendpoints"
+
+TRIGGER_TYPES = ("accuracyDecay", "query", "schedule")
+MISSING_DATA_POLICIES = ("Inconclusive", "Clear", "Fire")
+COMPARISONS = (">", ">=", "<", "<=")
+METRICS = ("accuracy", "f1", "r2")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Variables the operator sets itself; a policy overriding them could redirect the trainer.
+RESERVED_ENV = frozenset({"RETRAIN_TRAINER_CONFIG", "TERMINATION_MESSAGE_PATH"})
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a policy is invalid: the field's path and what to do about it."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class InvalidSpec(ValueError):
+    """Raised by the parsers with every problem found, not only the first."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True)
+class Registry:
+    bucket: str
+    prefix: str = ""
+    endpoint: str | None = None
+    region: str = "us-east-1"
+    credentials_secret: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    registry: Registry
+
+
+@dataclass(frozen=True)
+class MetricsSpec:
+    endpoint: str
+    selector: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class AccuracyDecay:
+    metric: str
+    max_drop: float
+    window: float = 300.0
+    baseline: Literal["Model", "Fixed"] = "Model"
+    fixed_baseline: float | None = None
+    clear_drop: float | None = None
+    relative: bool = False
+
+
+@dataclass(frozen=True)
+class QueryTrigger:
+    promql: str
+    operator: str
+    threshold: float
+    clear_threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleTrigger:
+    cron: str
+
+
+TriggerKind = AccuracyDecay | QueryTrigger | ScheduleTrigger
+
+
+@dataclass(frozen=True)
+class TriggerSpec:
+    name: str
+    kind: TriggerKind
+    for_seconds: float = 0.0
+    on_missing_data: str = "Inconclusive"
+
+    @property
+    def type(self) -> str:
+        return {AccuracyDecay: "accuracyDecay", QueryTrigger: "query", ScheduleTrigger: "schedule"}[
+            type(self.kind)
+        ]
+
+
+@dataclass(frozen=True)
+class DecisionSpec:
+    cooldown: float = 3600.0
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    key: str
+    bucket: str | None = None
+    format: str = "csv"
+
+
+@dataclass(frozen=True)
+class BuiltinTrainer:
+    data: DataSpec
+    target: str
+    estimator: str
+    features: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    test_size: float = 0.2
+    seed: int = 0
+    metric: str = "accuracy"
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    value: str | None = None
+    secret_name: str | None = None
+    secret_key: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    builtin: BuiltinTrainer | None = None
+    image: str | None = None
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: tuple[EnvVar, ...] = ()
+    requests: Mapping[str, str] = field(default_factory=dict)
+    limits: Mapping[str, str] = field(default_factory=dict)
+    deadline: float = 3600.0
+    backoff_limit: int = 0
+
+
+@dataclass(frozen=True)
+class HistoryLimits:
+    successful: int = 3
+    failed: int = 1
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    model: ModelSpec
+    metrics: MetricsSpec
+    triggers: tuple[TriggerSpec, ...]
+    training: TrainingSpec
+    evaluation: EvaluationSpec = EvaluationSpec()
+    decision: DecisionSpec = DecisionSpec()
+    history_limits: HistoryLimits = HistoryLimits()
+    suspend: bool = False
+
+
+@dataclass(frozen=True)
+class SecretKey:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """A MetricsEndpoint's spec: how to reach Prometheus and who may use it."""
+
+    url: str
+    timeout: float = 10.0
+    max_concurrency: int = 4
+    allow_raw_queries: bool = False
+    namespace_label: str | None = None
+    tenant_header: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    allowed_namespaces: tuple[str, ...] = ()
+    bearer_token: SecretKey | None = None
+    basic_auth_username: SecretKey | None = None
+    basic_auth_password: SecretKey | None = None
+    ca: SecretKey | None = None
+    insecure_skip_verify: bool = False
+
+    def admits(self, namespace: str) -> bool:
+        return not self.allowed_namespaces or "*" in self.allowed_namespaces or namespace in self.allowed_namespaces
+
+
+class _Reader:
+    """Reads typed fields out of raw dicts, collecting problems with their paths instead of raising."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+    def obj(self, raw: Any, path: str, *, required: bool = False) -> Mapping[str, Any]:
+        if raw is None:
+            if required:
+                self.fail(path, "is required")
+            return {}
+        if not isinstance(raw, Mapping):
+            self.fail(path, f"must be an object, not {type(raw).__name__}")
+            return {}
+        return raw
+
+    def str_(self, raw: Mapping[str, Any], key: str, path: str, *, default: str | None = None,
+             required: bool = False, pattern: re.Pattern[str] | None = None) -> str | None:
+        value = raw.get(key, default)
+        if value is None:
+            if required:
+                self.fail(f"{path}.{key}", "is required")
+            return None
+        if not isinstance(value, str):
+            self.fail(f"{path}.{key}", f"must be a string, not {type(value).__name__}")
+            return None
+        if pattern is not None and not pattern.match(value):
+            self.fail(f"{path}.{key}", f"{value!r} does not match {pattern.pattern}")
+            return None
+        return value
+
+    def num(self, raw: Mapping[str, Any], key: str, path: str, *, default: float | None = None,
+            required: bool = False, minimum: float | None = None, maximum: float | None = None) -> float | None:
+        value = raw.get(key, default)
+        if value is None:
+            if required:
+                self.fail(f"{path}.{key}", "is required")
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(f"{path}.{key}", f"must be a number, not {type(value).__name__}")
+            return None
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            self.fail(f"{path}.{key}", f"{value} is outside [{minimum}, {maximum}]")
+            return None
+        return float(value)
+
+    def int_(self, raw: Mapping[str, Any], key: str, path: str, *, default: int, minimum: int = 0) -> int:
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(f"{path}.{key}", f"must be an integer, not {type(value).__name__}")
+            return default
+        if value < minimum:
+            self.fail(f"{path}.{key}", f"must be at least {minimum}")
+            return default
+        return value
+
+    def bool_(self, raw: Mapping[str, Any], key: str, path: str, *, default: bool = False) -> bool:
+        value = raw.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(f"{path}.{key}", "must be true or false")
+            return default
+        return value
+
+    def duration(self, raw: Mapping[str, Any], key: str, path: str, *, default: str,
+                 minimum: float = 0.0) -> float:
+        text = raw.get(key, default)
+        try:
+            seconds = parse_duration(text)
+        except DurationError as exc:
+            self.fail(f"{path}.{key}", str(exc))
+            return parse_duration(default)
+        if seconds < minimum:
+            self.fail(f"{path}.{key}", f"{text!r} is shorter than the minimum of {minimum:g}s")
+            return parse_duration(default)
+        return seconds
+
+    def enum(self, raw: Mapping[str, Any], key: str, path: str, *, allowed: Sequence[str],
+             default: str | None = None) -> str | None:
+        value = raw.get(key, default)
+        if value is None:
+            self.fail(f"{path}.{key}", f"is required; one of {', '.join(allowed)}")
+            return None
+        if value not in allowed:
+            self.fail(f"{path}.{key}", f"{value!r} is not allowed; use one of {', '.join(allowed)}")
+            return None
+        return str(value)
+
+    def str_list(self, raw: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
+        value = raw.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.fail(f"{path}.{key}", "must be a list of strings")
+            return ()
+        return tuple(value)
+
+    def str_map(self, raw: Mapping[str, Any], key: str, path: str) -> dict[str, str]:
+        value = raw.get(key) or {}
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            self.fail(f"{path}.{key}", "must be a map of strings to strings")
+            return {}
+        return dict(value)
+
+
+def parse_policy_spec(raw: Any) -> PolicySpec:
+    """Parse and validate a RetrainPolicy's spec; raise InvalidSpec listing every problem."""
+    r = _Reader()
+    spec = r.obj(raw, "spec", required=True)
+
+    model_raw = r.obj(spec.get("model"), "spec.model", required=True)
+    registry_raw = r.obj(model_raw.get("registry"), "spec.model.registry", required=True)
+    registry = Registry(
+        bucket=r.str_(registry_raw, "bucket", "spec.model.registry", required=True) or "",
+        prefix=r.str_(registry_raw, "prefix", "spec.model.registry", default="") or "",
+        endpoint=r.str_(registry_raw, "endpoint", "spec.model.registry"),
+        region=r.str_(registry_raw, "region", "spec.model.registry", default="us-east-1") or "us-east-1",
+        credentials_secret=r.str_(registry_raw, "credentialsSecret", "spec.model.registry"),
+    )
+    if registry.prefix and not registry.prefix.endswith("/"):
+        r.fail("spec.model.registry.prefix", f"{registry.prefix!r} must end with '/', e.g. {registry.prefix}/")
+    model = ModelSpec(name=r.str_(model_raw, "name", "spec.model", required=True) or "", registry=registry)
+
+    metrics_raw = r.obj(spec.get("metrics"), "spec.metrics", required=True)
+    selector = r.str_map(metrics_raw, "selector", "spec.metrics")
+    for label in selector:
+        if not _LABEL_NAME.match(label):
+            r.fail(f"spec.metrics.selector.{label}", "is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)")
+    metrics = MetricsSpec(
+        endpoint=r.str_(metrics_raw, "endpoint", "spec.metrics", required=True) or "", selector=selector
+    )
+
+    evaluation_raw = r.obj(spec.get("evaluation"), "spec.evaluation")
+    evaluation = EvaluationSpec(
+        interval=r.duration(evaluation_raw, "interval", "spec.evaluation", default="60s", minimum=1.0)
+    )
+
+    triggers_raw = spec.get("triggers")
+    triggers: list[TriggerSpec] = []
+    if not isinstance(triggers_raw, list) or not triggers_raw:
+        r.fail("spec.triggers", "needs at least one trigger (accuracyDecay, query or schedule)")
+    else:
+        seen: set[str] = set()
+        for index, item in enumerate(triggers_raw):
+            trigger = _parse_trigger(r, item, f"spec.triggers[{index}]")
+            if trigger is None:
+                continue
+            if trigger.name in seen:
+                r.fail(f"spec.triggers[{index}].name", f"{trigger.name!r} is used twice; names must be unique")
+            seen.add(trigger.name)
+            triggers.append(trigger)
+
+    decision_raw = r.obj(spec.get("decision"), "spec.decision")
+    decision = DecisionSpec(
+        cooldown=r.duration(decision_raw, "cooldown", "spec.decision", default="1h"),
+        dry_run=r.bool_(decision_raw, "dryRun", "spec.decision"),
+    )
+
+    training = _parse_training(r, r.obj(spec.get("training"), "spec.training", required=True))
+
+    limits_raw = r.obj(spec.get("historyLimits"), "spec.historyLimits")
+    history = HistoryLimits(
+        successful=r.int_(limits_raw, "successful", "spec.historyLimits", default=3),
+        failed=r.int_(limits_raw, "failed", "spec.historyLimits", default=1),
+    )
+    suspend = r.bool_(spec, "suspend", "spec")
+    if r.problems:
+        raise InvalidSpec(r.problems)
+    return PolicySpec(
+        model=model, metrics=metrics, triggers=tuple(triggers), training=training, evaluation=evaluation,
+        decision=decision, history_limits=history, suspend=suspend,
+    )
+
+
+def _parse_trigger(r: _Reader, raw: Any, path: str) -> TriggerSpec | None:
+    item = r.obj(raw, path, required=True)
+    name = r.str_(item, "name", path, required=True, pattern=re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))
+    for_seconds = r.duration(item, "for", path, default="0s")
+    on_missing = r.enum(item, "onMissingData", path, allowed=MISSING_DATA_POLICIES, default="Inconclusive")
+    known = {"name", "for", "onMissingData", *TRIGGER_TYPES}
+    unknown = sorted(set(item) - known)
+    if unknown:
+        r.fail(f"{path}.{unknown[0]}", f"unknown trigger type; use one of {', '.join(TRIGGER_TYPES)}")
+        return None
+    present = [t for t in TRIGGER_TYPES if t in item]
+    if len(present) != 1:
+        r.fail(path, f"set exactly one of {', '.join(TRIGGER_TYPES)} (found {len(present)})")
+        return None
+    kind_name = present[0]
+    kind_path = f"{path}.{kind_name}"
+    body = r.obj(item[kind_name], kind_path, required=True)
+    kind: TriggerKind | None = None
+    if kind_name == "accuracyDecay":
+        baseline = r.enum(body, "baseline", kind_path, allowed=("Model", "Fixed"), default="Model")
+        fixed = r.num(body, "fixedBaseline", kind_path, minimum=0.0, maximum=1.0)
+        max_drop = r.num(body, "maxDrop", kind_path, required=True, minimum=0.0)
+        clear_drop = r.num(body, "clearDrop", kind_path, minimum=0.0)
+        if max_drop is not None and max_drop <= 0:
+            r.fail(f"{kind_path}.maxDrop", "must be greater than 0")
+        if clear_drop is not None and max_drop is not None and clear_drop > max_drop:
+            r.fail(f"{kind_path}.clearDrop", f"{clear_drop} exceeds maxDrop {max_drop}; set it at most maxDrop")
+        if baseline == "Fixed" and fixed is None:
+            r.fail(f"{kind_path}.fixedBaseline", "is required when baseline is Fixed")
+        metric = r.str_(body, "metric", kind_path, required=True, pattern=_METRIC_NAME)
+        window = r.duration(body, "window", kind_path, default="5m", minimum=1.0)
+        if metric is not None and max_drop is not None and baseline is not None:
+            kind = AccuracyDecay(
+                metric=metric, max_drop=max_drop, window=window,
+                baseline=baseline,  # type: ignore[arg-type]
+                fixed_baseline=fixed, clear_drop=clear_drop,
+                relative=r.bool_(body, "relative", kind_path),
+            )
+    elif kind_name == "query":
+        promql = r.str_(body, "promql", kind_path, required=True)
+        operator = r.enum(body, "operator", kind_path, allowed=COMPARISONS)
+        threshold = r.num(body, "threshold", kind_path, required=True)
+        clear = r.num(body, "clearThreshold", kind_path)
+        if promql is not None and not promql.strip():
+            r.fail(f"{kind_path}.promql", "is empty")
+        if operator and threshold is not None and clear is not None:
+            wrong = clear > threshold if operator.startswith(">") else clear < threshold
+            if wrong:
+                side = "at or below" if operator.startswith(">") else "at or above"
+                r.fail(f"{kind_path}.clearThreshold",
+                       f"{clear} must be {side} threshold {threshold} for operator {operator!r}")
+        if promql and operator and threshold is not None:
+            kind = QueryTrigger(promql=promql, operator=operator, threshold=threshold, clear_threshold=clear)
+    else:
+        cron = r.str_(body, "cron", kind_path, required=True)
+        if cron is not None:
+            if len(cron.split()) != 5 or not croniter.is_valid(cron):
+                r.fail(f"{kind_path}.cron", f"{cron!r} is not a five-field cron expression, e.g. '0 3 * * *'")
+            else:
+                kind = ScheduleTrigger(cron=cron)
+    if kind is None or name is None or on_missing is None:
+        return None
+    return TriggerSpec(name=name, kind=kind, for_seconds=for_seconds, on_missing_data=on_missing)
+
+
+def _parse_training(r: _Reader, raw: Mapping[str, Any]) -> TrainingSpec:
+    path = "spec.training"
+    builtin: BuiltinTrainer | None = None
+    if raw.get("builtin") is not None:
+        b = r.obj(raw.get("builtin"), f"{path}.builtin")
+        data_raw = r.obj(b.get("data"), f"{path}.builtin.data", required=True)
+        data = DataSpec(
+            key=r.str_(data_raw, "key", f"{path}.builtin.data", required=True) or "",
+            bucket=r.str_(data_raw, "bucket", f"{path}.builtin.data"),
+            format=r.enum(data_raw, "format", f"{path}.builtin.data", allowed=("csv",), default="csv") or "csv",
+        )
+        estimator = r.str_(b, "estimator", f"{path}.builtin", required=True) or ""
+        if estimator and not estimator.startswith("sklearn."):
+            r.fail(f"{path}.builtin.estimator",
+                   f"{estimator!r} is not allowed; name a scikit-learn estimator such as "
+                   "sklearn.linear_model.LogisticRegression")
+        params = b.get("params") or {}
+        if not isinstance(params, Mapping):
+            r.fail(f"{path}.builtin.params", "must be an object of estimator parameters")
+            params = {}
+        test_size = r.num(b, "testSize", f"{path}.builtin", default=0.2, minimum=0.0, maximum=1.0)
+        if test_size is not None and not 0 < test_size < 1:
+            r.fail(f"{path}.builtin.testSize", "must be between 0 and 1, exclusive")
+        builtin = BuiltinTrainer(
+            data=data, estimator=estimator,
+            target=r.str_(b, "target", f"{path}.builtin", required=True) or "",
+            features=r.str_list(b, "features", f"{path}.builtin"), params=dict(params),
+            test_size=test_size or 0.2, seed=r.int_(b, "seed", f"{path}.builtin", default=0),
+            metric=r.enum(b, "metric", f"{path}.builtin", allowed=METRICS, default="accuracy") or "accuracy",
+        )
+    image = r.str_(raw, "image", path)
+    command = r.str_list(raw, "command", path)
+    if builtin is None and not command:
+        r.fail(path, "set builtin (the scikit-learn trainer) or command (a container of your own)")
+    if builtin is not None and command:
+        r.fail(f"{path}.command", "cannot be combined with builtin; the built-in trainer has its own command")
+    env: list[EnvVar] = []
+    env_raw = raw.get("env") or []
+    if not isinstance(env_raw, list):
+        r.fail(f"{path}.env", "must be a list")
+        env_raw = []
+    for index, item_raw in enumerate(env_raw):
+        item = r.obj(item_raw, f"{path}.env[{index}]")
+        name = r.str_(item, "name", f"{path}.env[{index}]", required=True, pattern=_ENV_NAME)
+        if name in RESERVED_ENV:
+            r.fail(f"{path}.env[{index}].name", f"{name} is set by the operator; choose another name")
+            continue
+        ref = item.get("secretKeyRef")
+        if ref is not None:
+            ref_obj = r.obj(ref, f"{path}.env[{index}].secretKeyRef")
+            env.append(EnvVar(
+                name=name or "",
+                secret_name=r.str_(ref_obj, "name", f"{path}.env[{index}].secretKeyRef", required=True),
+                secret_key=r.str_(ref_obj, "key", f"{path}.env[{index}].secretKeyRef", required=True),
+            ))
+        else:
+            env.append(EnvVar(name=name or "", value=r.str_(item, "value", f"{path}.env[{index}]", default="")))
+    resources = r.obj(raw.get("resources"), f"{path}.resources")
+    requests = {k: str(v) for k, v in r.obj(resources.get("requests"), f"{path}.resources.requests").items()}
+    limits = {k: str(v) for k, v in r.obj(resources.get("limits"), f"{path}.resources.limits").items()}
+    for kind, mapping in (("requests", requests), ("limits", limits)):
+        for key in mapping:
+            if key not in ("cpu", "memory", "ephemeral-storage", "nvidia.com/gpu", "amd.com/gpu"):
+                r.fail(f"{path}.resources.{kind}.{key}",
+                       "is not allowed; use cpu, memory, ephemeral-storage, nvidia.com/gpu or amd.com/gpu")
+    return TrainingSpec(
+        builtin=builtin, image=image, command=command, args=r.str_list(raw, "args", path), env=tuple(env),
+        requests=requests, limits=limits, deadline=r.duration(raw, "deadline", path, default="1h", minimum=1.0),
+        backoff_limit=r.int_(raw, "backoffLimit", path, default=0),
+    )
+
+
+def parse_endpoint_spec(raw: Any) -> EndpointSpec:
+    """Parse a MetricsEndpoint's spec; raise InvalidSpec listing every problem."""
+    r = _Reader()
+    spec = r.obj(raw, "spec", required=True)
+    url = r.str_(spec, "url", "spec", required=True, pattern=re.compile(r"^https?://\S+$")) or ""
+    auth = r.obj(spec.get("auth"), "spec.auth")
+
+    def secret_key(raw_ref: Any, path: str, key_field: str, default_key: str) -> SecretKey | None:
+        if raw_ref is None:
+            return None
+        ref = r.obj(raw_ref, path)
+        name = r.str_(ref, "name", path, required=True)
+        key = r.str_(ref, key_field, path, default=default_key)
+        return SecretKey(name=name, key=key) if name and key else None
+
+    basic = auth.get("basicAuthSecret")
+    tls = r.obj(auth.get("tls"), "spec.auth.tls")
+    label = r.str_(spec, "namespaceLabel", "spec", pattern=_LABEL_NAME)
+    endpoint = EndpointSpec(
+        url=url.rstrip("/"),
+        timeout=r.duration(spec, "timeout", "spec", default="10s", minimum=0.001),
+        max_concurrency=r.int_(spec, "maxConcurrency", "spec", default=4, minimum=1),
+        allow_raw_queries=r.bool_(spec, "allowRawQueries", "spec"),
+        namespace_label=label,
+        tenant_header=r.str_(spec, "tenantHeader", "spec"),
+        headers=r.str_map(spec, "headers", "spec"),
+        allowed_namespaces=r.str_list(spec, "allowedNamespaces", "spec"),
+        bearer_token=secret_key(auth.get("bearerTokenSecret"), "spec.auth.bearerTokenSecret", "key", "token"),
+        basic_auth_username=secret_key(basic, "spec.auth.basicAuthSecret", "usernameKey", "username"),
+        basic_auth_password=secret_key(basic, "spec.auth.basicAuthSecret", "passwordKey", "password"),
+        ca=secret_key(tls.get("caSecret"), "spec.auth.tls.caSecret", "key", "ca.crt"),
+        insecure_skip_verify=r.bool_(tls, "insecureSkipVerify", "spec.auth.tls"),
+    )
+    if r.problems:
+        raise InvalidSpec(r.problems)
+    return endpoint
+
+
+def check_endpoint_use(spec: PolicySpec, *, namespace: str, endpoint_name: str,
+                       endpoint: EndpointSpec | None) -> list[Problem]:
+    """Problems of a policy that depend on its MetricsEndpoint (which the admin, not the tenant, owns)."""
+    if endpoint is None:
+        return [Problem("spec.metrics.endpoint",
+                        f"MetricsEndpoint {endpoint_name!r} does not exist; name one of the cluster's "
+                        "MetricsEndpoints (kubectl get metricsendpoints)")]
+    problems = []
+    if not endpoint.admits(namespace):
+        problems.append(Problem("spec.metrics.endpoint",
+                                f"MetricsEndpoint {endpoint_name!r} does not admit namespace {namespace!r}; "
+                                "ask the cluster admin to add it to spec.allowedNamespaces"))
+    if not endpoint.allow_raw_queries:
+        for index, trigger in enumerate(spec.triggers):
+            if isinstance(trigger.kind, QueryTrigger):
+                problems.append(Problem(
+                    f"spec.triggers[{index}].query",
+                    f"MetricsEndpoint {endpoint_name!r} does not allow raw PromQL; use an accuracyDecay "
+                    "trigger or an endpoint with allowRawQueries"))
+    return problems

@@ -1,0 +1,42 @@
+"""Durations as written in the API (``90s``, ``1h30m``, ``1.5h``), parsed to seconds.
+
+Kubernetes has no duration type in CRD schemas, so the pattern lives in the CRD and this parser is
+the single reading of it. ``d`` means 24 hours; months and years are not accepted (they vary).
+"""
+
+from __future__ import annotations
+
+import re
+
+PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+_FULL = re.compile(PATTERN)
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class DurationError(ValueError):
+    """A duration string that does not match the API's pattern."""
+
+
+def parse_duration(text: str) -> float:
+    """Return the duration in seconds, or raise DurationError with the accepted form."""
+    if not isinstance(text, str) or not _FULL.match(text):
+        raise DurationError(
+            f"{text!r} is not a duration; use a number and a unit (ms, s, m, h, d), for example 90s or 1h30m"
+        )
+    return sum(float(number) * _UNITS[unit] for number, unit in _PART.findall(text))
+
+
+def format_duration(seconds: float) -> str:
+    """Render seconds in the largest exact units, e.g. 5400 -> ``1h30m``; for messages and PromQL."""
+    if seconds <= 0:
+        return "0s"
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    rest = round(seconds)
+    out = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            count, rest = divmod(rest, size)
+            out.append(f"{count}{unit}")
+    return "".join(out)

@@ -1,0 +1,266 @@
+"""The training Job: built from the policy's restricted template, and read back when it ends.
+
+The Job is the only thing a tenant's policy makes the cluster run, so it is built here field by
+field from a small template rather than accepted as a pod spec: no service account of the tenant's
+choosing, no host access, no privilege, no volumes but a scratch ``emptyDir``; it passes the
+``restricted`` Pod Security profile with a read-only root filesystem.
+
+Its name is derived from the policy's uid and its retrain sequence number, so a crash between
+creating the Job and recording it can never lead to a second Job for the same decision: the retry
+computes the same name and adopts the Job it finds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from retrain_operator.domain.api import API_VERSION, PolicySpec
+from retrain_operator.domain.durations import format_duration
+
+MANAGED_BY = "retrain-operator"
+LABEL_POLICY = "retrain.dev/policy"
+LABEL_POLICY_UID = "retrain.dev/policy-uid"
+LABEL_MODEL = "retrain.dev/model"
+ANNOTATION_TRIGGER = "retrain.dev/trigger"
+ANNOTATION_SEQUENCE = "retrain.dev/sequence"
+TERMINATION_LOG = "/dev/termination-log"
+SCRATCH = "/tmp"
+NON_ROOT_UID = 65532
+MAX_MESSAGE = 4096
+DEFAULT_REQUESTS = {"cpu": "500m", "memory": "512Mi"}
+
+
+@dataclass(frozen=True)
+class PolicyRef:
+    """Identity of the policy a Job belongs to."""
+
+    namespace: str
+    name: str
+    uid: str
+
+
+def job_name(policy: PolicyRef, sequence: int) -> str:
+    """Deterministic: the same policy and sequence number always give the same name (at most 63 chars)."""
+    digest = hashlib.sha256(f"{policy.uid}/{sequence}".encode()).hexdigest()[:10]
+    stem = re.sub(r"[^a-z0-9-]", "-", policy.name.lower())[:40].strip("-") or "policy"
+    return f"{stem}-retrain-{digest}"
+
+
+def trainer_config(spec: PolicySpec, *, policy: PolicyRef, job: str, triggers: Sequence[str]) -> dict[str, Any]:
+    """What the built-in trainer reads from RETRAIN_TRAINER_CONFIG."""
+    builtin = spec.training.builtin
+    assert builtin is not None
+    registry = spec.model.registry
+    return {
+        "model": {
+            "name": spec.model.name,
+            "registry": {
+                "endpoint": registry.endpoint, "region": registry.region,
+                "bucket": registry.bucket, "prefix": registry.prefix,
+            },
+        },
+        "builtin": {
+            "data": {"bucket": builtin.data.bucket, "key": builtin.data.key, "format": builtin.data.format},
+            "target": builtin.target, "features": list(builtin.features), "estimator": builtin.estimator,
+            "params": dict(builtin.params), "testSize": builtin.test_size, "seed": builtin.seed,
+            "metric": builtin.metric,
+        },
+        "run": {
+            "policy": f"{policy.namespace}/{policy.name}", "policyUid": policy.uid, "job": job,
+            "trigger": ",".join(triggers),
+        },
+    }
+
+
+def build_job(spec: PolicySpec, *, policy: PolicyRef, sequence: int, triggers: Sequence[str],
+              trainer_image: str, service_account: str) -> dict[str, Any]:
+    """The Job manifest for one retrain."""
+    name = job_name(policy, sequence)
+    training = spec.training
+    env: list[dict[str, Any]] = [
+        {"name": "TERMINATION_MESSAGE_PATH", "value": TERMINATION_LOG},
+        {"name": "HOME", "value": SCRATCH},
+        {"name": "TMPDIR", "value": SCRATCH},
+    ]
+    registry = spec.model.registry
+    if registry.credentials_secret:
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": registry.credentials_secret, "key": key}}})
+    if registry.endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": registry.endpoint})
+    env.append({"name": "AWS_DEFAULT_REGION", "value": registry.region})
+    if training.builtin is not None:
+        config = trainer_config(spec, policy=policy, job=name, triggers=triggers)
+        env.append({"name": "RETRAIN_TRAINER_CONFIG", "value": json.dumps(config, sort_keys=True)})
+        command = ["retrain-operator", "train"]
+        args: list[str] = []
+    else:
+        command = list(training.command)
+        args = list(training.args)
+    for var in training.env:
+        if var.secret_name is not None:
+            env.append({"name": var.name,
+                        "valueFrom": {"secretKeyRef": {"name": var.secret_name, "key": var.secret_key}}})
+        else:
+            env.append({"name": var.name, "value": var.value or ""})
+    resources: dict[str, Any] = {"requests": dict(training.requests) or dict(DEFAULT_REQUESTS)}
+    if training.limits:
+        resources["limits"] = dict(training.limits)
+    labels = {
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/name": "retrain-job",
+        LABEL_POLICY: policy.name[:63].rstrip("-."),
+        LABEL_POLICY_UID: policy.uid,
+        LABEL_MODEL: spec.model.name,
+    }
+    annotations = {ANNOTATION_TRIGGER: ",".join(triggers), ANNOTATION_SEQUENCE: str(sequence)}
+    container = {
+        "name": "trainer",
+        "image": training.image or trainer_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": command,
+        "args": args,
+        "env": env,
+        "resources": resources,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": NON_ROOT_UID,
+            "runAsGroup": NON_ROOT_UID,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": policy.namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [{
+                "apiVersion": API_VERSION, "kind": "RetrainPolicy", "name": policy.name, "uid": policy.uid,
+                "controller": True, "blockOwnerDeletion": True,
+            }],
+        },
+        "spec": {
+            "backoffLimit": training.backoff_limit,
+            "activeDeadlineSeconds": max(1, int(training.deadline)),
+            "template": {
+                "metadata": {"labels": labels, "annotations": annotations},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": service_account,
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "hostNetwork": False,
+                    "hostPID": False,
+                    "hostIPC": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": NON_ROOT_UID,
+                        "runAsGroup": NON_ROOT_UID,
+                        "fsGroup": NON_ROOT_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}}],
+                },
+            },
+        },
+    }
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What a Job and its pods say about a retrain: finished or not, and the trainer's result."""
+
+    finished: bool
+    succeeded: bool
+    finished_at: datetime | None
+    result: Mapping[str, Any]
+    message: str
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def read_outcome(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> JobOutcome:
+    """Read a Job's state and the result its trainer left in the termination message.
+
+    The newest terminated pod's message wins. A message that is not JSON (a custom image, or logs
+    used as fallback) is kept, shortened, as the outcome's message.
+    """
+    status = job.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    finished_condition = conditions.get("Complete") or conditions.get("Failed")
+    if finished_condition is None:
+        return JobOutcome(False, False, None, {}, "running")
+    succeeded = "Complete" in conditions
+    finished_at = _parse_time(status.get("completionTime")) or _parse_time(
+        finished_condition.get("lastTransitionTime"))
+    result: dict[str, Any] = {}
+    message = ""
+    terminated = []
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated")
+            if term:
+                terminated.append((term.get("finishedAt") or "", term))
+    if terminated:
+        terminated.sort(key=lambda item: item[0])
+        raw = str(terminated[-1][1].get("message") or "")[:MAX_MESSAGE]
+        try:
+            parsed = json.loads(raw.strip().splitlines()[-1]) if raw.strip() else {}
+        except (json.JSONDecodeError, IndexError):
+            parsed = {}
+        if isinstance(parsed, dict):
+            result = parsed
+        message = str(result.get("message") or "") if result else " ".join(raw.split())[:300]
+    if not message:
+        if succeeded:
+            message = "training Job completed"
+        else:
+            message = f"training Job failed: {finished_condition.get('reason') or 'Failed'}"
+            if finished_condition.get("message"):
+                message += f" ({finished_condition['message']})"
+    return JobOutcome(True, succeeded and result.get("outcome", "Succeeded") == "Succeeded", finished_at,
+                      result, message)
+
+
+def trimmed_jobs(jobs: Sequence[Mapping[str, Any]], *, successful: int, failed: int,
+                 keep: str | None) -> list[str]:
+    """Names of finished Jobs beyond the history limits, oldest first; the ``keep`` Job is never trimmed."""
+    done: dict[str, list[tuple[str, str]]] = {"Complete": [], "Failed": []}
+    for job in jobs:
+        name = job["metadata"]["name"]
+        for cond in (job.get("status") or {}).get("conditions") or []:
+            if cond.get("type") in done and cond.get("status") == "True" and name != keep:
+                created = job["metadata"].get("creationTimestamp") or ""
+                done[cond["type"]].append((created, name))
+    out: list[str] = []
+    for kind, limit in (("Complete", successful), ("Failed", failed)):
+        ordered = sorted(done[kind])
+        out += [name for _, name in ordered[: max(0, len(ordered) - limit)]]
+    return out
+
+
+def describe_resources(spec: PolicySpec) -> str:
+    requests = dict(spec.training.requests) or DEFAULT_REQUESTS
+    return ", ".join(f"{k}={v}" for k, v in sorted(requests.items())) + \
+        f", deadline {format_duration(spec.training.deadline)}"

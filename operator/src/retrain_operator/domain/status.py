@@ -1,0 +1,144 @@
+"""The policy's status, built in memory from one evaluation and compared with what is stored.
+
+Conditions keep their ``lastTransitionTime`` while their status does not change, the last decision
+keeps its ``time`` while the decision does not change, and trigger values are rounded, so an
+evaluation that learns nothing new produces a status equal to the stored one and no write at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from retrain_operator.domain.decision import Decision
+from retrain_operator.domain.triggers import TriggerResult
+
+CONDITION_TYPES = ("Ready", "Valid", "MetricsAvailable", "RetrainNeeded", "Training")
+VALUE_DIGITS = 6
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str
+    reason: str
+    message: str
+
+
+def merge_conditions(previous: Sequence[Mapping[str, Any]], current: Sequence[Condition], *,
+                     generation: int, now: datetime) -> list[dict[str, Any]]:
+    """Conditions in a stable order; a condition's transition time moves only when its status changes."""
+    before = {c.get("type"): c for c in previous}
+    out = []
+    for cond in current:
+        old = before.get(cond.type)
+        changed = old is None or old.get("status") != cond.status
+        since = rfc3339(now) if changed else str(old.get("lastTransitionTime") or rfc3339(now))  # type: ignore[union-attr]
+        out.append({
+            "type": cond.type, "status": cond.status, "reason": cond.reason,
+            "message": cond.message[:1024], "lastTransitionTime": since, "observedGeneration": generation,
+        })
+    return out
+
+
+def trigger_status(results: Sequence[TriggerResult]) -> list[dict[str, Any]]:
+    out = []
+    for r in results:
+        item: dict[str, Any] = {
+            "name": r.name, "type": r.type, "state": r.state,
+            "value": None if r.value is None else round(r.value, VALUE_DIGITS),
+            "threshold": None if r.threshold is None else round(r.threshold, VALUE_DIGITS),
+            "message": r.message[:512],
+        }
+        if r.since is not None:
+            item["since"] = rfc3339(r.since)
+        out.append(item)
+    return out
+
+
+def decision_status(previous: Mapping[str, Any] | None, decision: Decision, *, now: datetime) -> dict[str, Any]:
+    """The decision record; its time is when this decision was first taken, kept while it stands."""
+    same = previous is not None and all(
+        previous.get(k) == v for k, v in (("action", decision.action), ("reason", decision.reason))
+    )
+    time = str(previous["time"]) if same and previous and previous.get("time") else rfc3339(now)
+    return {"time": time, "action": decision.action, "reason": decision.reason, "message": decision.message[:1024]}
+
+
+def conditions_for(*, valid_problems: Sequence[str], results: Sequence[TriggerResult], decision: Decision | None,
+                   active_job: str | None, last_outcome: str | None) -> list[Condition]:
+    """The five standard conditions; Ready summarises the others."""
+    if valid_problems:
+        text = "; ".join(valid_problems)
+        valid = Condition("Valid", "False", "InvalidSpec", text)
+    else:
+        valid = Condition("Valid", "True", "SpecValid", "the spec is valid")
+    metric_results = [r for r in results if r.type != "schedule"]
+    missing = [r for r in metric_results if r.problem is not None]
+    if valid_problems:
+        metrics = Condition("MetricsAvailable", "Unknown", "NotEvaluated", "the spec is invalid")
+    elif not metric_results:
+        metrics = Condition("MetricsAvailable", "True", "NoMetricTriggers", "no trigger reads metrics")
+    elif missing:
+        first = missing[0]
+        metrics = Condition("MetricsAvailable", "False", first.problem or "NoData",
+                            "; ".join(f"{r.name}: {r.message}" for r in missing))
+    else:
+        metrics = Condition("MetricsAvailable", "True", "QueriesSucceeded", "every trigger has a value")
+    firing = [r for r in results if r.firing]
+    if firing:
+        needed = Condition("RetrainNeeded", "True", "TriggerFiring",
+                           "; ".join(f"{r.name}: {r.message}" for r in firing))
+    elif valid_problems:
+        needed = Condition("RetrainNeeded", "Unknown", "NotEvaluated", "the spec is invalid")
+    else:
+        needed = Condition("RetrainNeeded", "False", "NoTriggerFiring", "no trigger is firing")
+    if active_job:
+        training = Condition("Training", "True", "JobRunning", f"Job {active_job} is running")
+    elif last_outcome == "Succeeded":
+        training = Condition("Training", "False", "JobSucceeded", "the last training Job succeeded")
+    elif last_outcome == "Failed":
+        training = Condition("Training", "False", "JobFailed", "the last training Job failed")
+    else:
+        training = Condition("Training", "False", "NoJob", "no training Job has run")
+    if valid_problems:
+        ready = Condition("Ready", "False", "InvalidSpec", valid.message)
+    elif metrics.status == "False":
+        ready = Condition("Ready", "False", "MetricsUnavailable", metrics.message)
+    else:
+        reason = decision.reason if decision else "Evaluated"
+        ready = Condition("Ready", "True", reason, decision.message if decision else "evaluated")
+    return [ready, valid, metrics, needed, training]
+
+
+def phase_for(*, valid: bool, suspended: bool, active_job: str | None, metrics_ok: bool) -> str:
+    if not valid:
+        return "Invalid"
+    if active_job:
+        return "Training"
+    if suspended:
+        return "Suspended"
+    if not metrics_ok:
+        return "Degraded"
+    return "Watching"
+
+
+def status_changed(stored: Mapping[str, Any] | None, built: Mapping[str, Any]) -> bool:
+    """Whether writing ``built`` would change anything the stored status says."""
+    stored = stored or {}
+    return any(stored.get(key) != value for key, value in built.items())

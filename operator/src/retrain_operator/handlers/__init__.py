@@ -1,0 +1,1 @@
+"""kopf handlers; importing this package registers nothing globally (handlers use their own registry)."""

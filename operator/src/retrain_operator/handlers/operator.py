@@ -1,0 +1,78 @@
+"""kopf handlers: the only place that knows about kopf's decorators.
+
+They are thin: each passes what the watch delivered to the scheduler and returns nothing. Watching
+is done with event handlers, which keep no progress on the objects, so the operator never patches a
+policy's metadata or spec. kopf's own settings (progress annotations under ``retrain.dev``, our
+finalizer name) are still set for any handler that may need them later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from retrain_operator.domain.api import GROUP, VERSION
+from retrain_operator.domain.jobs import LABEL_POLICY
+from retrain_operator.reconcile.scheduler import Scheduler
+
+registry = kopf.OperatorRegistry()
+logger = logging.getLogger(__name__)
+
+
+@kopf.on.startup(registry=registry, id="retrain-configure")
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    scheduler: Scheduler = memo["scheduler"]
+    memo["scheduler_task"] = asyncio.create_task(scheduler.run(), name="retrain-scheduler")
+
+
+@kopf.on.cleanup(registry=registry, id="retrain-cleanup")
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("scheduler_task")
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    closer = memo.get("close")
+    if closer is not None:
+        await closer()
+
+
+@kopf.on.event(GROUP, VERSION, "retrainpolicies", registry=registry, id="retrain-policy")
+def policy_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    scheduler: Scheduler = memo["scheduler"]
+    body = event["object"]
+    meta = body.get("metadata") or {}
+    if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
+        scheduler.remove_policy(meta["namespace"], meta["name"])
+    else:
+        scheduler.upsert_policy(body)
+
+
+@kopf.on.event(GROUP, VERSION, "metricsendpoints", registry=registry, id="retrain-endpoint")
+def endpoint_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    scheduler: Scheduler = memo["scheduler"]
+    body = event["object"]
+    name = body["metadata"]["name"]
+    if event.get("type") == "DELETED":
+        scheduler.remove_endpoint(name)
+    else:
+        scheduler.upsert_endpoint(name, body.get("spec"))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_POLICY: kopf.PRESENT}, registry=registry, id="retrain-job")
+def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    scheduler: Scheduler = memo["scheduler"]
+    meta: Any = event["object"].get("metadata") or {}
+    for owner in meta.get("ownerReferences") or []:
+        if owner.get("kind") == "RetrainPolicy" and owner.get("apiVersion", "").startswith(f"{GROUP}/"):
+            scheduler.wake((meta.get("namespace", ""), owner.get("name", "")))

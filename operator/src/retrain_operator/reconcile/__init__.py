@@ -1,0 +1,1 @@
+"""Orchestration: the scheduler, observation of metrics and the reconciliation of each policy."""

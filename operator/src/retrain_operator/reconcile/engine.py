@@ -1,0 +1,354 @@
+"""Reconciliation of one policy: follow its Job, evaluate, decide, act, and write status once.
+
+Everything that decides is in ``domain``; this module only gathers the inputs (the observations,
+the Job and its pods), calls the pure functions, performs the one action the decision asks for,
+and writes the status it built, only if it differs from the stored one. Events mark changes: a
+new decision reason, a Job started, a Job finished, a spec found invalid.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from retrain_operator.adapters.kubernetes import AlreadyExists, ApiError, KubeClient
+from retrain_operator.domain.api import (
+    API_VERSION,
+    AccuracyDecay,
+    InvalidSpec,
+    PolicySpec,
+    Problem,
+    QueryTrigger,
+    parse_policy_spec,
+)
+from retrain_operator.domain.decision import Decision, decide
+from retrain_operator.domain.jobs import (
+    LABEL_POLICY_UID,
+    PolicyRef,
+    build_job,
+    job_name,
+    read_outcome,
+    trimmed_jobs,
+)
+from retrain_operator.domain.status import (
+    conditions_for,
+    decision_status,
+    merge_conditions,
+    parse_rfc3339,
+    phase_for,
+    rfc3339,
+    status_changed,
+    trigger_status,
+)
+from retrain_operator.domain.triggers import (
+    Observation,
+    PreviousState,
+    TriggerResult,
+    evaluate_accuracy,
+    evaluate_query,
+    evaluate_schedule,
+)
+
+logger = logging.getLogger(__name__)
+
+WARNING_REASONS = frozenset({"MetricsUnavailable", "JobCreateFailed", "InvalidSpec", "JobNameTaken"})
+
+
+@dataclass
+class PolicyEntry:
+    """The operator's view of one RetrainPolicy: its latest body and what parsing it gave."""
+
+    body: dict[str, Any]
+    spec: PolicySpec | None = None
+    problems: list[Problem] = field(default_factory=list)
+    parsed_generation: int | None = None
+    status_version: int = -1
+    scanned_jobs: bool = False
+
+    @property
+    def namespace(self) -> str:
+        return str(self.body["metadata"]["namespace"])
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+    @property
+    def uid(self) -> str:
+        return str(self.body["metadata"].get("uid") or "")
+
+    @property
+    def generation(self) -> int:
+        return int(self.body["metadata"].get("generation") or 0)
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return dict(self.body.get("status") or {})
+
+    @property
+    def ref(self) -> PolicyRef:
+        return PolicyRef(namespace=self.namespace, name=self.name, uid=self.uid)
+
+    def parse(self) -> None:
+        """Parse the spec once per generation."""
+        if self.parsed_generation == self.generation and (self.spec is not None or self.problems):
+            return
+        self.parsed_generation = self.generation
+        try:
+            self.spec, self.problems = parse_policy_spec(self.body.get("spec")), []
+        except InvalidSpec as exc:
+            self.spec, self.problems = None, exc.problems
+
+    def accept_body(self, body: dict[str, Any]) -> None:
+        """Take a newer body from a watch, without letting an older status replace the one just written."""
+        version = _version(body)
+        if version is not None and version < self.status_version:
+            body = {**body, "status": self.body.get("status")}
+        self.body = body
+
+
+def _version(body: Mapping[str, Any]) -> int | None:
+    try:
+        return int(body["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def previous_states(status: Mapping[str, Any]) -> dict[str, PreviousState]:
+    out = {}
+    for item in status.get("triggers") or []:
+        if isinstance(item, Mapping) and item.get("name"):
+            out[str(item["name"])] = PreviousState(item.get("state"), parse_rfc3339(item.get("since")))
+    return out
+
+
+def evaluate_triggers(spec: PolicySpec, *, observations: Mapping[str, Observation], status: Mapping[str, Any],
+                      created: datetime, now: datetime) -> list[TriggerResult]:
+    """Every trigger's result; shared by the operator and ``retrain-operator evaluate``."""
+    previous = previous_states(status)
+    model_score = (status.get("model") or {}).get("score")
+    last_start = parse_rfc3339((status.get("lastRetrain") or {}).get("startedAt"))
+    active_start = parse_rfc3339((status.get("activeJob") or {}).get("startedAt"))
+    reference = max([t for t in (created, last_start, active_start) if t is not None])
+    results = []
+    for trigger in spec.triggers:
+        before = previous.get(trigger.name, PreviousState())
+        observation = observations.get(trigger.name) or Observation.missing("NoData", "not observed")
+        if isinstance(trigger.kind, AccuracyDecay):
+            results.append(evaluate_accuracy(trigger, observation=observation,
+                                             model_score=float(model_score) if model_score is not None else None,
+                                             previous=before, now=now))
+        elif isinstance(trigger.kind, QueryTrigger):
+            results.append(evaluate_query(trigger, observation=observation, previous=before, now=now))
+        else:
+            results.append(evaluate_schedule(trigger, reference=reference, now=now))
+    return results
+
+
+class Reconciler:
+    def __init__(self, *, kube: KubeClient, trainer_image: str, service_account: str,
+                 on_decision: Callable[[PolicyEntry, Decision], None] | None = None,
+                 on_job: Callable[[PolicyEntry, str], None] | None = None) -> None:
+        self._kube = kube
+        self._trainer_image = trainer_image
+        self._service_account = service_account
+        self._on_decision = on_decision
+        self._on_job = on_job
+
+    async def _event(self, entry: PolicyEntry, *, reason: str, message: str, warning: bool = False) -> None:
+        involved = {"apiVersion": API_VERSION, "kind": "RetrainPolicy", "metadata": entry.body["metadata"]}
+        try:
+            await self._kube.create_event(involved=involved, type="Warning" if warning else "Normal",
+                                          reason=reason, message=message)
+        except Exception as exc:  # an event lost must never stop a reconciliation
+            logger.warning("event %s for %s/%s not posted: %s", reason, entry.namespace, entry.name, exc)
+
+    async def reconcile(self, entry: PolicyEntry, *, observations: Mapping[str, Observation],
+                        endpoint_problems: Sequence[Problem], now: datetime) -> bool:
+        """Bring one policy up to date; return whether its status was written."""
+        entry.parse()
+        stored = entry.status
+        status = dict(stored)
+        problems = [str(p) for p in (entry.problems or list(endpoint_problems))]
+        if entry.spec is None or problems:
+            return await self._write_invalid(entry, problems, stored=stored, now=now)
+        spec = entry.spec
+        finished_now = await self._follow_job(entry, spec, status, now=now)
+        created = parse_rfc3339(entry.body["metadata"].get("creationTimestamp")) or now
+        results = evaluate_triggers(spec, observations=observations, status=status, created=created, now=now)
+        active = (status.get("activeJob") or {}).get("name")
+        last_start = parse_rfc3339((status.get("lastRetrain") or {}).get("startedAt"))
+        decision = decide(spec, results=results, active_job=active, last_retrain_start=last_start, now=now)
+        if decision.launches:
+            decision = await self._launch(entry, spec, status, decision, now=now)
+        if finished_now:
+            await self._trim(entry, spec, status)
+        previous_decision = stored.get("lastDecision") or {}
+        status["lastDecision"] = decision_status(previous_decision, decision, now=now)
+        status["triggers"] = trigger_status(results)
+        metrics_ok = not any(r.problem for r in results if r.type != "schedule")
+        active = (status.get("activeJob") or {}).get("name")
+        status["phase"] = phase_for(valid=True, suspended=spec.suspend, active_job=active, metrics_ok=metrics_ok)
+        status["conditions"] = merge_conditions(
+            stored.get("conditions") or [],
+            conditions_for(valid_problems=[], results=results, decision=decision, active_job=active,
+                           last_outcome=(status.get("lastRetrain") or {}).get("outcome")),
+            generation=entry.generation, now=now)
+        status["observedGeneration"] = entry.generation
+        if self._on_decision is not None:
+            self._on_decision(entry, decision)
+        if previous_decision.get("reason") != decision.reason and decision.reason != "TriggerFiring":
+            await self._event(entry, reason=decision.reason, message=decision.message,
+                              warning=decision.reason in WARNING_REASONS)
+        return await self._write(entry, stored, status)
+
+    async def _write(self, entry: PolicyEntry, stored: Mapping[str, Any], status: dict[str, Any]) -> bool:
+        if not status_changed(stored, status):
+            return False
+        # Keys that disappeared must be removed explicitly: a merge patch keeps what it does not name.
+        patch = {**{k: None for k in stored if k not in status}, **status}
+        result = await self._kube.patch_policy_status(entry.namespace, entry.name, patch)
+        entry.body = {**entry.body, "status": result.get("status", status)}
+        version = _version(result)
+        if version is not None:
+            entry.status_version = version
+            entry.body["metadata"] = {**entry.body["metadata"], "resourceVersion": str(version)}
+        return True
+
+    async def _write_invalid(self, entry: PolicyEntry, problems: Sequence[str], *, stored: Mapping[str, Any],
+                             now: datetime) -> bool:
+        status = dict(stored)
+        message = "; ".join(problems)
+        decision = Decision("None", "InvalidSpec", message)
+        previous_decision = stored.get("lastDecision") or {}
+        status["lastDecision"] = decision_status(previous_decision, decision, now=now)
+        status["phase"] = "Invalid"
+        status["triggers"] = []
+        status["observedGeneration"] = entry.generation
+        status["conditions"] = merge_conditions(
+            stored.get("conditions") or [],
+            conditions_for(valid_problems=problems, results=[], decision=decision,
+                           active_job=(stored.get("activeJob") or {}).get("name"),
+                           last_outcome=(stored.get("lastRetrain") or {}).get("outcome")),
+            generation=entry.generation, now=now)
+        if previous_decision.get("message") != message or previous_decision.get("reason") != "InvalidSpec":
+            await self._event(entry, reason="InvalidSpec", message=message, warning=True)
+        if self._on_decision is not None:
+            self._on_decision(entry, decision)
+        return await self._write(entry, stored, status)
+
+    async def _follow_job(self, entry: PolicyEntry, spec: PolicySpec, status: dict[str, Any], *,
+                          now: datetime) -> bool:
+        """Record the outcome of the active Job if it has ended; adopt an unrecorded Job after a crash."""
+        if not entry.scanned_jobs:
+            await self._adopt_unrecorded(entry, status)
+            entry.scanned_jobs = True
+        active = status.get("activeJob") or {}
+        name = active.get("name")
+        if not name:
+            return False
+        job = await self._kube.get_job(entry.namespace, name)
+        if job is None:
+            status["lastRetrain"] = {
+                "job": name, "trigger": active.get("trigger", ""), "startedAt": active.get("startedAt"),
+                "finishedAt": rfc3339(now), "outcome": "Failed",
+                "message": "the Job disappeared before it finished (deleted?)",
+            }
+            status.pop("activeJob", None)
+            await self._event(entry, reason="RetrainFailed", message=f"Job {name} disappeared", warning=True)
+            return True
+        pods = await self._kube.list_pods(entry.namespace, f"job-name={name}")
+        outcome = read_outcome(job, pods)
+        if not outcome.finished:
+            return False
+        result = outcome.result
+        record: dict[str, Any] = {
+            "job": name, "trigger": active.get("trigger", ""), "startedAt": active.get("startedAt"),
+            "finishedAt": rfc3339(outcome.finished_at or now),
+            "outcome": "Succeeded" if outcome.succeeded else "Failed",
+            "message": outcome.message[:512] or ("model trained" if outcome.succeeded else "failed"),
+        }
+        if outcome.succeeded and result.get("version"):
+            record["modelVersion"] = str(result["version"])
+            if isinstance(result.get("score"), int | float):
+                record["score"] = float(result["score"])
+            status["model"] = {
+                "version": str(result["version"]), "uri": str(result.get("modelUri", "")),
+                "metric": str(result.get("metric", "")),
+                **({"score": float(result["score"])} if isinstance(result.get("score"), int | float) else {}),
+                "trainedAt": str(result.get("trainedAt") or record["finishedAt"]),
+            }
+            if not record["message"] or record["message"] == "training Job completed":
+                record["message"] = (f"model {result['version']} trained, {result.get('metric', 'score')} "
+                                     f"{result.get('score')}")
+        status["lastRetrain"] = record
+        status.pop("activeJob", None)
+        if outcome.succeeded:
+            await self._event(entry, reason="RetrainSucceeded", message=f"Job {name}: {record['message']}")
+        else:
+            await self._event(entry, reason="RetrainFailed", message=f"Job {name}: {record['message']}", warning=True)
+        if self._on_job is not None:
+            self._on_job(entry, record["outcome"])
+        return True
+
+    async def _adopt_unrecorded(self, entry: PolicyEntry, status: dict[str, Any]) -> None:
+        """A Job created just before a crash has no record in status: find it by its labels and adopt it."""
+        if (status.get("activeJob") or {}).get("name"):
+            return
+        sequence = int(status.get("retrains") or 0)
+        expected = job_name(entry.ref, sequence)
+        jobs = await self._kube.list_jobs(entry.namespace, f"{LABEL_POLICY_UID}={entry.uid}")
+        for job in jobs:
+            if job["metadata"]["name"] == expected:
+                annotations = job["metadata"].get("annotations") or {}
+                status["activeJob"] = {
+                    "name": expected, "trigger": annotations.get("retrain.dev/trigger", ""),
+                    "startedAt": job["metadata"].get("creationTimestamp") or rfc3339_now(),
+                }
+                status["retrains"] = sequence + 1
+                await self._event(entry, reason="RetrainAdopted",
+                                  message=f"Job {expected} was created but not recorded; following it")
+
+    async def _launch(self, entry: PolicyEntry, spec: PolicySpec, status: dict[str, Any], decision: Decision, *,
+                      now: datetime) -> Decision:
+        sequence = int(status.get("retrains") or 0)
+        body = build_job(spec, policy=entry.ref, sequence=sequence, triggers=decision.triggers,
+                         trainer_image=self._trainer_image, service_account=self._service_account)
+        name = body["metadata"]["name"]
+        try:
+            await self._kube.create_job(entry.namespace, body)
+            adopted = False
+        except AlreadyExists:
+            existing = await self._kube.get_job(entry.namespace, name)
+            labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
+            if labels.get(LABEL_POLICY_UID) != entry.uid:
+                message = f"a Job named {name} exists and does not belong to this policy; delete or rename it"
+                await self._event(entry, reason="JobNameTaken", message=message, warning=True)
+                return Decision("Wait", "JobNameTaken", message, decision.triggers)
+            adopted = True
+        except ApiError as exc:
+            message = f"creating Job {name} failed: {exc}"
+            return Decision("Wait", "JobCreateFailed", message, decision.triggers)
+        status["activeJob"] = {"name": name, "trigger": ",".join(decision.triggers), "startedAt": rfc3339(now)}
+        status["retrains"] = sequence + 1
+        verb = "adopted existing" if adopted else "started"
+        await self._event(entry, reason="RetrainStarted", message=f"{verb} Job {name}: {decision.message}")
+        if self._on_job is not None:
+            self._on_job(entry, "Started")
+        return Decision("Retrain", "TriggerFiring", f"{verb} Job {name}: {decision.message}", decision.triggers)
+
+    async def _trim(self, entry: PolicyEntry, spec: PolicySpec, status: Mapping[str, Any]) -> None:
+        jobs = await self._kube.list_jobs(entry.namespace, f"{LABEL_POLICY_UID}={entry.uid}")
+        keep = (status.get("lastRetrain") or {}).get("job")
+        for name in trimmed_jobs(jobs, successful=spec.history_limits.successful, failed=spec.history_limits.failed,
+                                 keep=keep):
+            await self._kube.delete_job(entry.namespace, name)
+
+
+def rfc3339_now() -> str:
+    from datetime import UTC
+
+    return rfc3339(datetime.now(UTC))

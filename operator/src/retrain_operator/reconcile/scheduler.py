@@ -1,0 +1,224 @@
+"""One scheduler for all policies: find the due ones, observe them together, reconcile each.
+
+kopf's per-object timers would cost a task and a status PATCH per policy per tick; here a single
+loop wakes when the earliest policy is due (or when something happens to one: a spec change, its
+Job's progress), gathers every due policy into one cycle so their queries can be merged, and
+reconciles them with bounded concurrency. A policy's failure is logged and retried at its next
+interval; it never stops the loop or touches other policies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from retrain_operator.adapters.kubernetes import KubeClient, NotFound
+from retrain_operator.adapters.prometheus import PrometheusClient
+from retrain_operator.domain.api import EndpointSpec, InvalidSpec, Problem, check_endpoint_use, parse_endpoint_spec
+from retrain_operator.reconcile.engine import PolicyEntry, Reconciler
+from retrain_operator.reconcile.observe import Observer, QuerySource, Subject
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Endpoints:
+    """MetricsEndpoints by name, and one Prometheus client per endpoint built with its Secrets."""
+
+    def __init__(self, *, kube: KubeClient | None, operator_namespace: str,
+                 fetch: Callable[[str], Any] | None = None) -> None:
+        self._kube = kube
+        self._namespace = operator_namespace
+        self._fetch = fetch
+        self.specs: dict[str, EndpointSpec] = {}
+        self.problems: dict[str, str] = {}
+        self._clients: dict[str, tuple[EndpointSpec, PrometheusClient]] = {}
+
+    def upsert(self, name: str, raw_spec: Any) -> None:
+        try:
+            self.specs[name] = parse_endpoint_spec(raw_spec)
+            self.problems.pop(name, None)
+        except InvalidSpec as exc:
+            self.specs.pop(name, None)
+            self.problems[name] = str(exc)
+
+    def remove(self, name: str) -> None:
+        self.specs.pop(name, None)
+        self.problems.pop(name, None)
+
+    async def lookup(self, name: str) -> EndpointSpec | None:
+        """The endpoint's spec; asks the API once when the watch has not delivered it yet."""
+        if name not in self.specs and name not in self.problems and self._fetch is not None:
+            try:
+                body = await self._fetch(name)
+            except NotFound:
+                body = None
+            if body is not None:
+                self.upsert(name, body.get("spec"))
+        return self.specs.get(name)
+
+    async def source(self, name: str) -> QuerySource:
+        spec = self.specs[name]
+        cached = self._clients.get(name)
+        if cached is not None and cached[0] == spec:
+            return cached[1]
+        if cached is not None:
+            await cached[1].close()
+        client = await self._build(spec)
+        self._clients[name] = (spec, client)
+        return client
+
+    async def _secret(self, name: str, key: str) -> str:
+        assert self._kube is not None, "endpoint credentials need the Kubernetes API"
+        data = await self._kube.read_secret(self._namespace, name)
+        if key not in data:
+            raise KeyError(f"Secret {self._namespace}/{name} has no key {key!r}")
+        return data[key]
+
+    async def _build(self, spec: EndpointSpec) -> PrometheusClient:
+        bearer = await self._secret(spec.bearer_token.name, spec.bearer_token.key) if spec.bearer_token else None
+        basic = None
+        if spec.basic_auth_username and spec.basic_auth_password:
+            basic = (await self._secret(spec.basic_auth_username.name, spec.basic_auth_username.key),
+                     await self._secret(spec.basic_auth_password.name, spec.basic_auth_password.key))
+        ca = await self._secret(spec.ca.name, spec.ca.key) if spec.ca else None
+        return PrometheusClient(url=spec.url, timeout=spec.timeout, headers=dict(spec.headers), bearer_token=bearer,
+                                basic_auth=basic, ca_pem=ca, insecure_skip_verify=spec.insecure_skip_verify,
+                                max_concurrency=spec.max_concurrency)
+
+    async def close(self) -> None:
+        for _, client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+
+
+class Scheduler:
+    def __init__(self, *, reconciler: Reconciler, endpoints: Endpoints, clock: Callable[[], datetime] = utcnow,
+                 max_parallel: int = 32, observer: Observer | None = None) -> None:
+        self._reconciler = reconciler
+        self._endpoints = endpoints
+        self._clock = clock
+        self._max_parallel = max_parallel
+        self.observer = observer or Observer(source_for=endpoints.source)
+        self.entries: dict[Key, PolicyEntry] = {}
+        self._due: dict[Key, float] = {}
+        self._wake = asyncio.Event()
+        self.cycles = 0
+        self.lag: list[float] = []
+
+    # Inputs from the watches.
+    def upsert_policy(self, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        entry = self.entries.get(key)
+        if entry is None or entry.uid != meta.get("uid"):
+            self.entries[key] = PolicyEntry(body=dict(body))
+            self.wake(key)
+            return
+        changed = int(meta.get("generation") or 0) != entry.generation
+        entry.accept_body(dict(body))
+        if changed:
+            self.wake(key)
+
+    def remove_policy(self, namespace: str, name: str) -> None:
+        self.entries.pop((namespace, name), None)
+        self._due.pop((namespace, name), None)
+
+    def upsert_endpoint(self, name: str, spec: Any) -> None:
+        self._endpoints.upsert(name, spec)
+        self._wake_users(name)
+
+    def remove_endpoint(self, name: str) -> None:
+        self._endpoints.remove(name)
+        self._wake_users(name)
+
+    def _wake_users(self, endpoint: str) -> None:
+        for key, entry in self.entries.items():
+            if (entry.body.get("spec") or {}).get("metrics", {}).get("endpoint") == endpoint:
+                self.wake(key)
+
+    def wake(self, key: Key) -> None:
+        """Make a policy due now (a change happened to it or to its Job)."""
+        if key in self.entries:
+            self._due[key] = time.monotonic()
+            self._wake.set()
+
+    # The loop.
+    async def run(self) -> None:
+        while True:
+            now_mono = time.monotonic()
+            due = [k for k, at in self._due.items() if at <= now_mono]
+            unscheduled = [k for k in self.entries if k not in self._due]
+            for key in unscheduled:
+                self._due[key] = now_mono
+                due.append(key)
+            if due:
+                for key in due:
+                    self.lag.append(max(0.0, now_mono - self._due[key]))
+                self.lag = self.lag[-10000:]
+                await self.run_cycle(due)
+                continue
+            self._wake.clear()
+            timeout = min(self._due.values()) - now_mono if self._due else 3600.0
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, timeout))
+            except TimeoutError:
+                pass
+
+    async def run_cycle(self, keys: list[Key]) -> None:
+        """Evaluate the given policies together: one observation pass, then each reconciled."""
+        now = self._clock()
+        self.cycles += 1
+        subjects: list[Subject] = []
+        endpoint_problems: dict[Key, list[Problem]] = {}
+        entries = []
+        for key in keys:
+            entry = self.entries.get(key)
+            if entry is None:
+                continue
+            entries.append(entry)
+            entry.parse()
+            interval = entry.spec.evaluation.interval if entry.spec else 60.0
+            self._due[key] = time.monotonic() + interval
+            if entry.spec is None:
+                continue
+            name = entry.spec.metrics.endpoint
+            endpoint = await self._endpoints.lookup(name)
+            problems = check_endpoint_use(entry.spec, namespace=entry.namespace, endpoint_name=name,
+                                          endpoint=endpoint)
+            if endpoint is None and name in self._endpoints.problems:
+                problems = [Problem("spec.metrics.endpoint",
+                                    f"MetricsEndpoint {name!r} is invalid: {self._endpoints.problems[name]}")]
+            if problems:
+                endpoint_problems[key] = problems
+            else:
+                assert endpoint is not None
+                subjects.append(Subject(entry.namespace, entry.name, entry.spec, name, endpoint))
+        try:
+            observed = await self.observer.observe(subjects, now=now)
+        except Exception:
+            logger.exception("observation failed; every trigger of this cycle is inconclusive")
+            observed = {}
+        semaphore = asyncio.Semaphore(self._max_parallel)
+
+        async def one(entry: PolicyEntry) -> None:
+            mine = {t: o for (ns, n, t), o in observed.items() if ns == entry.namespace and n == entry.name}
+            async with semaphore:
+                try:
+                    await self._reconciler.reconcile(entry, observations=mine,
+                                                     endpoint_problems=endpoint_problems.get(
+                                                         (entry.namespace, entry.name), []), now=now)
+                except Exception:
+                    logger.exception("reconciling %s/%s failed; retrying at its next interval",
+                                     entry.namespace, entry.name)
+
+        await asyncio.gather(*(one(e) for e in entries))
