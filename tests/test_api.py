@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.policies import BASE, policy
 
 from retrain_operator.domain import api
 from retrain_operator.domain.api import InvalidSpec, parse_endpoint_spec, parse_policy_spec
 from retrain_operator.domain.durations import PATTERN, DurationError, format_duration, parse_duration
-from tests.policies import BASE, policy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,7 +116,7 @@ def test_endpoint_spec_defaults_and_auth() -> None:
                                                                     "tls": {"caSecret": {"name": "ca"}}}})
     assert spec.url == "https://prom:9090" and spec.timeout == 10 and spec.max_concurrency == 4
     assert spec.bearer_token == api.SecretKey("tok", "token") and spec.ca == api.SecretKey("ca", "ca.crt")
-    with pytest.raises(InvalidSpec, match="spec.url"):
+    with pytest.raises(InvalidSpec, match=r"spec\.url"):
         parse_endpoint_spec({"url": "file:///etc/passwd"})
 
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from tests.policies import policy
 
 from retrain_operator.domain.api import parse_policy_spec
 from retrain_operator.domain.jobs import PolicyRef, build_job, job_name, read_outcome, trimmed_jobs
-from tests.policies import policy
 
 REF = PolicyRef(namespace="team-a", name="churn", uid="0b6c5f0e-1111-2222-3333-444455556666")
 
@@ -85,8 +85,10 @@ def test_names_are_deterministic_and_distinct() -> None:
     assert len(job_name(long, 0)) <= 63
 
 
-def _finished(kind: str, message: str | None, finished_at: str = "2026-11-27T10:00:00Z") -> tuple[dict[str, Any],
-                                                                                                   list[dict[str, Any]]]:
+Finished = tuple[dict[str, Any], list[dict[str, Any]]]
+
+
+def _finished(kind: str, message: str | None, finished_at: str = "2026-11-27T10:00:00Z") -> Finished:
     job = {"metadata": {"name": "j"}, "status": {"completionTime": finished_at,
                                                  "conditions": [{"type": kind, "status": "True", "reason": "X"}]}}
     pods = [{"status": {"containerStatuses": [{"state": {"terminated": {"finishedAt": finished_at,

@@ -9,7 +9,12 @@ import pytest
 
 from retrain_operator.domain.api import AccuracyDecay, QueryTrigger, ScheduleTrigger, TriggerSpec
 from retrain_operator.domain.triggers import (
-    Observation, PreviousState, accuracy_levels, evaluate_accuracy, evaluate_query, evaluate_schedule,
+    Observation,
+    PreviousState,
+    accuracy_levels,
+    evaluate_accuracy,
+    evaluate_query,
+    evaluate_schedule,
 )
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -95,7 +100,8 @@ def test_missing_data_follows_the_policy_never_zero(policy: str, state: str, obs
 ])
 def test_query_operators(operator: str, value: float, state: str) -> None:
     trigger = TriggerSpec(name="q", kind=QueryTrigger(promql="x", operator=operator, threshold=10))
-    assert evaluate_query(trigger, observation=Observation(value=value), previous=PreviousState(), now=NOW).state == state
+    result = evaluate_query(trigger, observation=Observation(value=value), previous=PreviousState(), now=NOW)
+    assert result.state == state
 
 
 def test_query_hysteresis_above() -> None:

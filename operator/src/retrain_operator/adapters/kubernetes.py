@@ -44,14 +44,12 @@ class KubeClient(Protocol):
     async def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
     async def delete_job(self, namespace: str, name: str) -> None: ...
     async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
-    async def patch_policy_status(self, namespace: str, name: str,
-                                  status: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def patch_policy_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]: ...
     async def create_event(self, *, involved: Mapping[str, Any], type: str, reason: str, message: str) -> None: ...
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]: ...
 
 
-def event_body(*, involved: Mapping[str, Any], type: str, reason: str, message: str,
-               now: datetime) -> dict[str, Any]:
+def event_body(*, involved: Mapping[str, Any], type: str, reason: str, message: str, now: datetime) -> dict[str, Any]:
     meta = involved.get("metadata") or {}
     stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
@@ -59,8 +57,11 @@ def event_body(*, involved: Mapping[str, Any], type: str, reason: str, message: 
         "kind": "Event",
         "metadata": {"generateName": f"{meta.get('name', 'object')}.", "namespace": meta.get("namespace")},
         "involvedObject": {
-            "apiVersion": involved.get("apiVersion"), "kind": involved.get("kind"),
-            "name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+            "apiVersion": involved.get("apiVersion"),
+            "kind": involved.get("kind"),
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
         },
         "type": type,
         "reason": reason,
@@ -136,8 +137,9 @@ class ApiKubeClient:
 
     async def delete_job(self, namespace: str, name: str) -> None:
         try:
-            await self._call(self._batch.delete_namespaced_job, name, namespace,
-                             body={"propagationPolicy": "Background"})
+            await self._call(
+                self._batch.delete_namespaced_job, name, namespace, body={"propagationPolicy": "Background"}
+            )
         except NotFound:
             pass
 
@@ -147,8 +149,14 @@ class ApiKubeClient:
 
     async def patch_policy_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = await self._call(
-            self._custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, POLICY_PLURAL, name,
-            {"status": dict(status)})
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            POLICY_PLURAL,
+            name,
+            {"status": dict(status)},
+        )
         return result
 
     async def create_event(self, *, involved: Mapping[str, Any], type: str, reason: str, message: str) -> None:
@@ -160,6 +168,19 @@ class ApiKubeClient:
         result = await self._call(self._core.read_namespaced_secret, name, namespace)
         data = result.get("data") or {}
         return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch, as the API server applies ``application/merge-patch+json``."""
+    if not isinstance(patch, Mapping):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
 
 
 def _matches(labels: Mapping[str, str], selector: str) -> bool:
@@ -202,26 +223,33 @@ class FakeKubeClient:
         return copy.deepcopy(job)
 
     async def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        return [copy.deepcopy(j) for (ns, _), j in self.jobs.items()
-                if ns == namespace and _matches(j["metadata"].get("labels") or {}, label_selector)]
+        return [
+            copy.deepcopy(j)
+            for (ns, _), j in self.jobs.items()
+            if ns == namespace and _matches(j["metadata"].get("labels") or {}, label_selector)
+        ]
 
     async def delete_job(self, namespace: str, name: str) -> None:
         if self.jobs.pop((namespace, name), None) is not None:
             self.deleted_jobs.append(name)
 
     async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        return [copy.deepcopy(p) for (ns, _), p in self.pods.items()
-                if ns == namespace and _matches(p["metadata"].get("labels") or {}, label_selector)]
+        return [
+            copy.deepcopy(p)
+            for (ns, _), p in self.pods.items()
+            if ns == namespace and _matches(p["metadata"].get("labels") or {}, label_selector)
+        ]
 
     async def patch_policy_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
-        merged = {**self.statuses.get((namespace, name), {}), **copy.deepcopy(dict(status))}
+        merged = merge_patch(self.statuses.get((namespace, name), {}), status)
         self.statuses[(namespace, name)] = merged
         self.status_writes.append((namespace, name, copy.deepcopy(dict(status))))
         return {"metadata": {"namespace": namespace, "name": name}, "status": copy.deepcopy(merged)}
 
     async def create_event(self, *, involved: Mapping[str, Any], type: str, reason: str, message: str) -> None:
-        self.events.append(event_body(involved=involved, type=type, reason=reason, message=message,
-                                      now=datetime.now(UTC)))
+        self.events.append(
+            event_body(involved=involved, type=type, reason=reason, message=message, now=datetime.now(UTC))
+        )
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         try:

@@ -250,13 +250,13 @@ def trimmed_jobs(jobs: Sequence[Mapping[str, Any]], *, successful: int, failed: 
     for job in jobs:
         name = job["metadata"]["name"]
         for cond in (job.get("status") or {}).get("conditions") or []:
-            if cond.get("type") in done and cond.get("status") == "True" and name != keep:
+            if cond.get("type") in done and cond.get("status") == "True":
                 created = job["metadata"].get("creationTimestamp") or ""
                 done[cond["type"]].append((created, name))
     out: list[str] = []
     for kind, limit in (("Complete", successful), ("Failed", failed)):
         ordered = sorted(done[kind])
-        out += [name for _, name in ordered[: max(0, len(ordered) - limit)]]
+        out += [name for _, name in ordered[: max(0, len(ordered) - limit)] if name != keep]
     return out
 
 

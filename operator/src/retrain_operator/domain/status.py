@@ -72,8 +72,11 @@ def trigger_status(results: Sequence[TriggerResult]) -> list[dict[str, Any]]:
 
 
 def decision_status(previous: Mapping[str, Any] | None, decision: Decision, *, now: datetime) -> dict[str, Any]:
-    """The decision record; its time is when this decision was first taken, kept while it stands."""
-    same = previous is not None and all(
+    """The decision record; its time is when this decision was first taken, kept while it stands.
+
+    Every launch is a decision of its own, so a Retrain always carries the time it was taken.
+    """
+    same = previous is not None and decision.action != "Retrain" and all(
         previous.get(k) == v for k, v in (("action", decision.action), ("reason", decision.reason))
     )
     time = str(previous["time"]) if same and previous and previous.get("time") else rfc3339(now)
