@@ -1,0 +1,36 @@
+# The README's two commands are `make sandbox` and `make test`; both install what is missing first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: sandbox test check bench system-deps clean
+
+# Debian's prometheus package gives the real Prometheus server and promtool the tests and sandbox run.
+system-deps:
+	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends prometheus; }
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+sandbox: system-deps $(STAMP)
+	$(BIN)/retrain-operator sandbox $(ARGS)
+
+check: $(STAMP)
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: system-deps $(STAMP)
+	$(BIN)/pytest -ra $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .sandbox .pytest_cache .mypy_cache .ruff_cache
