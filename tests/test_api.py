@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.policies import BASE, policy
 
 from retrain_operator.domain import api
 from retrain_operator.domain.api import InvalidSpec, parse_endpoint_spec, parse_policy_spec
 from retrain_operator.domain.durations import PATTERN, DurationError, format_duration, parse_duration
+from tests.policies import BASE, policy
 
 ROOT = Path(__file__).resolve().parents[1]
 

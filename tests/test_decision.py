@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from tests.policies import policy
 
 from retrain_operator.domain.api import parse_policy_spec
 from retrain_operator.domain.decision import decide
 from retrain_operator.domain.triggers import TriggerResult
+from tests.policies import policy
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from tests.policies import policy
 
 from retrain_operator.domain.api import parse_policy_spec
 from retrain_operator.domain.jobs import PolicyRef, build_job, job_name, read_outcome, trimmed_jobs
+from tests.policies import policy
 
 REF = PolicyRef(namespace="team-a", name="churn", uid="0b6c5f0e-1111-2222-3333-444455556666")
 

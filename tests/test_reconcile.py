@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from tests.policies import policy
 
 from retrain_operator.adapters.kubernetes import FakeKubeClient
 from retrain_operator.adapters.prometheus import PrometheusUnreachable, Sample
@@ -18,6 +17,7 @@ from retrain_operator.domain.jobs import LABEL_POLICY_UID, PolicyRef, job_name
 from retrain_operator.reconcile.engine import Reconciler
 from retrain_operator.reconcile.observe import Observer, QuerySource
 from retrain_operator.reconcile.scheduler import Endpoints, Scheduler
+from tests.policies import policy
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
