@@ -54,15 +54,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "train":
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # These two parse their own options (including --help), so they get the rest of the line untouched.
+    if argv[:1] == ["train"]:
         from retrain_operator.trainer.main import main as train_main
 
-        return int(train_main(args.rest))
-    if args.command == "sandbox":
+        return int(train_main(argv[1:]))
+    if argv[:1] == ["sandbox"]:
         from retrain_operator.sandbox.story import main as sandbox_main
 
-        return int(sandbox_main(args.rest))
+        return int(sandbox_main(argv[1:]))
+    args = _parser().parse_args(argv)
     if args.command == "evaluate":
         return _evaluate(args)
     return _run(args)

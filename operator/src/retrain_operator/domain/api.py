@@ -464,7 +464,8 @@ def _parse_training(r: _Reader, raw: Mapping[str, Any]) -> TrainingSpec:
         data = DataSpec(
             key=r.str_(data_raw, "key", f"{path}.builtin.data", required=True) or "",
             bucket=r.str_(data_raw, "bucket", f"{path}.builtin.data"),
-            format=r.enum(data_raw, "format", f"{path}.builtin.data", allowed=("csv",), default="csv") or "csv",
+            format=r.enum(data_raw, "format", f"{path}.builtin.data", allowed=("csv", "parquet"),
+                          default="csv") or "csv",
         )
         estimator = r.str_(b, "estimator", f"{path}.builtin", required=True) or ""
         if estimator and not estimator.startswith("sklearn."):
