@@ -22,6 +22,12 @@ registry = kopf.OperatorRegistry()
 logger = logging.getLogger(__name__)
 
 
+@kopf.on.login(registry=registry, id="retrain-login")
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account first, then the kubeconfig (our own registry has no default login)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
 @kopf.on.startup(registry=registry, id="retrain-configure")
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)

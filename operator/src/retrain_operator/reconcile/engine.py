@@ -200,6 +200,9 @@ class Reconciler:
         status["observedGeneration"] = entry.generation
         if self._on_decision is not None:
             self._on_decision(entry, decision)
+        if previous_decision.get("reason") != decision.reason or decision.launches:
+            logger.info("%s/%s: %s (%s): %s", entry.namespace, entry.name, decision.action, decision.reason,
+                        decision.message)
         if previous_decision.get("reason") != decision.reason and decision.reason != "TriggerFiring":
             await self._event(entry, reason=decision.reason, message=decision.message,
                               warning=decision.reason in WARNING_REASONS)

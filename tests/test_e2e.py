@@ -1,0 +1,254 @@
+"""End to end: the real operator process, the API emulator, the local kubelet, Prometheus and S3.
+
+kubectl applies the example policy; Prometheus already holds a history of low accuracy; the operator
+must launch exactly one Job within one interval plus 2 s, the kubelet runs the real trainer, the
+model lands in S3 and the policy's status, conditions and events tell the story.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from sklearn.datasets import load_breast_cancer
+
+from retrain_operator.sandbox.cluster import LocalCluster
+from retrain_operator.sandbox.processes import OperatorProcess, kubectl, venv_bin
+from retrain_operator.sandbox.prometheus import PrometheusServer, Series
+from retrain_operator.sandbox.s3 import S3Server
+from tests.support.s3 import new_bucket, s3_client
+from tests.test_jobs import assert_restricted
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
+NAMESPACE = "team-a"
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float, log: Callable[[], str] = str) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` and the operator's log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            tail = log()[-6000:]
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n--- operator log ---\n{tail}")
+        time.sleep(0.2)
+
+
+def training_csv() -> str:
+    data = load_breast_cancer(as_frame=True).frame.rename(columns={"target": "label"})
+    buffer = io.StringIO()
+    data.to_csv(buffer, index=False, quoting=csv.QUOTE_MINIMAL)
+    return buffer.getvalue()
+
+
+@dataclass
+class Stack:
+    cluster: LocalCluster
+    operator: OperatorProcess
+    prometheus: PrometheusServer
+    s3: S3Server
+    bucket: str
+    model: str
+    tmp: Path
+
+    def kubectl(self, *args: str, input: str | None = None) -> Any:
+        result = kubectl(self.cluster.kubeconfig, *args, input=input)
+        return result
+
+    def apply(self, *docs: dict[str, Any]) -> Any:
+        return self.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump_all(docs))
+
+    def get(self, kind: str, name: str | None = None, namespace: str = NAMESPACE) -> Any:
+        args = ["get", kind, *([name] if name else []), "-n", namespace, "-o", "json"]
+        result = self.kubectl(*args)
+        if result.returncode != 0:
+            return None
+        return json.loads(result.stdout)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return list((self.get("jobs") or {}).get("items") or [])
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict((self.get("retrainpolicies", name) or {}).get("status") or {})
+
+    def condition(self, name: str, kind: str) -> dict[str, Any]:
+        return next((c for c in self.status(name).get("conditions") or [] if c["type"] == kind), {})
+
+    def events(self) -> list[dict[str, Any]]:
+        return list((self.get("events") or {}).get("items") or [])
+
+    def push_accuracy(self, model: str, values: list[float], *, step: float = 15.0) -> None:
+        end = time.time() - 1
+        samples = [(end - step * (len(values) - 1 - i), v) for i, v in enumerate(values)]
+        self.prometheus.push([Series("model_accuracy", {"namespace": NAMESPACE, "model": model}, samples)])
+
+    def example_policy(self, name: str = "churn", model: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "churn-policy.yaml").read_text())
+        body["metadata"]["name"] = name
+        body["spec"]["model"]["registry"].update(endpoint=self.s3.endpoint, bucket=self.bucket)
+        body["spec"]["metrics"]["selector"] = {"model": model or self.model}
+        return body
+
+    def start_operator(self) -> OperatorProcess:
+        self.operator = OperatorProcess(
+            kubeconfig=self.cluster.kubeconfig, log_path=self.tmp / "operator.log",
+            args=["--operator-namespace", "retrain-system", "--trainer-image", "retrain-operator:test",
+                  "--training-service-account", "default"]).start()
+        return self.operator
+
+
+@pytest.fixture
+def stack(tmp_path: Path, prometheus: PrometheusServer, s3_server: S3Server, prom_series_id: str) -> Iterator[Stack]:
+    s3 = s3_client(s3_server)
+    bucket = new_bucket(s3, "e2e")
+    s3.put_object(Bucket=bucket, Key="data/churn.csv", Body=training_csv().encode())
+    env = {"PATH": f"{venv_bin()}:/usr/bin:/bin"}
+    with LocalCluster(workdir=tmp_path / "cluster", crd_paths=[], env_overrides=env) as cluster:
+        stack = Stack(cluster, None, prometheus, s3_server, bucket, prom_series_id, tmp_path)  # type: ignore[arg-type]
+        applied = stack.kubectl("apply", "--validate=false", "-f", str(ROOT / "crds"))
+        assert applied.returncode == 0, applied.stderr
+        endpoint = yaml.safe_load((ROOT / "examples" / "metricsendpoint.yaml").read_text())
+        endpoint["spec"]["url"] = prometheus.url
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "churn-s3", "namespace": NAMESPACE},
+                  "stringData": {"AWS_ACCESS_KEY_ID": s3_server.access_key,
+                                 "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}}
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+        applied = stack.apply(namespace, secret, endpoint)
+        assert applied.returncode == 0, applied.stderr
+        stack.start_operator()
+        try:
+            yield stack
+        finally:
+            stack.operator.stop()
+
+
+def test_low_accuracy_retrains_once_and_reports_the_new_model(stack: Stack) -> None:
+    stack.push_accuracy(stack.model, [0.80] * 80)  # 20 minutes below 0.95 - 0.05
+    policy = stack.example_policy()
+    applied = stack.apply(policy)
+    assert applied.returncode == 0, applied.stderr
+    applied_at = time.monotonic()
+    jobs = wait_for("the training Job", stack.jobs, timeout=60, log=stack.operator.log)
+    latency = time.monotonic() - applied_at
+    assert latency <= 30 + 2, f"Job created {latency:.1f}s after apply; the interval is 30s"
+    assert len(jobs) == 1
+    job = jobs[0]
+    assert_restricted(job)
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "RetrainPolicy"
+
+    status = wait_for("the retrain outcome", lambda: stack.status("churn").get("lastRetrain"), timeout=180,
+                      log=stack.operator.log)
+    assert status["outcome"] == "Succeeded", (status, stack.operator.log()[-3000:])
+    status = stack.status("churn")
+    model = status["model"]
+    assert status["lastRetrain"]["job"] == job["metadata"]["name"]
+    assert status["lastRetrain"]["trigger"] == "accuracy-drop"
+    assert status["lastRetrain"]["modelVersion"] == model["version"]
+    assert 0.9 < model["score"] <= 1.0 and model["metric"] == "accuracy"
+    bucket, key = model["uri"].removeprefix("s3://").split("/", 1)
+    assert bucket == stack.bucket and key == f"churn/versions/{model['version']}/model.joblib"
+    head = s3_client(stack.s3).head_object(Bucket=bucket, Key=key)
+    assert head["ContentLength"] > 0
+
+    # The baseline follows the new model; accuracy is still low, but the cooldown holds the next retrain.
+    wait_for("a decision after the retrain", lambda: stack.status("churn")["lastDecision"]["reason"] == "CoolingDown",
+             timeout=40, log=stack.operator.log)
+    status = stack.status("churn")
+    assert status["triggers"][0]["threshold"] == pytest.approx(model["score"] - 0.05, abs=1e-6)
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Training"]["reason"] == "JobSucceeded" and conditions["Training"]["status"] == "False"
+    assert conditions["RetrainNeeded"]["status"] == "True" and conditions["Valid"]["status"] == "True"
+    assert conditions["MetricsAvailable"]["status"] == "True"
+    assert status["observedGeneration"] == 1 and status["phase"] == "Watching"
+    assert len(stack.jobs()) == 1
+    reasons = [e["reason"] for e in stack.events() if e["involvedObject"]["name"] == "churn"]
+    assert {"RetrainStarted", "RetrainSucceeded", "CoolingDown"} <= set(reasons), reasons
+    table = stack.kubectl("get", "retrainpolicies", "-n", NAMESPACE).stdout
+    assert "MODEL" in table and "PHASE" in table and "CoolingDown" in table and "Watching" in table
+
+
+def test_empty_nan_and_unreachable_metrics_launch_nothing(stack: Stack) -> None:
+    stack.push_accuracy(f"{stack.model}-nan", [float("nan")] * 40)
+    stack.push_accuracy(f"{stack.model}-low", [0.5] * 40)
+    dead = {"apiVersion": "retrain.dev/v1alpha1", "kind": "MetricsEndpoint", "metadata": {"name": "dead"},
+            "spec": {"url": "http://127.0.0.1:9", "timeout": "2s"}}
+    unreachable = stack.example_policy("unreachable", f"{stack.model}-low")
+    unreachable["spec"]["metrics"]["endpoint"] = "dead"
+    applied = stack.apply(dead, stack.example_policy("empty", f"{stack.model}-none"),
+                          stack.example_policy("nan", f"{stack.model}-nan"), unreachable)
+    assert applied.returncode == 0, applied.stderr
+    for name, reason in (("empty", "NoData"), ("nan", "NotANumber"), ("unreachable", "Unreachable")):
+        condition = wait_for(f"MetricsAvailable=False on {name}",
+                             lambda n=name: stack.condition(n, "MetricsAvailable").get("status") == "False"
+                             and stack.condition(n, "MetricsAvailable"), timeout=30, log=stack.operator.log)
+        assert condition["reason"] == reason, condition
+        status = stack.status(name)
+        assert status["phase"] == "Degraded" and status["lastDecision"]["reason"] == "MetricsUnavailable"
+        assert status["triggers"][0]["value"] is None
+    assert stack.jobs() == []
+    warnings = {e["involvedObject"]["name"] for e in stack.events() if e["type"] == "Warning"}
+    assert {"empty", "nan", "unreachable"} <= warnings
+
+
+def test_operator_killed_while_the_job_runs_catches_up_after_restart(stack: Stack) -> None:
+    stack.cluster.hold_jobs()
+    stack.push_accuracy(stack.model, [0.80] * 80)
+    assert stack.apply(stack.example_policy()).returncode == 0
+    wait_for("the training Job", stack.jobs, timeout=60, log=stack.operator.log)
+    wait_for("activeJob in status", lambda: stack.status("churn").get("activeJob"), timeout=30,
+             log=stack.operator.log)
+    stack.operator.kill()
+    stack.cluster.release_jobs()
+    finished = wait_for("the Job to finish while the operator is down", lambda: [
+        j for j in stack.jobs() if any(c["type"] == "Complete" and c["status"] == "True"
+                                       for c in (j.get("status") or {}).get("conditions") or [])], timeout=180)
+    assert len(finished) == 1
+    assert "lastRetrain" not in stack.status("churn")
+    stack.start_operator()
+    last = wait_for("status to catch up", lambda: stack.status("churn").get("lastRetrain"), timeout=60,
+                    log=stack.operator.log)
+    assert last["outcome"] == "Succeeded" and last["job"] == finished[0]["metadata"]["name"]
+    assert "activeJob" not in stack.status("churn")
+    assert len(stack.jobs()) == 1
+    assert len(stack.cluster.runs) == 1
+
+
+def test_invalid_policies_are_rejected_or_marked_and_others_carry_on(stack: Stack) -> None:
+    bad_enum = stack.example_policy("bad-enum")
+    bad_enum["spec"]["triggers"][0]["onMissingData"] = "Zero"
+    rejected = stack.apply(bad_enum)
+    assert rejected.returncode != 0
+    assert "onMissingData" in rejected.stderr and "Zero" in rejected.stderr, rejected.stderr
+    bad_duration = stack.example_policy("bad-duration")
+    bad_duration["spec"]["evaluation"]["interval"] = "often"
+    rejected = stack.apply(bad_duration)
+    assert rejected.returncode != 0 and "spec.evaluation.interval" in rejected.stderr, rejected.stderr
+
+    stack.cluster.hold_jobs()
+    stack.push_accuracy(stack.model, [0.80] * 80)
+    no_endpoint = stack.example_policy("no-endpoint")
+    no_endpoint["spec"]["metrics"]["endpoint"] = "missing"
+    bad_cron = stack.example_policy("bad-cron")
+    bad_cron["spec"]["triggers"].append({"name": "nightly", "schedule": {"cron": "every night"}})
+    assert stack.apply(no_endpoint, bad_cron, stack.example_policy("good")).returncode == 0
+    for name, field in (("no-endpoint", "spec.metrics.endpoint"), ("bad-cron", "spec.triggers[1].schedule.cron")):
+        valid = wait_for(f"Valid=False on {name}", lambda n=name: stack.condition(n, "Valid").get("status") == "False"
+                         and stack.condition(n, "Valid"), timeout=30, log=stack.operator.log)
+        assert valid["message"].startswith(field), valid
+        assert stack.status(name)["phase"] == "Invalid"
+    jobs = wait_for("the good policy's Job", stack.jobs, timeout=30, log=stack.operator.log)
+    assert [j["metadata"]["ownerReferences"][0]["name"] for j in jobs] == ["good"]
+    reasons = {(e["involvedObject"]["name"], e["reason"]) for e in stack.events()}
+    assert {("no-endpoint", "InvalidSpec"), ("bad-cron", "InvalidSpec")} <= reasons
