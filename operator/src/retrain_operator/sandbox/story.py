@@ -1,0 +1,226 @@
+"""``retrain-operator sandbox``: the whole loop on one machine, told as it happens.
+
+It starts S3 (SeaweedFS), a demo model service whose accuracy decays, Prometheus scraping it, the
+API emulator with a local kubelet, and the real operator process; applies a MetricsEndpoint and a
+RetrainPolicy with kubectl; then prints what happens: the trigger going pending and firing, the
+decision, the Job, the new model in S3, the status, and the accuracy recovering with the new model.
+It exits 0 when that story is complete (``--keep`` leaves everything running until Ctrl-C) and
+stops everything it started. Nothing here is used by the operator itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import shutil
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from retrain_operator.sandbox.cluster import LocalCluster
+from retrain_operator.sandbox.demo_model import DemoModel, serve
+from retrain_operator.sandbox.processes import OperatorProcess, kubectl, venv_bin
+from retrain_operator.sandbox.prometheus import start_prometheus
+from retrain_operator.sandbox.s3 import start_seaweedfs
+
+NAMESPACE = "demo"
+BUCKET = "models"
+
+
+def _crd_dir() -> Path:
+    for candidate in (Path(__file__).resolve().parents[4] / "crds", Path.cwd() / "crds"):
+        if (candidate / "retrainpolicies.yaml").exists():
+            return candidate
+    raise SystemExit("error: crds/ not found; run the sandbox from the repository (make sandbox)")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _training_csv() -> bytes:
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame.rename(columns={"target": "label"})
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    return buffer.getvalue().encode()
+
+
+def demo_policy(*, s3_endpoint: str) -> dict[str, Any]:
+    """The example churn policy, sped up so the story takes about a minute."""
+    return {
+        "apiVersion": "retrain.dev/v1alpha1",
+        "kind": "RetrainPolicy",
+        "metadata": {"name": "churn", "namespace": NAMESPACE},
+        "spec": {
+            "model": {"name": "churn", "registry": {"endpoint": s3_endpoint, "bucket": BUCKET, "prefix": "churn/",
+                                                    "credentialsSecret": "churn-s3"}},
+            "metrics": {"endpoint": "sandbox", "selector": {"model": "churn"}},
+            "evaluation": {"interval": "5s"},
+            "triggers": [{"name": "accuracy-drop", "for": "10s", "accuracyDecay": {
+                "metric": "model_accuracy", "window": "10s", "baseline": "Model", "fixedBaseline": 0.95,
+                "maxDrop": 0.05, "clearDrop": 0.02}}],
+            "decision": {"cooldown": "10m"},
+            "training": {"builtin": {"data": {"key": "data/churn.csv"}, "target": "label",
+                                     "estimator": "sklearn.linear_model.LogisticRegression",
+                                     "params": {"max_iter": 5000}}, "deadline": "5m"},
+        },
+    }
+
+
+class Narrator:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.1f}s] {text}", flush=True)
+
+
+@contextlib.contextmanager
+def _demo_service(model: DemoModel, port: int) -> Iterator[None]:
+    stop = threading.Event()
+    thread = threading.Thread(target=serve, kwargs={"model": model, "port": port, "stop": stop}, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="retrain-operator sandbox", description=__doc__)
+    parser.add_argument("--workdir", type=Path, default=Path(".sandbox"), help="scratch directory (wiped first)")
+    parser.add_argument("--keep", action="store_true", help="keep everything running after the story completes")
+    parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
+    args = parser.parse_args(argv)
+    workdir: Path = args.workdir.resolve()
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    n = Narrator()
+    with contextlib.ExitStack() as stack:
+        s3_server = stack.enter_context(start_seaweedfs(workdir / "s3"))
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=s3_server.endpoint, aws_access_key_id=s3_server.access_key,
+                          aws_secret_access_key=s3_server.secret_key, region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_object(Bucket=BUCKET, Key="data/churn.csv", Body=_training_csv())
+        n.say(f"S3 (SeaweedFS) at {s3_server.endpoint}: s3://{BUCKET}/data/churn.csv holds the training data")
+
+        model = DemoModel(namespace=NAMESPACE, model="churn", bucket=BUCKET, prefix="churn/", s3=s3)
+        port = _free_port()
+        stack.enter_context(_demo_service(model, port))
+        prom = stack.enter_context(start_prometheus(workdir / "prometheus", scrape_targets=[f"127.0.0.1:{port}"]))
+        n.say(f"demo model serving at 127.0.0.1:{port}, accuracy {model.accuracy():.3f} and decaying; "
+              f"Prometheus at {prom.url} scrapes it every second")
+
+        cluster = stack.enter_context(LocalCluster(workdir=workdir / "cluster", crd_paths=[],
+                                                   env_overrides={"PATH": f"{venv_bin()}:/usr/bin:/bin"}))
+        kubeconfig = cluster.kubeconfig
+        n.say(f"Kubernetes API (emulated) at {cluster.url}; kubeconfig {kubeconfig}")
+
+        def apply(docs: list[dict[str, Any]] | None = None, path: Path | None = None) -> None:
+            args_ = ["apply", "--validate=false", "-f", str(path) if path else "-"]
+            result = kubectl(kubeconfig, *args_, input=None if path else yaml.safe_dump_all(docs or []))
+            if result.returncode != 0:
+                raise SystemExit(f"kubectl apply failed: {result.stderr}")
+            for line in result.stdout.splitlines():
+                n.say(f"kubectl: {line}")
+
+        apply(path=_crd_dir())
+        apply([
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "churn-s3", "namespace": NAMESPACE},
+             "stringData": {"AWS_ACCESS_KEY_ID": s3_server.access_key,
+                            "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}},
+            {"apiVersion": "retrain.dev/v1alpha1", "kind": "MetricsEndpoint", "metadata": {"name": "sandbox"},
+             "spec": {"url": prom.url, "namespaceLabel": "namespace", "allowedNamespaces": [NAMESPACE]}},
+        ])
+        operator = OperatorProcess(kubeconfig=kubeconfig, log_path=workdir / "operator.log",
+                                   args=["--operator-namespace", NAMESPACE, "--trainer-image", "retrain-operator:dev"])
+        operator.start()
+        stack.callback(operator.stop)
+        n.say(f"operator started (pid {operator.process.pid if operator.process else '?'}), log {operator.log_path}")
+        policy = demo_policy(s3_endpoint=s3_server.endpoint)
+        apply([policy])
+        n.say("policy: retrain when accuracy over 10s stays more than 0.05 below the model's score for 10s")
+
+        done = _watch(n, kubeconfig=kubeconfig, operator=operator, s3=s3, timeout=args.timeout, model=model)
+        result = kubectl(kubeconfig, "get", "retrainpolicies", "-n", NAMESPACE)
+        print("\n$ kubectl get retrainpolicies -n demo\n" + result.stdout, flush=True)
+        events = kubectl(kubeconfig, "get", "events", "-n", NAMESPACE, "-o", "json")
+        if events.returncode == 0:
+            print("$ kubectl get events -n demo (reason: message)")
+            items = json.loads(events.stdout).get("items", [])
+            items.sort(key=lambda e: int(e.get("metadata", {}).get("resourceVersion") or 0))
+            for item in items:
+                print(f"  {item.get('type', ''):<8} {item.get('reason', ''):<18} {item.get('message', '')[:140]}")
+        if not done:
+            print(f"\nthe story did not complete in {args.timeout:.0f}s; operator log tail:\n{operator.log()[-4000:]}",
+                  file=sys.stderr)
+            return 1
+        print("\nThe loop is complete: decay detected, one Job, a new model in S3, status explains it.")
+        if args.keep:
+            print(f"Still running. Try: kubectl --kubeconfig {kubeconfig} get rp -A -o yaml   (Ctrl-C to stop)")
+            with contextlib.suppress(KeyboardInterrupt):
+                while operator.running:
+                    time.sleep(1)
+    return 0
+
+
+def _watch(n: Narrator, *, kubeconfig: Path, operator: OperatorProcess, s3: Any, timeout: float,
+           model: DemoModel) -> bool:
+    """Narrate the policy's status until the retrained model is in production and accuracy recovered."""
+    deadline = time.monotonic() + timeout
+    seen: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        if not operator.running:
+            n.say("the operator exited unexpectedly")
+            return False
+        result = kubectl(kubeconfig, "get", "retrainpolicy", "churn", "-n", NAMESPACE, "-o", "json")
+        status = json.loads(result.stdout).get("status") or {} if result.returncode == 0 else {}
+        for trigger in status.get("triggers") or []:
+            state = (trigger.get("state"), round(trigger.get("value") or 0, 3))
+            if seen.get("trigger") != state:
+                seen["trigger"] = state
+                n.say(f"trigger {trigger['name']}: {trigger['state']:<12} {trigger.get('message', '')}")
+        decision = status.get("lastDecision") or {}
+        if decision and seen.get("decision") != decision.get("reason"):
+            seen["decision"] = decision.get("reason")
+            n.say(f"decision: {decision.get('action')} ({decision.get('reason')}): {decision.get('message')}")
+        job = (status.get("activeJob") or {}).get("name")
+        if job and seen.get("job") != job:
+            seen["job"] = job
+            n.say(f"training Job {job} created; the local kubelet runs `retrain-operator train`")
+        last = status.get("lastRetrain") or {}
+        if last and seen.get("last") != last.get("job"):
+            seen["last"] = last.get("job")
+            n.say(f"Job {last.get('job')} {last.get('outcome')}: {last.get('message')}")
+            listing = s3.list_objects_v2(Bucket=BUCKET, Prefix="churn/versions/").get("Contents", [])
+            for obj in listing:
+                n.say(f"  s3://{BUCKET}/{obj['Key']} ({obj['Size']} bytes)")
+            current = status.get("model") or {}
+            if current:
+                n.say(f"status.model: version {current.get('version')}, {current.get('metric')} "
+                      f"{current.get('score')}, {current.get('uri')}")
+            if last.get("outcome") != "Succeeded":
+                return False
+        trigger_states = [t.get("state") for t in status.get("triggers") or []]
+        if last.get("outcome") == "Succeeded" and model.version and trigger_states == ["clear"]:
+            n.say(f"the demo model now serves version {model.version}; accuracy recovered to "
+                  f"{model.accuracy():.3f} and the trigger is clear")
+            return True
+        time.sleep(0.5)
+    return False
