@@ -19,6 +19,7 @@ from typing import Any
 from retrain_operator.adapters.kubernetes import KubeClient, NotFound
 from retrain_operator.adapters.prometheus import PrometheusClient
 from retrain_operator.domain.api import EndpointSpec, InvalidSpec, Problem, check_endpoint_use, parse_endpoint_spec
+from retrain_operator.domain.triggers import Observation
 from retrain_operator.reconcile.engine import PolicyEntry, Reconciler
 from retrain_operator.reconcile.observe import Observer, QuerySource, Subject
 
@@ -208,10 +209,13 @@ class Scheduler:
         except Exception:
             logger.exception("observation failed; every trigger of this cycle is inconclusive")
             observed = {}
+        by_policy: dict[Key, dict[str, Observation]] = {}
+        for (namespace, name, trigger), observation in observed.items():
+            by_policy.setdefault((namespace, name), {})[trigger] = observation
         semaphore = asyncio.Semaphore(self._max_parallel)
 
         async def one(entry: PolicyEntry) -> None:
-            mine = {t: o for (ns, n, t), o in observed.items() if ns == entry.namespace and n == entry.name}
+            mine = by_policy.get((entry.namespace, entry.name), {})
             async with semaphore:
                 try:
                     await self._reconciler.reconcile(entry, observations=mine,

@@ -1,0 +1,124 @@
+"""Scheduler benchmark: policies per cycle, queries per cycle, writes in a steady cycle, time and memory.
+
+Runs the real scheduler, observer and reconciler against the in-memory Kubernetes fake and a
+metric source that answers merged queries after a fixed latency (like a Prometheus on the same
+network), and prints, side by side in one run, the batched observer (queries merged per template)
+against the same code with merging disabled (one query per policy and query), for several policy
+counts. Figures, not assertions: run `make bench` (or `python bench/run.py --sizes 100 1000 10000`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import gc
+import re
+import resource
+import sys
+import time
+import tracemalloc
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "operator" / "src")]
+
+from retrain_operator.adapters.kubernetes import FakeKubeClient  # noqa: E402
+from retrain_operator.adapters.prometheus import Sample  # noqa: E402
+from retrain_operator.reconcile import observe  # noqa: E402
+from retrain_operator.reconcile.engine import Reconciler  # noqa: E402
+from retrain_operator.reconcile.observe import Observer, QuerySource  # noqa: E402
+from retrain_operator.reconcile.scheduler import Endpoints, Scheduler  # noqa: E402
+
+BASE = {
+    "apiVersion": "retrain.dev/v1alpha1", "kind": "RetrainPolicy",
+    "metadata": {"namespace": "bench", "generation": 1, "creationTimestamp": "2026-11-01T00:00:00Z"},
+    "spec": {
+        "model": {"name": "m", "registry": {"bucket": "models"}},
+        "metrics": {"endpoint": "default"},
+        "evaluation": {"interval": "60s"},
+        "triggers": [{"name": "acc", "for": "5m", "accuracyDecay": {"metric": "model_accuracy", "window": "5m",
+                                                                     "fixedBaseline": 0.95, "maxDrop": 0.05}}],
+        "training": {"builtin": {"data": {"key": "d.csv"}, "target": "y",
+                                 "estimator": "sklearn.linear_model.LogisticRegression"}},
+    },
+}
+
+
+class LatencySource:
+    """Answers like Prometheus would for every model named in the query, after ``latency`` seconds."""
+
+    def __init__(self, latency: float) -> None:
+        self.latency = latency
+        self.queries = 0
+
+    async def query(self, promql: str, *, at: datetime, headers: Mapping[str, str] | None = None) -> list[Sample]:
+        self.queries += 1
+        await asyncio.sleep(self.latency)
+        match = re.search(r'model=~?"([^"]*)"', promql)
+        models = match.group(1).split("|") if match else []
+        value = 10.0 if promql.startswith("count_over_time") else 0.97
+        return [Sample(labels={"model": m}, value=value, timestamp=at.timestamp()) for m in models]
+
+
+async def bench(n: int, *, merged: bool, latency: float) -> dict[str, float]:
+    observe.CHUNK = 200 if merged else 1
+    kube = FakeKubeClient()
+    source = LatencySource(latency)
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    clock = [now]
+
+    async def source_for(_: str) -> QuerySource:
+        return source
+
+    scheduler = Scheduler(reconciler=Reconciler(kube=kube, trainer_image="img", service_account="sa"),
+                          endpoints=Endpoints(kube=kube, operator_namespace="x"), clock=lambda: clock[0],
+                          observer=Observer(source_for=source_for), max_parallel=64)
+    scheduler.upsert_endpoint("default", {"url": "http://prom:9090"})
+    gc.collect()
+    tracemalloc.start()
+    for i in range(n):
+        body = copy.deepcopy(BASE)
+        body["metadata"].update(name=f"p{i}", uid=f"uid-{i}")
+        body["spec"]["metrics"]["selector"] = {"model": f"model-{i}"}
+        scheduler.upsert_policy(body)
+    keys = list(scheduler.entries)
+    started = time.perf_counter()
+    await scheduler.run_cycle(keys)
+    first = time.perf_counter() - started
+    first_queries, first_writes = source.queries, len(kube.status_writes)
+    clock[0] = now + timedelta(seconds=60)
+    started = time.perf_counter()
+    await scheduler.run_cycle(keys)
+    steady = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"first_s": first, "steady_s": steady, "queries": first_queries,
+            "steady_queries": source.queries - first_queries, "first_writes": first_writes,
+            "steady_writes": len(kube.status_writes) - first_writes, "peak_mib": peak / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--latency", type=float, default=0.005, help="seconds per Prometheus query")
+    parser.add_argument("--unmerged-limit", type=int, default=1000,
+                        help="skip the unmerged variant above this many policies (it takes minutes)")
+    args = parser.parse_args()
+    print(f"{'policies':>9} {'variant':>9} {'queries':>8} {'cycle 1 s':>10} {'steady s':>9} "
+          f"{'writes 1':>9} {'writes 2':>9} {'peak MiB':>9}")
+    for n in args.sizes:
+        for merged in (True, False):
+            if not merged and n > args.unmerged_limit:
+                print(f"{n:>9} {'unmerged':>9} {'(skipped: > --unmerged-limit)':>40}")
+                continue
+            r = asyncio.run(bench(n, merged=merged, latency=args.latency))
+            print(f"{n:>9} {'merged' if merged else 'unmerged':>9} {r['queries']:>8.0f} {r['first_s']:>10.3f} "
+                  f"{r['steady_s']:>9.3f} {r['first_writes']:>9.0f} {r['steady_writes']:>9.0f} {r['peak_mib']:>9.1f}")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"process max RSS {rss:.0f} MiB (python {sys.version.split()[0]})")
+
+
+if __name__ == "__main__":
+    main()
