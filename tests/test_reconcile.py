@@ -304,3 +304,32 @@ async def test_spec_change_is_noticed_and_status_catches_up() -> None:
     h.add(changed)
     await h.cycle()
     assert h.status()["observedGeneration"] == 2 and len(h.kube.created_jobs) == 1
+
+
+async def test_endpoint_credentials_come_from_the_operator_namespace() -> None:
+    kube = FakeKubeClient()
+    endpoints = Endpoints(kube=kube, operator_namespace="retrain-system")
+    kube.endpoints["secured"] = {"spec": {"url": "https://prom:9090", "auth": {"bearerTokenSecret": {"name": "tok"}}}}
+    spec = await endpoints.lookup("secured")
+    assert spec is not None and spec.bearer_token is not None
+    with pytest.raises(Exception, match="secret retrain-system/tok"):
+        await endpoints.source("secured")
+    kube.secrets[("retrain-system", "tok")] = {"token": "s3cr3t"}
+    client = await endpoints.source("secured")
+    assert client is await endpoints.source("secured"), "one client per endpoint, reused"
+    await endpoints.close()
+    assert await endpoints.lookup("absent") is None
+
+
+async def test_unusable_endpoint_makes_triggers_inconclusive_not_crash() -> None:
+    kube = FakeKubeClient()
+    endpoints = Endpoints(kube=kube, operator_namespace="retrain-system")
+    scheduler = Scheduler(reconciler=Reconciler(kube=kube, trainer_image="img", service_account="sa"),
+                          endpoints=endpoints, clock=lambda: NOW)
+    scheduler.upsert_endpoint("default", {"url": "http://prom:9090", "auth": {"bearerTokenSecret": {"name": "gone"}}})
+    scheduler.upsert_policy(policy())
+    await scheduler.run_cycle(list(scheduler.entries))
+    status = scheduler.entries[("team-a", "churn")].status
+    metrics = {c["type"]: c for c in status["conditions"]}["MetricsAvailable"]
+    assert metrics["reason"] == "EndpointUnavailable" and "retrain-system/gone" in metrics["message"]
+    assert kube.created_jobs == []

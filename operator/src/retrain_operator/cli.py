@@ -116,7 +116,6 @@ def _run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from retrain_operator.adapters.kubernetes import ApiKubeClient
-    from retrain_operator.domain.api import ENDPOINT_PLURAL, GROUP, VERSION
     from retrain_operator.handlers.operator import registry
     from retrain_operator.reconcile import telemetry
     from retrain_operator.reconcile.engine import Reconciler
@@ -128,15 +127,7 @@ def _run(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = args.kubeconfig
     kube = ApiKubeClient.from_environment(kubeconfig=args.kubeconfig)
 
-    async def fetch_endpoint(name: str) -> Any:
-        from retrain_operator.adapters.kubernetes import NotFound
-
-        try:
-            return await kube._call(kube._custom.get_cluster_custom_object, GROUP, VERSION, ENDPOINT_PLURAL, name)
-        except NotFound:
-            return None
-
-    endpoints = Endpoints(kube=kube, operator_namespace=args.operator_namespace, fetch=fetch_endpoint)
+    endpoints = Endpoints(kube=kube, operator_namespace=args.operator_namespace)
 
     def on_decision(entry: Any, decision: Any) -> None:
         telemetry.EVALUATIONS.labels(entry.namespace).inc()

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from retrain_operator.domain.api import GROUP, POLICY_PLURAL, VERSION
+from retrain_operator.domain.api import ENDPOINT_PLURAL, GROUP, POLICY_PLURAL, VERSION
 
 
 class AlreadyExists(Exception):
@@ -47,6 +47,7 @@ class KubeClient(Protocol):
     async def patch_policy_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]: ...
     async def create_event(self, *, involved: Mapping[str, Any], type: str, reason: str, message: str) -> None: ...
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]: ...
+    async def get_metrics_endpoint(self, name: str) -> dict[str, Any] | None: ...
 
 
 def event_body(*, involved: Mapping[str, Any], type: str, reason: str, message: str, now: datetime) -> dict[str, Any]:
@@ -164,6 +165,14 @@ class ApiKubeClient:
         namespace = body["metadata"]["namespace"] or "default"
         await self._call(self._core.create_namespaced_event, namespace, body)
 
+    async def get_metrics_endpoint(self, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self._call(self._custom.get_cluster_custom_object, GROUP, VERSION,
+                                                      ENDPOINT_PLURAL, name)
+            return result
+        except NotFound:
+            return None
+
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         result = await self._call(self._core.read_namespaced_secret, name, namespace)
         data = result.get("data") or {}
@@ -204,6 +213,7 @@ class FakeKubeClient:
         self.created_jobs: list[str] = []
         self.deleted_jobs: list[str] = []
         self.fail_create_with: Exception | None = None
+        self.endpoints: dict[str, dict[str, Any]] = {}
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         job = self.jobs.get((namespace, name))
@@ -250,6 +260,10 @@ class FakeKubeClient:
         self.events.append(
             event_body(involved=involved, type=type, reason=reason, message=message, now=datetime.now(UTC))
         )
+
+    async def get_metrics_endpoint(self, name: str) -> dict[str, Any] | None:
+        endpoint = self.endpoints.get(name)
+        return copy.deepcopy(endpoint) if endpoint else None
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         try:

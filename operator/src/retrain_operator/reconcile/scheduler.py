@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from retrain_operator.adapters.kubernetes import KubeClient, NotFound
+from retrain_operator.adapters.kubernetes import KubeClient
 from retrain_operator.adapters.prometheus import PrometheusClient
 from retrain_operator.domain.api import EndpointSpec, InvalidSpec, Problem, check_endpoint_use, parse_endpoint_spec
 from retrain_operator.domain.triggers import Observation
@@ -35,11 +35,9 @@ def utcnow() -> datetime:
 class Endpoints:
     """MetricsEndpoints by name, and one Prometheus client per endpoint built with its Secrets."""
 
-    def __init__(self, *, kube: KubeClient | None, operator_namespace: str,
-                 fetch: Callable[[str], Any] | None = None) -> None:
+    def __init__(self, *, kube: KubeClient | None, operator_namespace: str) -> None:
         self._kube = kube
         self._namespace = operator_namespace
-        self._fetch = fetch
         self.specs: dict[str, EndpointSpec] = {}
         self.problems: dict[str, str] = {}
         self._clients: dict[str, tuple[EndpointSpec, PrometheusClient]] = {}
@@ -58,11 +56,8 @@ class Endpoints:
 
     async def lookup(self, name: str) -> EndpointSpec | None:
         """The endpoint's spec; asks the API once when the watch has not delivered it yet."""
-        if name not in self.specs and name not in self.problems and self._fetch is not None:
-            try:
-                body = await self._fetch(name)
-            except NotFound:
-                body = None
+        if name not in self.specs and name not in self.problems and self._kube is not None:
+            body = await self._kube.get_metrics_endpoint(name)
             if body is not None:
                 self.upsert(name, body.get("spec"))
         return self.specs.get(name)
