@@ -183,7 +183,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch, as the API server applies ``application/merge-patch+json``."""
     if not isinstance(patch, Mapping):
         return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, Mapping) else {}
+    result = copy.deepcopy(dict(target)) if isinstance(target, Mapping) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)

@@ -76,6 +76,8 @@ import referencing
 import yaml
 from typing_extensions import override
 
+from retrain_operator.adapters.kubernetes import merge_patch
+
 JsonDict = dict[str, Any]
 ObjectKey = tuple[str | None, str]  # (namespace, name)
 StoreKey = tuple[str, str]  # (group, plural): all served versions of a resource share a store
@@ -460,19 +462,6 @@ class _Selection:
 
 # ----------------------------------------------------------------------------------------------
 # Patches
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """Apply an RFC 7386 JSON merge patch, returning a new document."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
 
 def strategic_merge_patch(target: Any, patch: Any, field: str = '') -> Any:
     """Approximate a strategic merge patch (see the module docstring for what is covered)."""
