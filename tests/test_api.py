@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from retrain_operator.domain import api
+from retrain_operator.domain import api, budget
 from retrain_operator.domain.api import InvalidSpec, parse_endpoint_spec, parse_policy_spec
 from retrain_operator.domain.durations import PATTERN, DurationError, format_duration, parse_duration
 from tests.policies import BASE, policy
@@ -111,6 +111,17 @@ def test_endpoint_rules_for_a_policy() -> None:
     assert api.check_endpoint_use(spec, namespace="team-a", endpoint_name="p", endpoint=open_) == []
 
 
+def test_budget_spec() -> None:
+    spec = api.parse_budget_spec({"window": "168h", "limits": {"runs": 3, "cost": 100},
+                                  "prices": {"cpuHour": 0.04}})
+    assert spec.window == 168 * 3600 and spec.limits == budget.Limits(runs=3, cost=100.0)
+    assert spec.prices.cpu_hour == 0.04 and spec.currency == "USD"
+    with pytest.raises(InvalidSpec, match=r"spec\.limits: set at least one"):
+        api.parse_budget_spec({"limits": {}})
+    with pytest.raises(InvalidSpec, match=r"spec\.window: '5s' is shorter than the minimum of 10s"):
+        api.parse_budget_spec({"window": "5s", "limits": {"runs": 1}})
+
+
 def test_endpoint_spec_defaults_and_auth() -> None:
     spec = parse_endpoint_spec({"url": "https://prom:9090/", "auth": {"bearerTokenSecret": {"name": "tok"},
                                                                     "tls": {"caSecret": {"name": "ca"}}}})
@@ -148,6 +159,10 @@ FIELD_MAP = {
     "TrainingSpec.requests": "resources.requests", "TrainingSpec.limits": "resources.limits",
     "EnvVar.secret_name": "secretKeyRef.name", "EnvVar.secret_key": "secretKeyRef.key",
     "PolicySpec.history_limits": "historyLimits",
+    "InlineLimits.limits": None,
+    "CostBenefitSpec.value_per_point_per_day": "valuePerAccuracyPointPerDay",
+    "CostBenefitSpec.horizon_days": "horizon", "CostBenefitSpec.human_cost": "humanCostPerRetrain",
+    "Prices.memory_gib_hour": "memoryGiBHour",
 }
 
 
@@ -169,6 +184,8 @@ def _python_fields(cls: type, prefix: str) -> set[str]:
     (api.DecisionSpec, "spec.decision."), (api.TrainingSpec, "spec.training."),
     (api.BuiltinTrainer, "spec.training.builtin."), (api.DataSpec, "spec.training.builtin.data."),
     (api.EnvVar, "spec.training.env[]."), (api.HistoryLimits, "spec.historyLimits."),
+    (api.InlineLimits, "spec.decision.limits."), (budget.Limits, "spec.decision.limits."),
+    (budget.Prices, "spec.decision.prices."), (budget.CostBenefitSpec, "spec.decision.costBenefit."),
 ])
 def test_python_types_and_crd_agree(cls: type, schema_path: str) -> None:
     props = _properties(_crd_schema("retrainpolicies.yaml"))
@@ -179,13 +196,15 @@ def test_python_types_and_crd_agree(cls: type, schema_path: str) -> None:
               and "[]" not in p[len(schema_path):]}
     mapped_parents = {p.split(".")[0] for p in (p[len(schema_path):] for p in python)}
     extra = {p for p in direct if p[len(schema_path):] not in mapped_parents}
+    if cls in (api.InlineLimits, budget.Limits):  # one CRD object, two Python types
+        extra -= {f"{schema_path}{f}" for f in ("window", "runs", "cpuHours", "gpuHours", "cost")}
     if cls is api.TriggerSpec:
         extra -= {f"{schema_path}{t}" for t in api.TRIGGER_TYPES}
     assert not extra, f"CRD fields under {schema_path} unknown to {cls.__name__}: {extra}"
 
 
 def test_every_crd_property_has_a_description() -> None:
-    for name in ("retrainpolicies.yaml", "metricsendpoints.yaml"):
+    for name in ("retrainpolicies.yaml", "metricsendpoints.yaml", "retrainbudgets.yaml"):
         for path, sub in _properties(_crd_schema(name)).items():
             if path == "metadata":
                 continue

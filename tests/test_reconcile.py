@@ -60,7 +60,8 @@ class Harness:
             return source
 
         self.scheduler = Scheduler(
-            reconciler=Reconciler(kube=self.kube, trainer_image="img", service_account="trainer"),
+            reconciler=Reconciler(kube=self.kube, trainer_image="img", service_account="trainer",
+                                  clock=lambda: self.now),
             endpoints=endpoints, clock=lambda: self.now, observer=Observer(source_for=source_for))
         self.scheduler.upsert_endpoint("default", endpoint or {"url": "http://prom:9090"})
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from retrain_operator.domain.api import ENDPOINT_PLURAL, GROUP, POLICY_PLURAL, VERSION
+from retrain_operator.domain.api import BUDGET_PLURAL, ENDPOINT_PLURAL, GROUP, POLICY_PLURAL, VERSION
 
 
 class AlreadyExists(Exception):
@@ -27,6 +27,10 @@ class AlreadyExists(Exception):
 
 class NotFound(Exception):
     """The object does not exist (HTTP 404)."""
+
+
+class Conflict(Exception):
+    """An optimistic-concurrency write lost: the object changed since it was read (409, or 422 on a failed test)."""
 
 
 class ApiError(Exception):
@@ -48,6 +52,9 @@ class KubeClient(Protocol):
     async def create_event(self, *, involved: Mapping[str, Any], type: str, reason: str, message: str) -> None: ...
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]: ...
     async def get_metrics_endpoint(self, name: str) -> dict[str, Any] | None: ...
+    async def get_budget(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def replace_budget_status(self, namespace: str, name: str, status: Mapping[str, Any], *,
+                                    resource_version: str) -> dict[str, Any]: ...
 
 
 def event_body(*, involved: Mapping[str, Any], type: str, reason: str, message: str, now: datetime) -> dict[str, Any]:
@@ -165,6 +172,32 @@ class ApiKubeClient:
         namespace = body["metadata"]["namespace"] or "default"
         await self._call(self._core.create_namespaced_event, namespace, body)
 
+    async def get_budget(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self._call(self._custom.get_namespaced_custom_object, GROUP, VERSION,
+                                                      namespace, BUDGET_PLURAL, name)
+            return result
+        except NotFound:
+            return None
+
+    async def replace_budget_status(self, namespace: str, name: str, status: Mapping[str, Any], *,
+                                    resource_version: str) -> dict[str, Any]:
+        # A JSON patch whose first operation tests the resourceVersion read: if anyone wrote the budget
+        # since, the server answers 422 and nothing is written.
+        body = [{"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+                {"op": "add", "path": "/status", "value": dict(status)}]
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{BUDGET_PLURAL}/{name}/status"
+        try:
+            # The generated custom-objects methods always send merge patches; a JSON patch needs the raw call.
+            result: dict[str, Any] = await self._call(
+                self._api.call_api, path, "PATCH", body=body, auth_settings=["BearerToken"],
+                header_params={"Content-Type": "application/json-patch+json", "Accept": "application/json"})
+        except ApiError as exc:
+            if exc.status in (409, 422):
+                raise Conflict(str(exc)) from None
+            raise
+        return result
+
     async def get_metrics_endpoint(self, name: str) -> dict[str, Any] | None:
         try:
             result: dict[str, Any] = await self._call(self._custom.get_cluster_custom_object, GROUP, VERSION,
@@ -214,6 +247,9 @@ class FakeKubeClient:
         self.deleted_jobs: list[str] = []
         self.fail_create_with: Exception | None = None
         self.endpoints: dict[str, dict[str, Any]] = {}
+        self.budgets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.budget_conflicts = 0
+        self._version = 0
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         job = self.jobs.get((namespace, name))
@@ -260,6 +296,31 @@ class FakeKubeClient:
         self.events.append(
             event_body(involved=involved, type=type, reason=reason, message=message, now=datetime.now(UTC))
         )
+
+    def add_budget(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+        self._version += 1
+        self.budgets[(namespace, name)] = {"metadata": {"namespace": namespace, "name": name,
+                                                        "resourceVersion": str(self._version)},
+                                           "spec": copy.deepcopy(dict(spec))}
+
+    async def get_budget(self, namespace: str, name: str) -> dict[str, Any] | None:
+        budget = self.budgets.get((namespace, name))
+        snapshot = copy.deepcopy(budget) if budget else None
+        await asyncio.sleep(0)  # let concurrent reconciliations interleave between read and write, as on a network
+        return snapshot
+
+    async def replace_budget_status(self, namespace: str, name: str, status: Mapping[str, Any], *,
+                                    resource_version: str) -> dict[str, Any]:
+        budget = self.budgets.get((namespace, name))
+        if budget is None:
+            raise NotFound(f"retrainbudget {namespace}/{name}")
+        if budget["metadata"]["resourceVersion"] != resource_version:
+            self.budget_conflicts += 1
+            raise Conflict(f"retrainbudget {namespace}/{name} changed")
+        self._version += 1
+        budget["status"] = copy.deepcopy(dict(status))
+        budget["metadata"]["resourceVersion"] = str(self._version)
+        return copy.deepcopy(budget)
 
     async def get_metrics_endpoint(self, name: str) -> dict[str, Any] | None:
         endpoint = self.endpoints.get(name)

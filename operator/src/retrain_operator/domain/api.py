@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from croniter import croniter
 
+from retrain_operator.domain.budget import CostBenefitSpec, Limits, Prices
 from retrain_operator.domain.durations import DurationError, parse_duration
 
 GROUP = "retrain.dev"
@@ -24,6 +25,8 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 POLICY_PLURAL = "retrainpolicies"
 ENDPOINT_PLURAL = "metricsendpoints"
+BUDGET_PLURAL = "retrainbudgets"
+MIN_WINDOW = 10.0
 
 TRIGGER_TYPES = ("accuracyDecay", "query", "schedule")
 MISSING_DATA_POLICIES = ("Inconclusive", "Clear", "Fire")
@@ -123,9 +126,31 @@ class TriggerSpec:
 
 
 @dataclass(frozen=True)
+class InlineLimits:
+    """A policy's own spending limits over a window, on top of any shared RetrainBudget."""
+
+    window: float
+    limits: Limits
+
+
+@dataclass(frozen=True)
 class DecisionSpec:
     cooldown: float = 3600.0
     dry_run: bool = False
+    budget: str | None = None
+    limits: InlineLimits | None = None
+    prices: Prices | None = None
+    cost_benefit: CostBenefitSpec | None = None
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """A RetrainBudget's spec: a window, limits over it and a price list."""
+
+    window: float
+    limits: Limits
+    prices: Prices = field(default_factory=Prices)
+    currency: str = "USD"
 
 
 @dataclass(frozen=True)
@@ -369,9 +394,21 @@ def parse_policy_spec(raw: Any) -> PolicySpec:
             triggers.append(trigger)
 
     decision_raw = r.obj(spec.get("decision"), "spec.decision")
+    inline: InlineLimits | None = None
+    if decision_raw.get("limits") is not None:
+        limits_raw = r.obj(decision_raw.get("limits"), "spec.decision.limits")
+        inline = InlineLimits(
+            window=r.duration(limits_raw, "window", "spec.decision.limits", default="24h", minimum=MIN_WINDOW),
+            limits=_parse_limits(r, limits_raw, "spec.decision.limits"))
     decision = DecisionSpec(
         cooldown=r.duration(decision_raw, "cooldown", "spec.decision", default="1h"),
         dry_run=r.bool_(decision_raw, "dryRun", "spec.decision"),
+        budget=r.str_(decision_raw, "budget", "spec.decision"),
+        limits=inline,
+        prices=_parse_prices(r, decision_raw.get("prices"), "spec.decision.prices")
+        if decision_raw.get("prices") is not None else None,
+        cost_benefit=_parse_cost_benefit(r, decision_raw.get("costBenefit"), "spec.decision.costBenefit")
+        if decision_raw.get("costBenefit") is not None else None,
     )
 
     training = _parse_training(r, r.obj(spec.get("training"), "spec.training", required=True))
@@ -388,6 +425,60 @@ def parse_policy_spec(raw: Any) -> PolicySpec:
         model=model, metrics=metrics, triggers=tuple(triggers), training=training, evaluation=evaluation,
         decision=decision, history_limits=history, suspend=suspend,
     )
+
+
+def _parse_limits(r: _Reader, raw: Mapping[str, Any], path: str) -> Limits:
+    runs = raw.get("runs")
+    if runs is not None and (isinstance(runs, bool) or not isinstance(runs, int) or runs < 0):
+        r.fail(f"{path}.runs", "must be a whole number of runs, 0 or more")
+        runs = None
+    limits = Limits(runs=runs, cpu_hours=r.num(raw, "cpuHours", path, minimum=0.0),
+                    gpu_hours=r.num(raw, "gpuHours", path, minimum=0.0), cost=r.num(raw, "cost", path, minimum=0.0))
+    if limits == Limits():
+        r.fail(path, "set at least one of runs, cpuHours, gpuHours or cost")
+    return limits
+
+
+def _parse_prices(r: _Reader, raw: Any, path: str) -> Prices:
+    body = r.obj(raw, path)
+    return Prices(cpu_hour=r.num(body, "cpuHour", path, default=0.0, minimum=0.0) or 0.0,
+                  memory_gib_hour=r.num(body, "memoryGiBHour", path, default=0.0, minimum=0.0) or 0.0,
+                  gpu_hour=r.num(body, "gpuHour", path, default=0.0, minimum=0.0) or 0.0,
+                  per_retrain=r.num(body, "perRetrain", path, default=0.0, minimum=0.0) or 0.0)
+
+
+def _parse_cost_benefit(r: _Reader, raw: Any, path: str) -> CostBenefitSpec | None:
+    body = r.obj(raw, path)
+    value = r.num(body, "valuePerAccuracyPointPerDay", path, required=True, minimum=0.0)
+    prior = r.num(body, "recoveryPrior", path, default=0.8, minimum=0.0, maximum=1.0)
+    weight = r.num(body, "priorWeight", path, default=2.0, minimum=0.0)
+    if weight is not None and weight <= 0:
+        r.fail(f"{path}.priorWeight", "must be greater than 0 (the prior counts as this many past runs)")
+    if value is None or prior is None or weight is None:
+        return None
+    return CostBenefitSpec(
+        value_per_point_per_day=value,
+        horizon_days=r.duration(body, "horizon", path, default="7d", minimum=1.0) / 86400.0,
+        min_net_benefit=r.num(body, "minNetBenefit", path, default=0.0) or 0.0,
+        estimated_duration=r.duration(body, "estimatedDuration", path, default="10m", minimum=1.0),
+        recovery_prior=prior, prior_weight=weight,
+        human_cost=r.num(body, "humanCostPerRetrain", path, default=0.0, minimum=0.0) or 0.0,
+    )
+
+
+def parse_budget_spec(raw: Any) -> BudgetSpec:
+    """Parse a RetrainBudget's spec; raise InvalidSpec listing every problem."""
+    r = _Reader()
+    spec = r.obj(raw, "spec", required=True)
+    budget = BudgetSpec(
+        window=r.duration(spec, "window", "spec", default="24h", minimum=MIN_WINDOW),
+        limits=_parse_limits(r, r.obj(spec.get("limits"), "spec.limits", required=True), "spec.limits"),
+        prices=_parse_prices(r, spec.get("prices"), "spec.prices"),
+        currency=r.str_(spec, "currency", "spec", default="USD") or "USD",
+    )
+    if r.problems:
+        raise InvalidSpec(r.problems)
+    return budget
 
 
 def _parse_trigger(r: _Reader, raw: Any, path: str) -> TriggerSpec | None:

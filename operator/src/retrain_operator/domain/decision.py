@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Literal
 
 from retrain_operator.domain.api import PolicySpec
+from retrain_operator.domain.budget import Assessment
 from retrain_operator.domain.durations import format_duration
 from retrain_operator.domain.triggers import TriggerResult
 
@@ -25,6 +26,7 @@ class Decision:
     reason: str
     message: str
     triggers: tuple[str, ...] = ()
+    assessment: Assessment | None = None
 
     @property
     def launches(self) -> bool:
@@ -32,13 +34,21 @@ class Decision:
 
 
 def decide(spec: PolicySpec, *, results: Sequence[TriggerResult], active_job: str | None,
-           last_retrain_start: datetime | None, now: datetime) -> Decision:
+           last_retrain_start: datetime | None, now: datetime, gate: Assessment | None = None,
+           forced: str | None = None) -> Decision:
+    """The decision. ``gate`` is the cost-benefit assessment (when the policy has one); ``forced`` the value
+    of a retrain.dev/force-retrain annotation not yet acted on. Budgets are checked after this, with I/O."""
     firing = tuple(r.name for r in results if r.firing)
     inconclusive = [r for r in results if r.state == "inconclusive"]
     if spec.suspend:
         return Decision("None", "Suspended", "spec.suspend is true; no retrain is started", firing)
     if active_job is not None:
         return Decision("Wait", "TrainingInProgress", f"Job {active_job} is still running", firing)
+    if forced is not None:
+        message = (f"retrain.dev/force-retrain={forced!r}: cooldown and the cost-benefit gate are bypassed; "
+                   "budgets still apply")
+        action: Action = "WouldRetrain" if spec.decision.dry_run else "Retrain"
+        return Decision(action, "ForcedRetrain", message, (*firing, "force-retrain"), gate)
     if not firing:
         if inconclusive:
             detail = "; ".join(f"{r.name}: {r.message}" for r in inconclusive)
@@ -56,6 +66,11 @@ def decide(spec: PolicySpec, *, results: Sequence[TriggerResult], active_job: st
             return Decision("Wait", "CoolingDown",
                             f"last retrain started {format_duration(elapsed)} ago; cooldown "
                             f"{format_duration(spec.decision.cooldown)} ends in {remaining} ({because})", firing)
+    scheduled = any(r.firing and r.type == "schedule" for r in results)
+    if gate is not None and not gate.worth_it and not scheduled:
+        return Decision("Wait", "NotWorthRetraining", f"{gate.message} ({because})", firing, gate)
+    if gate is not None:
+        because = f"{because}; {'scheduled, gate bypassed: ' if scheduled else ''}{gate.message}"
     if spec.decision.dry_run:
-        return Decision("WouldRetrain", "DryRun", f"would retrain: {because}", firing)
-    return Decision("Retrain", "TriggerFiring", because, firing)
+        return Decision("WouldRetrain", "DryRun", f"would retrain: {because}", firing, gate)
+    return Decision("Retrain", "TriggerFiring", because, firing, gate)

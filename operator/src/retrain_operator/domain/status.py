@@ -80,7 +80,11 @@ def decision_status(previous: Mapping[str, Any] | None, decision: Decision, *, n
         previous.get(k) == v for k, v in (("action", decision.action), ("reason", decision.reason))
     )
     time = str(previous["time"]) if same and previous and previous.get("time") else rfc3339(now)
-    return {"time": time, "action": decision.action, "reason": decision.reason, "message": decision.message[:1024]}
+    record: dict[str, Any] = {"time": time, "action": decision.action, "reason": decision.reason,
+                              "message": decision.message[:1024]}
+    if decision.assessment is not None:
+        record["costBenefit"] = decision.assessment.to_dict()
+    return record
 
 
 def conditions_for(*, valid_problems: Sequence[str], results: Sequence[TriggerResult], decision: Decision | None,

@@ -75,6 +75,17 @@ def endpoint_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         scheduler.upsert_endpoint(name, body.get("spec"))
 
 
+@kopf.on.event(GROUP, VERSION, "retrainbudgets", registry=registry, id="retrain-budget")
+def budget_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    scheduler: Scheduler = memo["scheduler"]
+    body = event["object"]
+    meta = body.get("metadata") or {}
+    if event.get("type") == "DELETED":
+        scheduler.remove_budget(meta["namespace"], meta["name"])
+    else:
+        scheduler.upsert_budget(body)
+
+
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_POLICY: kopf.PRESENT}, registry=registry, id="retrain-job")
 def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     scheduler: Scheduler = memo["scheduler"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from retrain_operator.adapters.kubernetes import AlreadyExists, ApiError, KubeClient
@@ -51,10 +51,13 @@ from retrain_operator.domain.triggers import (
     evaluate_query,
     evaluate_schedule,
 )
+from retrain_operator.reconcile.budgets import Accountant
+from retrain_operator.reconcile.spending import Spending, accuracy_now, record_history
 
 logger = logging.getLogger(__name__)
 
-WARNING_REASONS = frozenset({"MetricsUnavailable", "JobCreateFailed", "InvalidSpec", "JobNameTaken"})
+WARNING_REASONS = frozenset({"MetricsUnavailable", "JobCreateFailed", "InvalidSpec", "JobNameTaken", "OverBudget"})
+FORCE_ANNOTATION = "retrain.dev/force-retrain"
 
 
 @dataclass
@@ -151,8 +154,11 @@ def evaluate_triggers(spec: PolicySpec, *, observations: Mapping[str, Observatio
 class Reconciler:
     def __init__(self, *, kube: KubeClient, trainer_image: str, service_account: str,
                  on_decision: Callable[[PolicyEntry, Decision], None] | None = None,
-                 on_job: Callable[[PolicyEntry, str], None] | None = None) -> None:
+                 on_job: Callable[[PolicyEntry, str], None] | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self._kube = kube
+        self.accountant = Accountant(kube=kube, clock=clock or _utcnow)
+        self._spending = Spending(accountant=self.accountant)
         self._trainer_image = trainer_image
         self._service_account = service_account
         self._on_decision = on_decision
@@ -181,9 +187,23 @@ class Reconciler:
         results = evaluate_triggers(spec, observations=observations, status=status, created=created, now=now)
         active = (status.get("activeJob") or {}).get("name")
         last_start = parse_rfc3339((status.get("lastRetrain") or {}).get("startedAt"))
-        decision = decide(spec, results=results, active_job=active, last_retrain_start=last_start, now=now)
-        if decision.launches:
-            decision = await self._launch(entry, spec, status, decision, now=now)
+        annotations = entry.body["metadata"].get("annotations") or {}
+        forced = annotations.get(FORCE_ANNOTATION) or None
+        if forced == status.get("lastOverride"):
+            forced = None
+        gate = await self._spending.gate(entry.namespace, spec, results=results, status=status)
+        decision = decide(spec, results=results, active_job=active, last_retrain_start=last_start, now=now,
+                          gate=gate, forced=forced)
+        if decision.action in ("Retrain", "WouldRetrain"):
+            job = job_name(entry.ref, int(status.get("retrains") or 0))
+            charge = await self._spending.estimate(entry.namespace, entry.name, spec, status, job=job, now=now)
+            decision = await self._spending.admit(entry.namespace, spec, status, decision, charge=charge, now=now)
+            if decision.launches:
+                decision = await self._launch(entry, spec, status, decision, now=now, charge_key=charge.key,
+                                              results=results)
+            if forced and decision.action in ("Retrain", "WouldRetrain"):
+                status["lastOverride"] = forced
+        self._spending.roll(spec, status, now=now)
         if finished_now:
             await self._trim(entry, spec, status)
         previous_decision = stored.get("lastDecision") or {}
@@ -261,6 +281,8 @@ class Reconciler:
                 "message": "the Job disappeared before it finished (deleted?)",
             }
             status.pop("activeJob", None)
+            await self._spending.settle(entry.namespace, entry.name, spec, status, job=name, job_body=None,
+                                        started=parse_rfc3339(active.get("startedAt")), finished=now, now=now)
             await self._event(entry, reason="RetrainFailed", message=f"Job {name} disappeared", warning=True)
             return True
         pods = await self._kube.list_pods(entry.namespace, f"job-name={name}")
@@ -288,6 +310,14 @@ class Reconciler:
                 record["message"] = (f"model {result['version']} trained, {result.get('metric', 'score')} "
                                      f"{result.get('score')}")
         status["lastRetrain"] = record
+        seconds = await self._spending.settle(
+            entry.namespace, entry.name, spec, status, job=name, job_body=job,
+            started=parse_rfc3339(active.get("startedAt")), finished=outcome.finished_at or now, now=now)
+        record_history(status, {
+            "job": name, "durationSeconds": round(seconds, 1), "outcome": record["outcome"],
+            **{k: active[k] for k in ("accuracyBefore", "baselineBefore") if k in active},
+            **({"scoreAfter": record["score"]} if "score" in record else {}),
+        })
         status.pop("activeJob", None)
         if outcome.succeeded:
             await self._event(entry, reason="RetrainSucceeded", message=f"Job {name}: {record['message']}")
@@ -312,11 +342,14 @@ class Reconciler:
                     "startedAt": job["metadata"].get("creationTimestamp") or rfc3339_now(),
                 }
                 status["retrains"] = sequence + 1
+                if entry.spec is not None:
+                    await self._spending.adopt(entry.namespace, entry.name, entry.spec, status, job=expected,
+                                               now=parse_rfc3339(status["activeJob"]["startedAt"]) or _utcnow())
                 await self._event(entry, reason="RetrainAdopted",
                                   message=f"Job {expected} was created but not recorded; following it")
 
     async def _launch(self, entry: PolicyEntry, spec: PolicySpec, status: dict[str, Any], decision: Decision, *,
-                      now: datetime) -> Decision:
+                      now: datetime, charge_key: str, results: Sequence[TriggerResult]) -> Decision:
         sequence = int(status.get("retrains") or 0)
         body = build_job(spec, policy=entry.ref, sequence=sequence, triggers=decision.triggers,
                          trainer_image=self._trainer_image, service_account=self._service_account)
@@ -330,18 +363,24 @@ class Reconciler:
             if labels.get(LABEL_POLICY_UID) != entry.uid:
                 message = f"a Job named {name} exists and does not belong to this policy; delete or rename it"
                 await self._event(entry, reason="JobNameTaken", message=message, warning=True)
+                await self._spending.release(entry.namespace, spec, status, key=charge_key, now=now)
                 return Decision("Wait", "JobNameTaken", message, decision.triggers)
             adopted = True
         except ApiError as exc:
             message = f"creating Job {name} failed: {exc}"
+            await self._spending.release(entry.namespace, spec, status, key=charge_key, now=now)
             return Decision("Wait", "JobCreateFailed", message, decision.triggers)
         status["activeJob"] = {"name": name, "trigger": ",".join(decision.triggers), "startedAt": rfc3339(now)}
+        baseline, current = accuracy_now(spec, results, status)
+        if baseline is not None and current is not None:
+            status["activeJob"].update(accuracyBefore=round(current, 6), baselineBefore=round(baseline, 6))
         status["retrains"] = sequence + 1
         verb = "adopted existing" if adopted else "started"
         await self._event(entry, reason="RetrainStarted", message=f"{verb} Job {name}: {decision.message}")
         if self._on_job is not None:
             self._on_job(entry, "Started")
-        return Decision("Retrain", "TriggerFiring", f"{verb} Job {name}: {decision.message}", decision.triggers)
+        return Decision("Retrain", decision.reason, f"{verb} Job {name}: {decision.message}", decision.triggers,
+                        decision.assessment)
 
     async def _trim(self, entry: PolicyEntry, spec: PolicySpec, status: Mapping[str, Any]) -> None:
         jobs = await self._kube.list_jobs(entry.namespace, f"{LABEL_POLICY_UID}={entry.uid}")
@@ -351,7 +390,9 @@ class Reconciler:
             await self._kube.delete_job(entry.namespace, name)
 
 
-def rfc3339_now() -> str:
-    from datetime import UTC
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
-    return rfc3339(datetime.now(UTC))
+
+def rfc3339_now() -> str:
+    return rfc3339(_utcnow())

@@ -13,12 +13,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from retrain_operator.adapters.kubernetes import KubeClient
 from retrain_operator.adapters.prometheus import PrometheusClient
 from retrain_operator.domain.api import EndpointSpec, InvalidSpec, Problem, check_endpoint_use, parse_endpoint_spec
+from retrain_operator.domain.status import parse_rfc3339
 from retrain_operator.domain.triggers import Observation
 from retrain_operator.reconcile.engine import PolicyEntry, Reconciler
 from retrain_operator.reconcile.observe import Observer, QuerySource, Subject
@@ -110,6 +111,8 @@ class Scheduler:
         self._wake = asyncio.Event()
         self.cycles = 0
         self.lag: list[float] = []
+        self._budgets: dict[Key, dict[str, Any]] = {}
+        self._budget_due: dict[Key, datetime] = {}
 
     # Inputs from the watches.
     def upsert_policy(self, body: Mapping[str, Any]) -> None:
@@ -142,6 +145,31 @@ class Scheduler:
             if (entry.body.get("spec") or {}).get("metrics", {}).get("endpoint") == endpoint:
                 self.wake(key)
 
+    def upsert_budget(self, body: Mapping[str, Any]) -> None:
+        """A RetrainBudget changed: bring its status up to date now, and again when its window ends."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        self._budgets[key] = dict(body)
+        self._budget_due[key] = self._clock()
+        self._wake.set()
+
+    def remove_budget(self, namespace: str, name: str) -> None:
+        self._budgets.pop((namespace, name), None)
+        self._budget_due.pop((namespace, name), None)
+
+    async def _refresh_budgets(self) -> None:
+        now = self._clock()
+        for key, at in list(self._budget_due.items()):
+            if at > now or key not in self._budgets:
+                continue
+            body = self._budgets[key]
+            try:
+                await self._reconciler.accountant.refresh(body)
+            except Exception:
+                logger.exception("refreshing RetrainBudget %s/%s failed", *key)
+            window_end = parse_rfc3339((body.get("status") or {}).get("windowEnd"))
+            self._budget_due[key] = window_end if window_end and window_end > now else now + timedelta(seconds=60)
+
     def wake(self, key: Key) -> None:
         """Make a policy due now (a change happened to it or to its Job)."""
         if key in self.entries:
@@ -151,6 +179,7 @@ class Scheduler:
     # The loop.
     async def run(self) -> None:
         while True:
+            await self._refresh_budgets()
             now_mono = time.monotonic()
             due = [k for k, at in self._due.items() if at <= now_mono]
             unscheduled = [k for k in self.entries if k not in self._due]
@@ -165,6 +194,8 @@ class Scheduler:
                 continue
             self._wake.clear()
             timeout = min(self._due.values()) - now_mono if self._due else 3600.0
+            if self._budget_due:
+                timeout = min(timeout, (min(self._budget_due.values()) - self._clock()).total_seconds())
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, timeout))
             except TimeoutError:

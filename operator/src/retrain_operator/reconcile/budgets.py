@@ -1,0 +1,158 @@
+"""Charging retrains to shared RetrainBudgets, with optimistic concurrency on the budget's status.
+
+Several policies (and several operator replicas) may charge one budget at the same moment. Each
+charge is a read-modify-write of the budget's status whose write tests the resourceVersion it read:
+when someone else wrote in between, the write is refused and the charge is re-evaluated against the
+fresh ledger. So two policies racing for the last run of a window cannot both get it. Charges are
+keyed by Job, so repeating one after a crash or a lost response changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from retrain_operator.adapters.kubernetes import Conflict, KubeClient
+from retrain_operator.domain.api import BudgetSpec, InvalidSpec, parse_budget_spec
+from retrain_operator.domain.budget import Charge, Ledger, exceeded, is_exhausted, spending_status, usage, window_bounds
+from retrain_operator.domain.status import Condition, merge_conditions
+
+logger = logging.getLogger(__name__)
+ATTEMPTS = 8
+
+
+class BudgetUnavailable(Exception):
+    """The named budget does not exist or is invalid: retrains that name it are refused."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    message: str
+    spec: BudgetSpec | None = None
+
+
+def _ledger(body: dict[str, Any]) -> Ledger:
+    return Ledger.from_list((body.get("status") or {}).get("ledger"))
+
+
+def budget_status(spec: BudgetSpec, ledger: Ledger, *, previous: dict[str, Any], generation: int,
+                  now: datetime) -> dict[str, Any]:
+    status = spending_status(window=spec.window, limits=spec.limits, ledger=ledger, now=now)
+    start, end = window_bounds(spec.window, now)
+    used = usage(ledger.charges, start=start, end=end)
+    full = is_exhausted(spec.limits, used)
+    condition = (Condition("Exhausted", "True", "LimitReached", "used up: " + ", ".join(full)) if full else
+                 Condition("Exhausted", "False", "WithinLimits", "every limit has room in this window"))
+    status["conditions"] = merge_conditions(previous.get("conditions") or [], [condition], generation=generation,
+                                            now=now)
+    status["observedGeneration"] = generation
+    return status
+
+
+class Accountant:
+    def __init__(self, *, kube: KubeClient, clock: Callable[[], datetime]) -> None:
+        self._kube = kube
+        self._clock = clock
+
+    async def _read(self, namespace: str, name: str) -> tuple[dict[str, Any], BudgetSpec]:
+        body = await self._kube.get_budget(namespace, name)
+        if body is None:
+            raise BudgetUnavailable(f"RetrainBudget {namespace}/{name} does not exist")
+        try:
+            return body, parse_budget_spec(body.get("spec"))
+        except InvalidSpec as exc:
+            raise BudgetUnavailable(f"RetrainBudget {namespace}/{name} is invalid: {exc}") from None
+
+    async def _write(self, body: dict[str, Any], spec: BudgetSpec, ledger: Ledger, *, now: datetime) -> None:
+        meta = body["metadata"]
+        status = budget_status(spec, ledger, previous=body.get("status") or {},
+                               generation=int(meta.get("generation") or 0), now=now)
+        await self._kube.replace_budget_status(meta["namespace"], meta["name"], status,
+                                               resource_version=str(meta["resourceVersion"]))
+
+    async def spec(self, namespace: str, name: str) -> BudgetSpec | None:
+        try:
+            return (await self._read(namespace, name))[1]
+        except BudgetUnavailable:
+            return None
+
+    async def check(self, namespace: str, name: str, charge: Charge) -> Verdict:
+        """Would this charge fit? Read-only (for dry runs)."""
+        try:
+            body, spec = await self._read(namespace, name)
+        except BudgetUnavailable as exc:
+            return Verdict(False, str(exc))
+        return self._verdict(name, spec, _ledger(body), charge)
+
+    def _verdict(self, name: str, spec: BudgetSpec, ledger: Ledger, charge: Charge) -> Verdict:
+        start, end = window_bounds(spec.window, charge.at)
+        used = usage(ledger.charges, start=start, end=end)
+        broken = exceeded(spec.limits, used, charge)
+        if broken:
+            return Verdict(False, f"RetrainBudget {name}: {', '.join(broken)} in the window ending "
+                                  f"{end.strftime('%Y-%m-%dT%H:%M:%SZ')}", spec)
+        return Verdict(True, f"RetrainBudget {name}: fits ({used.runs + 1} runs, cost {used.cost + charge.cost:.4g} "
+                             "in this window)", spec)
+
+    async def reserve(self, namespace: str, name: str, charge: Charge) -> Verdict:
+        """Reserve the charge if it fits; a charge already in the ledger counts as reserved."""
+        for _ in range(ATTEMPTS):
+            try:
+                body, spec = await self._read(namespace, name)
+            except BudgetUnavailable as exc:
+                return Verdict(False, str(exc))
+            ledger = _ledger(body)
+            if ledger.find(charge.key) is not None:
+                return Verdict(True, f"RetrainBudget {name}: already charged for {charge.key}", spec)
+            verdict = self._verdict(name, spec, ledger, charge)
+            if not verdict.ok:
+                return verdict
+            try:
+                await self._write(body, spec, ledger.reserve(charge), now=self._clock())
+                return verdict
+            except Conflict:
+                continue  # someone charged it in between: judge again against the fresh ledger
+        return Verdict(False, f"RetrainBudget {name}: too many concurrent charges, retrying next interval")
+
+    async def update(self, namespace: str, name: str, change: Callable[[Ledger], Ledger]) -> None:
+        """Apply a ledger change (settle, release) with the same optimistic retry."""
+        for _ in range(ATTEMPTS):
+            try:
+                body, spec = await self._read(namespace, name)
+            except BudgetUnavailable as exc:
+                logger.warning("%s; charge not updated", exc)
+                return
+            ledger = _ledger(body)
+            changed = change(ledger)
+            if changed == ledger:
+                return
+            try:
+                await self._write(body, spec, changed, now=self._clock())
+                return
+            except Conflict:
+                continue
+        logger.warning("RetrainBudget %s/%s: charge not updated after %d attempts", namespace, name, ATTEMPTS)
+
+    async def refresh(self, body: dict[str, Any]) -> bool:
+        """Roll the window over in the budget's status when time has moved on; write only on change."""
+        try:
+            spec = parse_budget_spec(body.get("spec"))
+        except InvalidSpec:
+            return False
+        now = self._clock()
+        meta = body["metadata"]
+        status = budget_status(spec, _ledger(body), previous=body.get("status") or {},
+                               generation=int(meta.get("generation") or 0), now=now)
+        stored = body.get("status") or {}
+        if all(stored.get(k) == v for k, v in status.items()):
+            return False
+        try:
+            await self._kube.replace_budget_status(meta["namespace"], meta["name"], status,
+                                                   resource_version=str(meta["resourceVersion"]))
+        except Conflict:
+            return False  # a newer version exists; its own event brings it back here
+        return True

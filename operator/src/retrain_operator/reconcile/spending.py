@@ -1,0 +1,180 @@
+"""What a retrain costs and whether it may be spent: the gate's inputs, the budgets, the ledgers.
+
+The pure rules are in ``domain.budget``; this module finds their inputs (the policy's resources,
+its price list, its past runs, the accuracy drop) and keeps the two ledgers: the shared
+RetrainBudget's (through the Accountant, with optimistic concurrency) and the policy's own, kept in
+its status because only this policy's reconciliation ever writes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from retrain_operator.domain.api import AccuracyDecay, PolicySpec
+from retrain_operator.domain.budget import (
+    Assessment,
+    Charge,
+    Ledger,
+    Prices,
+    Resources,
+    RunRecord,
+    assess,
+    cost_of,
+    exceeded,
+    expected_duration,
+    spending_status,
+    usage,
+    window_bounds,
+)
+from retrain_operator.domain.decision import Decision
+from retrain_operator.domain.jobs import DEFAULT_REQUESTS
+from retrain_operator.domain.status import parse_rfc3339
+from retrain_operator.domain.triggers import TriggerResult, baseline_for
+from retrain_operator.reconcile.budgets import Accountant
+
+HISTORY_LIMIT = 20
+DEFAULT_DURATION = 600.0
+
+
+def resources_of(spec: PolicySpec) -> Resources:
+    return Resources.from_requests(dict(spec.training.requests) or DEFAULT_REQUESTS, spec.training.limits)
+
+
+def runs_of(status: Mapping[str, Any]) -> list[RunRecord]:
+    out = []
+    for item in status.get("history") or []:
+        if isinstance(item, Mapping) and item.get("outcome") == "Succeeded":
+            out.append(RunRecord(duration_seconds=float(item.get("durationSeconds") or 0),
+                                 accuracy_before=item.get("accuracyBefore"),
+                                 baseline_before=item.get("baselineBefore"), score_after=item.get("scoreAfter")))
+    return out
+
+
+def accuracy_now(spec: PolicySpec, results: Sequence[TriggerResult],
+                 status: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """Baseline and current accuracy from the first accuracyDecay trigger that has a value."""
+    model_score = (status.get("model") or {}).get("score")
+    for trigger, result in zip(spec.triggers, results, strict=True):
+        if isinstance(trigger.kind, AccuracyDecay) and result.value is not None:
+            baseline, _ = baseline_for(trigger.kind, float(model_score) if model_score is not None else None)
+            return baseline, result.value
+    return None, None
+
+
+class Spending:
+    def __init__(self, *, accountant: Accountant) -> None:
+        self._accountant = accountant
+
+    async def prices(self, namespace: str, spec: PolicySpec) -> Prices:
+        """The budget's price list wins; then the policy's; else everything is free (only runs count)."""
+        if spec.decision.budget:
+            budget = await self._accountant.spec(namespace, spec.decision.budget)
+            if budget is not None:
+                return budget.prices
+        return spec.decision.prices or Prices()
+
+    async def gate(self, namespace: str, spec: PolicySpec, *, results: Sequence[TriggerResult],
+                   status: Mapping[str, Any]) -> Assessment | None:
+        if spec.decision.cost_benefit is None or not any(r.firing for r in results):
+            return None
+        baseline, current = accuracy_now(spec, results, status)
+        return assess(spec.decision.cost_benefit, resources=resources_of(spec),
+                      prices=await self.prices(namespace, spec), runs=runs_of(status), baseline=baseline,
+                      current=current)
+
+    async def estimate(self, namespace: str, name: str, spec: PolicySpec, status: Mapping[str, Any], *, job: str,
+                       now: datetime) -> Charge:
+        """The reservation for a retrain: its expected duration at the policy's resources and prices."""
+        runs = runs_of(status)
+        if spec.decision.cost_benefit is not None:
+            seconds, _ = expected_duration(spec.decision.cost_benefit, runs)
+        else:
+            durations = sorted(r.duration_seconds for r in runs if r.duration_seconds > 0)
+            seconds = durations[len(durations) // 2] if durations else DEFAULT_DURATION
+        cpu, gpu, money = cost_of(resources_of(spec), seconds=seconds, prices=await self.prices(namespace, spec))
+        return Charge(key=f"{namespace}/{job}", policy=f"{namespace}/{name}", at=now, state="Reserved",
+                      cpu_hours=cpu, gpu_hours=gpu, cost=money)
+
+    async def admit(self, namespace: str, spec: PolicySpec, status: dict[str, Any], decision: Decision, *,
+                    charge: Charge, now: datetime) -> Decision:
+        """Refuse (OverBudget) or let through a retrain; a real launch reserves in both ledgers."""
+        reserve = decision.launches
+        inline = spec.decision.limits
+        if inline is not None:
+            ledger = Ledger.from_list((status.get("spending") or {}).get("ledger"))
+            start, end = window_bounds(inline.window, now)
+            broken = [] if ledger.find(charge.key) else exceeded(inline.limits, usage(ledger.charges, start=start,
+                                                                                        end=end), charge)
+            if broken:
+                return Decision("Wait", "OverBudget", f"policy limits: {', '.join(broken)} in the window ending "
+                                f"{end.strftime('%Y-%m-%dT%H:%M:%SZ')}", decision.triggers, decision.assessment)
+        if spec.decision.budget:
+            check = self._accountant.reserve if reserve else self._accountant.check
+            verdict = await check(namespace, spec.decision.budget, charge)
+            if not verdict.ok:
+                return Decision("Wait", "OverBudget", verdict.message, decision.triggers, decision.assessment)
+        if reserve and inline is not None:
+            ledger = Ledger.from_list((status.get("spending") or {}).get("ledger")).reserve(charge)
+            status["spending"] = spending_status(window=inline.window, limits=inline.limits, ledger=ledger, now=now)
+        return decision
+
+    async def adopt(self, namespace: str, name: str, spec: PolicySpec, status: dict[str, Any], *, job: str,
+                    now: datetime) -> None:
+        """A Job found without its record (crash): make sure it is charged, once."""
+        charge = await self.estimate(namespace, name, spec, status, job=job, now=now)
+        if spec.decision.budget:
+            await self._accountant.update(namespace, spec.decision.budget, lambda ledger: ledger.reserve(charge))
+        if spec.decision.limits is not None:
+            ledger = Ledger.from_list((status.get("spending") or {}).get("ledger")).reserve(charge)
+            status["spending"] = spending_status(window=spec.decision.limits.window,
+                                                 limits=spec.decision.limits.limits, ledger=ledger, now=now)
+
+    async def release(self, namespace: str, spec: PolicySpec, status: dict[str, Any], *, key: str,
+                      now: datetime) -> None:
+        """Undo a reservation whose Job could not be created."""
+        if spec.decision.budget:
+            await self._accountant.update(namespace, spec.decision.budget, lambda ledger: ledger.release(key))
+        if spec.decision.limits is not None:
+            ledger = Ledger.from_list((status.get("spending") or {}).get("ledger")).release(key)
+            status["spending"] = spending_status(window=spec.decision.limits.window,
+                                                 limits=spec.decision.limits.limits, ledger=ledger, now=now)
+
+    async def settle(self, namespace: str, name: str, spec: PolicySpec, status: dict[str, Any], *, job: str,
+                     job_body: Mapping[str, Any] | None, started: datetime | None, finished: datetime,
+                     now: datetime) -> float:
+        """Charge the real cost of a finished Job (its real duration); return that duration."""
+        job_status = (job_body or {}).get("status") or {}
+        begin = parse_rfc3339(job_status.get("startTime")) or started or finished
+        end = parse_rfc3339(job_status.get("completionTime")) or finished
+        seconds = max(0.0, (end - begin).total_seconds())
+        cpu, gpu, money = cost_of(resources_of(spec), seconds=seconds, prices=await self.prices(namespace, spec))
+        key = f"{namespace}/{job}"
+        fallback = Charge(key=key, policy=f"{namespace}/{name}", at=begin, state="Settled", cpu_hours=cpu,
+                          gpu_hours=gpu, cost=money)
+
+        def settle(ledger: Ledger) -> Ledger:
+            return ledger.settle(key, cpu_hours=cpu, gpu_hours=gpu, cost=money, fallback=fallback)
+
+        if spec.decision.budget:
+            await self._accountant.update(namespace, spec.decision.budget, settle)
+        if spec.decision.limits is not None:
+            ledger = settle(Ledger.from_list((status.get("spending") or {}).get("ledger")))
+            status["spending"] = spending_status(window=spec.decision.limits.window,
+                                                 limits=spec.decision.limits.limits, ledger=ledger, now=now)
+        return seconds
+
+    def roll(self, spec: PolicySpec, status: dict[str, Any], *, now: datetime) -> None:
+        """Keep the policy's own spending status on the current window (a write only when it rolls)."""
+        if spec.decision.limits is None:
+            status.pop("spending", None)
+            return
+        ledger = Ledger.from_list((status.get("spending") or {}).get("ledger"))
+        status["spending"] = spending_status(window=spec.decision.limits.window, limits=spec.decision.limits.limits,
+                                             ledger=ledger, now=now)
+
+
+def record_history(status: dict[str, Any], entry: dict[str, Any]) -> None:
+    history = [h for h in status.get("history") or [] if isinstance(h, Mapping)]
+    status["history"] = [*history, entry][-HISTORY_LIMIT:]
