@@ -58,7 +58,8 @@ def _problems(body: dict[str, Any]) -> list[str]:
 @pytest.mark.parametrize(("change", "field", "fix"), [
     ({"evaluation": {"interval": "soon"}}, "spec.evaluation.interval", "for example 90s"),
     ({"evaluation": {"interval": "100ms"}}, "spec.evaluation.interval", "minimum of 1s"),
-    ({"triggers": [{"name": "x", "drift": {}}]}, "spec.triggers[0].drift", "accuracyDecay, query, schedule"),
+    ({"triggers": [{"name": "x", "seasonality": {}}]}, "spec.triggers[0].seasonality",
+     "accuracyDecay, query, schedule, drift, dataVolume"),
     ({"triggers": [{"name": "x"}]}, "spec.triggers[0]", "exactly one of"),
     ({"triggers": [{"name": "x", "schedule": {"cron": "0 3 * *"}, "query": {}}]}, "spec.triggers[0]",
      "exactly one of"),

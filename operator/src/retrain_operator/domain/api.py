@@ -18,6 +18,7 @@ from typing import Any, Literal
 from croniter import croniter
 
 from retrain_operator.domain.budget import CostBenefitSpec, Limits, Prices
+from retrain_operator.domain.drift import STATISTIC_NAMES, VERDICT_MODES, get_statistic
 from retrain_operator.domain.durations import DurationError, parse_duration
 
 GROUP = "retrain.dev"
@@ -28,7 +29,7 @@ ENDPOINT_PLURAL = "metricsendpoints"
 BUDGET_PLURAL = "retrainbudgets"
 MIN_WINDOW = 10.0
 
-TRIGGER_TYPES = ("accuracyDecay", "query", "schedule")
+TRIGGER_TYPES = ("accuracyDecay", "query", "schedule", "drift", "dataVolume")
 MISSING_DATA_POLICIES = ("Inconclusive", "Clear", "Fire")
 COMPARISONS = (">", ">=", "<", "<=")
 METRICS = ("accuracy", "f1", "r2")
@@ -108,7 +109,38 @@ class ScheduleTrigger:
     cron: str
 
 
-TriggerKind = AccuracyDecay | QueryTrigger | ScheduleTrigger
+@dataclass(frozen=True)
+class DriftTrigger:
+    """Drift of a histogram metric (one comparison per value of ``feature_label``) between two windows."""
+
+    metric: str
+    statistic: str = "psi"
+    feature_label: str = "feature"
+    features: tuple[str, ...] = ()
+    window: float = 3600.0
+    reference: str = "Window"  # Window or Fixed
+    reference_offset: float = 7 * 86400.0
+    reference_window: float = 86400.0
+    reference_counts: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    threshold: float | None = None
+    learn_k: float | None = None
+    learn_windows: int = 24
+    use_p_value: bool = False
+    min_samples: float = 100.0
+    mode: str = "any"
+    min_share: float | None = None
+
+
+@dataclass(frozen=True)
+class DataVolumeTrigger:
+    """New labelled samples since the current model was trained, from a Prometheus counter."""
+
+    metric: str
+    min_new_samples: float | None = None
+    min_relative: float | None = None
+
+
+TriggerKind = AccuracyDecay | QueryTrigger | ScheduleTrigger | DriftTrigger | DataVolumeTrigger
 
 
 @dataclass(frozen=True)
@@ -120,9 +152,8 @@ class TriggerSpec:
 
     @property
     def type(self) -> str:
-        return {AccuracyDecay: "accuracyDecay", QueryTrigger: "query", ScheduleTrigger: "schedule"}[
-            type(self.kind)
-        ]
+        return {AccuracyDecay: "accuracyDecay", QueryTrigger: "query", ScheduleTrigger: "schedule",
+                DriftTrigger: "drift", DataVolumeTrigger: "dataVolume"}[type(self.kind)]
 
 
 @dataclass(frozen=True)
@@ -534,6 +565,16 @@ def _parse_trigger(r: _Reader, raw: Any, path: str) -> TriggerSpec | None:
                        f"{clear} must be {side} threshold {threshold} for operator {operator!r}")
         if promql and operator and threshold is not None:
             kind = QueryTrigger(promql=promql, operator=operator, threshold=threshold, clear_threshold=clear)
+    elif kind_name == "drift":
+        kind = _parse_drift(r, body, kind_path)
+    elif kind_name == "dataVolume":
+        metric = r.str_(body, "metric", kind_path, required=True, pattern=_METRIC_NAME)
+        absolute = r.num(body, "minNewSamples", kind_path, minimum=0.0)
+        relative = r.num(body, "minRelative", kind_path, minimum=0.0)
+        if (absolute is None) == (relative is None):
+            r.fail(kind_path, "set exactly one of minNewSamples (a count) or minRelative (a share of training rows)")
+        elif metric is not None:
+            kind = DataVolumeTrigger(metric=metric, min_new_samples=absolute, min_relative=relative)
     else:
         cron = r.str_(body, "cron", kind_path, required=True)
         if cron is not None:
@@ -544,6 +585,57 @@ def _parse_trigger(r: _Reader, raw: Any, path: str) -> TriggerSpec | None:
     if kind is None or name is None or on_missing is None:
         return None
     return TriggerSpec(name=name, kind=kind, for_seconds=for_seconds, on_missing_data=on_missing)
+
+
+def use_p_value_requested(body: Mapping[str, Any]) -> bool:
+    return body.get("usePValue") is True
+
+
+def _parse_drift(r: _Reader, body: Mapping[str, Any], path: str) -> DriftTrigger | None:
+    metric = r.str_(body, "metric", path, required=True, pattern=_METRIC_NAME)
+    statistic = r.enum(body, "statistic", path, allowed=STATISTIC_NAMES, default="psi")
+    label = r.str_(body, "featureLabel", path, default="feature", pattern=_LABEL_NAME) or "feature"
+    reference = r.obj(body.get("reference"), f"{path}.reference", required=True)
+    source = r.enum(reference, "source", f"{path}.reference", allowed=("Window", "Fixed"), default="Window")
+    counts: dict[str, dict[str, float]] = {}
+    if source == "Fixed":
+        raw_counts = r.obj(reference.get("counts"), f"{path}.reference.counts", required=True)
+        for feature, buckets in raw_counts.items():
+            if not isinstance(buckets, Mapping) or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) for v in buckets.values()):
+                r.fail(f"{path}.reference.counts.{feature}", "must map each 'le' bound to a cumulative count")
+                continue
+            counts[str(feature)] = {str(le): float(v) for le, v in buckets.items()}
+        if not counts and "counts" in reference:
+            r.fail(f"{path}.reference.counts", "holds no feature")
+    threshold = r.num(body, "threshold", path, minimum=0.0)
+    learn = r.obj(body.get("learnThreshold"), f"{path}.learnThreshold")
+    learn_k = r.num(learn, "k", f"{path}.learnThreshold", default=3.0, minimum=0.0) if learn else None
+    if (threshold is None) == (learn_k is None):
+        r.fail(path, "set exactly one of threshold (fixed) or learnThreshold (from the reference period)")
+    if learn and use_p_value_requested(body):
+        r.fail(f"{path}.learnThreshold", "cannot be combined with usePValue; give the significance level as threshold")
+    if learn and source != "Window":
+        r.fail(f"{path}.learnThreshold", "needs reference.source Window: it learns from the reference period")
+    use_p = r.bool_(body, "usePValue", path)
+    if use_p and statistic is not None and not get_statistic(statistic).has_p_value:
+        r.fail(f"{path}.usePValue", f"{statistic} has no p-value; use chiSquare or ks, or a threshold on the value")
+    mode = r.enum(body, "mode", path, allowed=VERDICT_MODES, default="any")
+    share = r.num(body, "minShare", path, minimum=0.0, maximum=1.0)
+    if mode == "share" and share is None:
+        r.fail(f"{path}.minShare", "is required when mode is share (the fraction of features that must drift)")
+    if metric is None or statistic is None or source is None or mode is None:
+        return None
+    return DriftTrigger(
+        metric=metric, statistic=statistic, feature_label=label, features=r.str_list(body, "features", path),
+        window=r.duration(body, "window", path, default="1h", minimum=1.0), reference=source,
+        reference_offset=r.duration(reference, "offset", f"{path}.reference", default="7d", minimum=0.0),
+        reference_window=r.duration(reference, "window", f"{path}.reference", default="1d", minimum=1.0),
+        reference_counts=counts, threshold=threshold, learn_k=learn_k,
+        learn_windows=r.int_(learn, "windows", f"{path}.learnThreshold", default=24, minimum=5) if learn else 24,
+        use_p_value=use_p, min_samples=r.num(body, "minSamples", path, default=100.0, minimum=1.0) or 100.0,
+        mode=mode, min_share=share,
+    )
 
 
 def _parse_training(r: _Reader, raw: Mapping[str, Any]) -> TrainingSpec:

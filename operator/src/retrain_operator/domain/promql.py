@@ -94,3 +94,19 @@ def raw_held_query(promql: str, *, operator: str, for_seconds: float, step: floa
     reducer = "min_over_time" if operator.startswith(">") else "max_over_time"
     rng = f"[{format_duration(for_seconds)}:{format_duration(step)}]"
     return f"{reducer}(({promql}){rng})", f"count_over_time(({promql}){rng})"
+
+
+def histogram_increase(*, metric: str, values_by_label: Mapping[str, Iterable[str]], group_by: Sequence[str],
+                       feature_label: str, window: float) -> str:
+    """Per-bucket increase of a classic histogram over ``window``, by policy labels, feature and ``le``.
+
+    ``increase`` handles counter resets; summing by ``le`` merges the replicas of one model.
+    """
+    labels = sorted({*group_by, feature_label, "le"})
+    series = multi_selector(f"{metric}_bucket", values_by_label)
+    return f"sum by ({', '.join(labels)}) (increase({series}[{format_duration(window)}]))"
+
+
+def counter_increase(*, metric: str, matchers: Mapping[str, str], window: float) -> str:
+    """New events of a counter over ``window`` (resets handled), summed over the policy's series."""
+    return f"sum(increase({selector(metric, matchers)}[{format_duration(window)}]))"

@@ -67,6 +67,10 @@ def trigger_status(results: Sequence[TriggerResult]) -> list[dict[str, Any]]:
         }
         if r.since is not None:
             item["since"] = rfc3339(r.since)
+        if r.details.get("features"):
+            item["features"] = list(r.details["features"])
+        if r.details.get("learnedThreshold"):
+            item["learnedThreshold"] = dict(r.details["learnedThreshold"])
         out.append(item)
     return out
 

@@ -10,16 +10,26 @@ level. Missing data is never a value of 0: by default it makes the trigger incon
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from croniter import croniter
 
-from retrain_operator.domain.api import AccuracyDecay, QueryTrigger, ScheduleTrigger, TriggerSpec
+from retrain_operator.domain import drift
+from retrain_operator.domain.api import (
+    AccuracyDecay,
+    DataVolumeTrigger,
+    DriftTrigger,
+    QueryTrigger,
+    ScheduleTrigger,
+    TriggerSpec,
+)
 from retrain_operator.domain.durations import format_duration
 
 State = Literal["firing", "pending", "clear", "inconclusive"]
+Buckets = Mapping[str, Mapping[str, float]]  # feature -> le -> cumulative count
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,9 @@ class Observation:
     expected_points: int = 0
     problem: str | None = None
     detail: str = ""
+    current_buckets: Buckets | None = None
+    reference_buckets: Buckets | None = None
+    reference_windows: tuple[Buckets, ...] = ()
 
     @classmethod
     def missing(cls, problem: str, detail: str) -> Observation:
@@ -59,6 +72,7 @@ class TriggerResult:
     since: datetime | None
     message: str
     problem: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def firing(self) -> bool:
@@ -180,3 +194,120 @@ def evaluate_schedule(trigger: TriggerSpec, *, reference: datetime, now: datetim
     next_due: datetime = croniter(spec.cron, now).get_next(datetime)
     return TriggerResult(trigger.name, trigger.type, "clear", None, None, None,
                          f"next scheduled at {next_due.isoformat()} ({spec.cron})")
+
+
+def _since_based(trigger: TriggerSpec, *, breach: bool, value: float | None, threshold: float | None,
+                 previous: PreviousState, now: datetime, message: str,
+                 details: Mapping[str, Any] | None = None) -> TriggerResult:
+    """``for`` counted from when the condition was first seen (kept in status), for triggers without history."""
+    details = dict(details or {})
+    if not breach:
+        return TriggerResult(trigger.name, trigger.type, "clear", value, threshold, None, message, None, details)
+    held_since = previous.since if previous.state in ("pending", "firing") and previous.since else now
+    if previous.state == "firing" or (now - held_since).total_seconds() >= trigger.for_seconds:
+        since = previous.since if previous.state == "firing" and previous.since else now
+        return TriggerResult(trigger.name, trigger.type, "firing", value, threshold, since, message, None, details)
+    remaining = trigger.for_seconds - (now - held_since).total_seconds()
+    return TriggerResult(trigger.name, trigger.type, "pending", value, threshold, held_since,
+                         f"{message}; fires in {format_duration(remaining)} if it holds", None, details)
+
+
+def evaluate_drift(trigger: TriggerSpec, *, observation: Observation, previous: PreviousState,
+                   now: datetime) -> TriggerResult:
+    """Compare reference and current histograms feature by feature and judge the policy-level verdict."""
+    spec = trigger.kind
+    assert isinstance(spec, DriftTrigger)
+    fixed = spec.threshold
+    if observation.problem is not None or observation.current_buckets is None:
+        return _missing(trigger, problem=observation.problem or "NoData",
+                        detail=observation.detail or f"no buckets of {spec.metric}", threshold=fixed,
+                        previous=previous, now=now)
+    statistic = drift.get_statistic(spec.statistic)
+    wanted = set(spec.features)
+
+    def pick(buckets: Buckets) -> Buckets:
+        return {f: b for f, b in buckets.items() if not wanted or f in wanted}
+
+    try:
+        current = drift.histograms(pick(observation.current_buckets), metric=spec.metric)
+        raw_reference = spec.reference_counts if spec.reference == "Fixed" else observation.reference_buckets or {}
+        reference = drift.histograms(pick(raw_reference), metric=spec.metric)
+        comparison = drift.compare(reference, current, statistic=statistic, min_samples=spec.min_samples,
+                                   metric=spec.metric)
+    except (drift.BucketMismatch, drift.MalformedHistogram) as exc:
+        problem = "BucketMismatch" if isinstance(exc, drift.BucketMismatch) else "MalformedHistogram"
+        return _missing(trigger, problem=problem, detail=str(exc), threshold=fixed, previous=previous, now=now)
+    if not current:
+        return _missing(trigger, problem="NoData", detail=f"no series of {spec.metric}_bucket in the current window",
+                        threshold=fixed, previous=previous, now=now)
+    if not comparison.scores:
+        detail = "; ".join(i.message for i in comparison.insufficient[:3]) or "no feature to compare"
+        return _missing(trigger, problem="InsufficientSamples", detail=detail, threshold=fixed, previous=previous,
+                        now=now)
+    details: dict[str, Any] = {}
+    thresholds: float | dict[str, float]
+    if spec.learn_k is not None:
+        learned: dict[str, float] = {}
+        summary: dict[str, Any] = {}
+        for score in comparison.scores:
+            try:
+                windows = [drift.Histogram.from_cumulative(w[score.feature], feature=score.feature, metric=spec.metric)
+                           for w in observation.reference_windows if score.feature in w]
+            except drift.MalformedHistogram as exc:
+                return _missing(trigger, problem="MalformedHistogram", detail=str(exc), threshold=None,
+                                previous=previous, now=now)
+            # Each sub-window holds a share of the reference period's samples; ask it for the same share.
+            share = spec.min_samples / max(1, len(observation.reference_windows))
+            result = drift.learn_threshold(windows, statistic=statistic, min_samples=max(1.0, share), k=spec.learn_k,
+                                           feature=score.feature, metric=spec.metric)
+            if isinstance(result, drift.InsufficientHistory):
+                return _missing(trigger, problem="InsufficientHistory", detail=result.message, threshold=None,
+                                previous=previous, now=now)
+            learned[score.feature] = result.threshold
+            summary[score.feature] = result.as_status()
+        thresholds = learned
+        details["learnedThreshold"] = summary
+    else:
+        assert fixed is not None
+        thresholds = fixed
+    values = comparison.p_values if spec.use_p_value else comparison.values
+    if spec.use_p_value and values is None:
+        values = {}
+    verdict = drift.verdict(dict(values or {}), threshold=thresholds, mode=spec.mode, min_share=spec.min_share,
+                            statistic=f"{spec.statistic} p-value" if spec.use_p_value else spec.statistic,
+                            drift_when="below" if spec.use_p_value else "above")
+    ranked = sorted((values or {}).items(), key=lambda kv: kv[1], reverse=not spec.use_p_value)
+    details["features"] = [{"name": f, "value": round(v, 6)} for f, v in ranked[:5]]
+    value = ranked[0][1] if ranked else None
+    shown_threshold = fixed if fixed is not None else (max(thresholds.values()) if isinstance(thresholds, dict)
+                                                       and thresholds else None)
+    if comparison.insufficient:
+        details["insufficient"] = len(comparison.insufficient)
+    return _since_based(trigger, breach=verdict.drifted, value=value, threshold=shown_threshold, previous=previous,
+                        now=now, message=verdict.message, details=details)
+
+
+def evaluate_data_volume(trigger: TriggerSpec, *, observation: Observation, training_rows: float | None,
+                         previous: PreviousState, now: datetime) -> TriggerResult:
+    spec = trigger.kind
+    assert isinstance(spec, DataVolumeTrigger)
+    if spec.min_relative is not None:
+        if not training_rows:
+            return _missing(trigger, problem="NoBaseline",
+                            detail="minRelative needs the row count of a model trained by the operator",
+                            threshold=None, previous=previous, now=now)
+        threshold = spec.min_relative * training_rows
+        basis = f"{spec.min_relative:g} x {training_rows:g} training rows"
+    else:
+        assert spec.min_new_samples is not None
+        threshold, basis = spec.min_new_samples, "minNewSamples"
+    if observation.problem is not None or observation.value is None or math.isnan(observation.value):
+        return _missing(trigger, problem=observation.problem or "NoData",
+                        detail=observation.detail or f"no value for {spec.metric}", threshold=threshold,
+                        previous=previous, now=now)
+    value = observation.value
+    breach = value >= threshold
+    verb = "reached" if breach else "below"
+    return _since_based(trigger, breach=breach, value=value, threshold=threshold, previous=previous, now=now,
+                        message=f"{value:.0f} new samples of {spec.metric} since the model was trained, {verb} "
+                                f"{threshold:.0f} ({basis})")

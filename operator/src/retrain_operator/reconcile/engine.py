@@ -18,6 +18,8 @@ from retrain_operator.adapters.kubernetes import AlreadyExists, ApiError, KubeCl
 from retrain_operator.domain.api import (
     API_VERSION,
     AccuracyDecay,
+    DataVolumeTrigger,
+    DriftTrigger,
     InvalidSpec,
     PolicySpec,
     Problem,
@@ -48,6 +50,8 @@ from retrain_operator.domain.triggers import (
     PreviousState,
     TriggerResult,
     evaluate_accuracy,
+    evaluate_data_volume,
+    evaluate_drift,
     evaluate_query,
     evaluate_schedule,
 )
@@ -146,6 +150,12 @@ def evaluate_triggers(spec: PolicySpec, *, observations: Mapping[str, Observatio
                                              previous=before, now=now))
         elif isinstance(trigger.kind, QueryTrigger):
             results.append(evaluate_query(trigger, observation=observation, previous=before, now=now))
+        elif isinstance(trigger.kind, DriftTrigger):
+            results.append(evaluate_drift(trigger, observation=observation, previous=before, now=now))
+        elif isinstance(trigger.kind, DataVolumeTrigger):
+            rows = (status.get("model") or {}).get("rows")
+            results.append(evaluate_data_volume(trigger, observation=observation, previous=before, now=now,
+                                                training_rows=float(rows) if rows else None))
         else:
             results.append(evaluate_schedule(trigger, reference=reference, now=now))
     return results
@@ -305,6 +315,7 @@ class Reconciler:
                 "metric": str(result.get("metric", "")),
                 **({"score": float(result["score"])} if isinstance(result.get("score"), int | float) else {}),
                 "trainedAt": str(result.get("trainedAt") or record["finishedAt"]),
+                **({"rows": int(result["rows"])} if isinstance(result.get("rows"), int) else {}),
             }
             if not record["message"] or record["message"] == "training Job completed":
                 record["message"] = (f"model {result['version']} trained, {result.get('metric', 'score')} "

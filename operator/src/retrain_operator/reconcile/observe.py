@@ -15,12 +15,19 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from retrain_operator.adapters.prometheus import PrometheusError, Sample
 from retrain_operator.domain import promql
-from retrain_operator.domain.api import AccuracyDecay, EndpointSpec, PolicySpec, QueryTrigger
+from retrain_operator.domain.api import (
+    AccuracyDecay,
+    DataVolumeTrigger,
+    DriftTrigger,
+    EndpointSpec,
+    PolicySpec,
+    QueryTrigger,
+)
 from retrain_operator.domain.durations import format_duration
 from retrain_operator.domain.triggers import Observation
 
@@ -41,6 +48,7 @@ class Subject:
     spec: PolicySpec
     endpoint_name: str
     endpoint: EndpointSpec
+    model_trained_at: datetime | None = None
 
 
 @dataclass
@@ -113,6 +121,8 @@ class Observer:
         groups: dict[tuple[object, ...], list[_Member]] = defaultdict(list)
         templates: dict[tuple[object, ...], tuple[Subject, AccuracyDecay, float, float, tuple[str, ...]]] = {}
         tasks: list[Awaitable[None]] = []
+        drift_groups: dict[tuple[object, ...], list[_Member]] = defaultdict(list)
+        drift_templates: dict[tuple[object, ...], tuple[Subject, DriftTrigger, tuple[str, ...]]] = {}
         for subject in subjects:
             for trigger in subject.spec.triggers:
                 if isinstance(trigger.kind, AccuracyDecay):
@@ -129,13 +139,93 @@ class Observer:
                 elif isinstance(trigger.kind, QueryTrigger):
                     tasks.append(self._observe_raw(subject, trigger.name, trigger.kind, trigger.for_seconds,
                                                    now=now, out=out))
+                elif isinstance(trigger.kind, DriftTrigger):
+                    matchers = _matchers(subject)
+                    labels = tuple(sorted(matchers))
+                    d = trigger.kind
+                    tenant = subject.namespace if subject.endpoint.tenant_header else None
+                    drift_key: tuple[object, ...] = (
+                        subject.endpoint_name, tenant, d.metric, d.feature_label, d.window, d.reference,
+                        d.reference_offset, d.reference_window, d.learn_k is not None, d.learn_windows, labels)
+                    drift_groups[drift_key].append(_Member(subject.namespace, subject.name, trigger.name,
+                                                           tuple(matchers[label] for label in labels), matchers))
+                    drift_templates[drift_key] = (subject, d, labels)
+                elif isinstance(trigger.kind, DataVolumeTrigger):
+                    tasks.append(self._observe_volume(subject, trigger.name, trigger.kind, now=now, out=out))
         for key, members in groups.items():
             first, accuracy, for_seconds, step, labels = templates[key]
             for start in range(0, len(members), CHUNK):
                 tasks.append(self._observe_accuracy(first, accuracy, members[start:start + CHUNK], labels=labels,
                                                     for_seconds=for_seconds, step=step, now=now, out=out))
+        for drift_key, drift_members in drift_groups.items():
+            owner, drift_spec, drift_labels = drift_templates[drift_key]
+            for start in range(0, len(drift_members), CHUNK):
+                tasks.append(self._observe_drift(owner, drift_spec, drift_members[start:start + CHUNK],
+                                                 labels=drift_labels, now=now, out=out))
         await asyncio.gather(*tasks)
         return out
+
+    async def _observe_drift(self, subject: Subject, spec: DriftTrigger, members: Sequence[_Member], *,
+                             labels: tuple[str, ...], now: datetime, out: dict[ObservationKey, Observation]) -> None:
+        """Current window, reference window and (to learn a threshold) its sub-windows, merged across policies."""
+        values_by_label = {label: [m.matchers[label] for m in members] for label in labels}
+
+        def query(window: float) -> str:
+            return promql.histogram_increase(metric=spec.metric, values_by_label=values_by_label, group_by=labels,
+                                             feature_label=spec.feature_label, window=window)
+
+        plan: list[tuple[str, datetime]] = [(query(spec.window), now)]
+        if spec.reference == "Window":
+            reference_end = now - timedelta(seconds=spec.reference_offset)
+            plan.append((query(spec.reference_window), reference_end))
+            if spec.learn_k is not None:
+                step = spec.reference_window / spec.learn_windows
+                plan += [(query(step), reference_end - timedelta(seconds=i * step)) for i in range(spec.learn_windows)]
+        headers = _headers(subject)
+        results = await asyncio.gather(*(self._run(subject.endpoint_name, q, at=at, headers=headers) for q, at in plan),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                if not isinstance(result, PrometheusError):
+                    raise result
+                for m in members:
+                    out[(m.namespace, m.name, m.trigger)] = Observation.missing(
+                        result.reason, f"query of {spec.metric}_bucket failed: {result}")
+                return
+        split = [_buckets(r, labels, spec.feature_label) for r in results]  # type: ignore[arg-type]
+        for m in members:
+            current = split[0].get(m.key)
+            if not current:
+                shown = promql.selector(f"{spec.metric}_bucket", m.matchers)
+                out[(m.namespace, m.name, m.trigger)] = Observation.missing(
+                    "NoData", f"no series of {shown} in the last {format_duration(spec.window)}")
+                continue
+            reference = split[1].get(m.key, {}) if spec.reference == "Window" else None
+            if spec.reference == "Window" and not reference:
+                out[(m.namespace, m.name, m.trigger)] = Observation.missing(
+                    "NoReference", f"no series of {spec.metric}_bucket in the reference window "
+                                   f"({format_duration(spec.reference_window)} ending "
+                                   f"{format_duration(spec.reference_offset)} ago)")
+                continue
+            out[(m.namespace, m.name, m.trigger)] = Observation(
+                current_buckets=current, reference_buckets=reference,
+                reference_windows=tuple(w.get(m.key, {}) for w in split[2:]))
+
+    async def _observe_volume(self, subject: Subject, trigger: str, spec: DataVolumeTrigger, *, now: datetime,
+                              out: dict[ObservationKey, Observation]) -> None:
+        since = subject.model_trained_at or now
+        window = max(1.0, (now - since).total_seconds())
+        query = promql.counter_increase(metric=spec.metric, matchers=_matchers(subject), window=window)
+        try:
+            result = await self._run(subject.endpoint_name, query, at=now, headers=_headers(subject))
+        except PrometheusError as exc:
+            out[(subject.namespace, subject.name, trigger)] = Observation.missing(exc.reason, f"query failed: {exc}")
+            return
+        if not result:
+            out[(subject.namespace, subject.name, trigger)] = Observation.missing(
+                "NoData", f"no series of {promql.selector(spec.metric, _matchers(subject))}")
+            return
+        out[(subject.namespace, subject.name, trigger)] = Observation(value=result[0].value)
 
     async def _observe_accuracy(self, subject: Subject, spec: AccuracyDecay, members: Sequence[_Member], *,
                                 labels: tuple[str, ...], for_seconds: float, step: float, now: datetime,
@@ -206,6 +296,17 @@ class Observer:
             held_points=int(results[2][0].value) if len(results) > 2 and results[2] else 0,
             expected_points=expected,
         )
+
+
+def _buckets(samples: Sequence[Sample], labels: Sequence[str],
+             feature_label: str) -> dict[tuple[str, ...], dict[str, dict[str, float]]]:
+    """Split merged histogram results per policy: policy key -> feature -> le -> cumulative count."""
+    out: dict[tuple[str, ...], dict[str, dict[str, float]]] = {}
+    for s in samples:
+        key = tuple(s.labels.get(label, "") for label in labels)
+        feature = s.labels.get(feature_label, "")
+        out.setdefault(key, {}).setdefault(feature, {})[s.labels.get("le", "")] = s.value
+    return out
 
 
 def _index(samples: Sequence[Sample], labels: Sequence[str]) -> dict[tuple[str, ...], Sample]:

@@ -229,7 +229,10 @@ class Scheduler:
                 endpoint_problems[key] = problems
             else:
                 assert endpoint is not None
-                subjects.append(Subject(entry.namespace, entry.name, entry.spec, name, endpoint))
+                trained = parse_rfc3339((entry.status.get("model") or {}).get("trainedAt"))
+                created = parse_rfc3339(entry.body["metadata"].get("creationTimestamp"))
+                subjects.append(Subject(entry.namespace, entry.name, entry.spec, name, endpoint,
+                                        model_trained_at=trained or created))
         try:
             observed = await self.observer.observe(subjects, now=now)
         except Exception:

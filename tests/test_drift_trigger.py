@@ -1,0 +1,150 @@
+"""The drift and dataVolume triggers: from observed buckets (or counts) to states, with a fixed clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import jensenshannon
+
+from retrain_operator.domain.api import parse_policy_spec
+from retrain_operator.domain.triggers import Observation, PreviousState, evaluate_data_volume, evaluate_drift
+from tests.policies import policy
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+EDGES = ["1", "2", "3", "4", "+Inf"]
+
+
+def cumulative(counts: list[float]) -> dict[str, float]:
+    return dict(zip(EDGES, np.cumsum(counts).tolist(), strict=True))
+
+
+def trigger(**drift: Any) -> Any:
+    for_ = drift.pop("for_", "0s")
+    body = {"metric": "feature_value", "reference": {"source": "Window"}, "threshold": 0.1, "minSamples": 50} | drift
+    spec = parse_policy_spec(policy(triggers=[{"name": "drift", "for": for_, "drift": body}])["spec"])
+    return spec.triggers[0]
+
+
+BASE = [100, 200, 400, 200, 100]
+SHIFT = [20, 80, 200, 400, 300]
+
+
+def observe(current: dict[str, list[float]], reference: dict[str, list[float]], **kw: Any) -> Observation:
+    return Observation(current_buckets={f: cumulative(c) for f, c in current.items()},
+                       reference_buckets={f: cumulative(c) for f, c in reference.items()}, **kw)
+
+
+def test_drifted_feature_fires_and_is_named_with_its_value() -> None:
+    t = trigger(statistic="jensenShannonDistance")
+    result = evaluate_drift(t, observation=observe({"age": SHIFT, "income": BASE}, {"age": BASE, "income": BASE}),
+                            previous=PreviousState(), now=NOW)
+    expected = jensenshannon(np.array(BASE) / sum(BASE), np.array(SHIFT) / sum(SHIFT), base=2)
+    assert result.state == "firing" and result.value == pytest.approx(expected, abs=1e-12)
+    assert result.details["features"][0] == {"name": "age", "value": round(expected, 6)}
+    assert "age" in result.message
+
+
+def test_identical_distributions_are_clear() -> None:
+    result = evaluate_drift(trigger(), observation=observe({"age": BASE}, {"age": [2 * c for c in BASE]}),
+                            previous=PreviousState(), now=NOW)
+    assert result.state == "clear" and result.value == pytest.approx(0.0, abs=1e-12)
+
+
+def test_for_counts_from_when_drift_was_first_seen() -> None:
+    t = trigger(for_="10m")
+    obs = observe({"age": SHIFT}, {"age": BASE})
+    first = evaluate_drift(t, observation=obs, previous=PreviousState(), now=NOW)
+    assert first.state == "pending" and first.since == NOW and "fires in 10m" in first.message
+    later = evaluate_drift(t, observation=obs, previous=PreviousState("pending", NOW), now=NOW + timedelta(minutes=10))
+    assert later.state == "firing"
+
+
+@pytest.mark.parametrize(("observation", "problem"), [
+    (Observation(current_buckets={"age": {"1": 5, "5": 10, "+Inf": 20}}, reference_buckets={"age": cumulative(BASE)}),
+     "BucketMismatch"),
+    (observe({"age": [1, 1, 1, 1, 1]}, {"age": BASE}), "InsufficientSamples"),
+    (Observation.missing("NoData", "no series"), "NoData"),
+    (Observation(current_buckets={"age": {"1": 5, "2": 3, "+Inf": 20}}, reference_buckets={"age": {"1": 5, "2": 3,
+                                                                                                    "+Inf": 20}}),
+     "MalformedHistogram"),
+])
+def test_unusable_data_is_inconclusive_with_its_reason(observation: Observation, problem: str) -> None:
+    result = evaluate_drift(trigger(), observation=observation, previous=PreviousState(), now=NOW)
+    assert result.state == "inconclusive" and result.problem == problem and result.value is None
+
+
+def test_bucket_mismatch_names_the_metric_and_both_edge_lists() -> None:
+    obs = Observation(current_buckets={"age": {"1": 500, "5": 800, "+Inf": 1000}},
+                      reference_buckets={"age": cumulative(BASE)})
+    result = evaluate_drift(trigger(), observation=obs, previous=PreviousState(), now=NOW)
+    assert "feature_value" in result.message and "age" in result.message
+
+
+def test_fixed_reference_counts() -> None:
+    t = trigger(reference={"source": "Fixed", "counts": {"age": cumulative(BASE)}})
+    result = evaluate_drift(t, observation=Observation(current_buckets={"age": cumulative(SHIFT)}),
+                            previous=PreviousState(), now=NOW)
+    assert result.state == "firing"
+
+
+def test_learned_threshold_is_recorded() -> None:
+    rng = np.random.default_rng(7)
+    windows = tuple({"age": cumulative(rng.multinomial(1000, np.array(BASE) / 1000).tolist())} for _ in range(24))
+    t = trigger(threshold=None, learnThreshold={"k": 3, "windows": 24})
+    calm = evaluate_drift(t, observation=observe({"age": BASE}, {"age": BASE}, reference_windows=windows),
+                          previous=PreviousState(), now=NOW)
+    shifted = evaluate_drift(t, observation=observe({"age": SHIFT}, {"age": BASE}, reference_windows=windows),
+                             previous=PreviousState(), now=NOW)
+    assert calm.state == "clear" and shifted.state == "firing"
+    learned = shifted.details["learnedThreshold"]["age"]
+    assert learned["windows"] == 24 and learned["threshold"] == pytest.approx(shifted.threshold)
+
+
+def test_p_value_mode_fires_below_the_significance_level() -> None:
+    t = trigger(statistic="chiSquare", usePValue=True, threshold=0.01)
+    result = evaluate_drift(t, observation=observe({"age": SHIFT}, {"age": BASE}), previous=PreviousState(), now=NOW)
+    assert result.state == "firing" and result.value is not None and result.value < 0.01
+
+
+def test_share_mode_needs_enough_features() -> None:
+    t = trigger(mode="share", minShare=0.5)
+    one_of_three = observe({"a": SHIFT, "b": BASE, "c": BASE}, {"a": BASE, "b": BASE, "c": BASE})
+    two_of_three = observe({"a": SHIFT, "b": SHIFT, "c": BASE}, {"a": BASE, "b": BASE, "c": BASE})
+    assert evaluate_drift(t, observation=one_of_three, previous=PreviousState(), now=NOW).state == "clear"
+    assert evaluate_drift(t, observation=two_of_three, previous=PreviousState(), now=NOW).state == "firing"
+
+
+@pytest.mark.parametrize(("drift", "field"), [
+    ({"metric": "x", "reference": {}, "statistic": "mmd", "threshold": 1}, "spec.triggers[0].drift.statistic"),
+    ({"metric": "x", "reference": {}}, "spec.triggers[0].drift"),
+    ({"metric": "x", "reference": {}, "threshold": 1, "usePValue": True}, "spec.triggers[0].drift.usePValue"),
+    ({"metric": "x", "reference": {"source": "Fixed"}, "threshold": 1}, "spec.triggers[0].drift.reference.counts"),
+    ({"metric": "x", "reference": {}, "threshold": 1, "mode": "share"}, "spec.triggers[0].drift.minShare"),
+])
+def test_invalid_drift_triggers(drift: dict[str, Any], field: str) -> None:
+    from retrain_operator.domain.api import InvalidSpec
+
+    with pytest.raises(InvalidSpec) as info:
+        parse_policy_spec(policy(triggers=[{"name": "d", "drift": drift}])["spec"])
+    assert any(p.field == field for p in info.value.problems), info.value.problems
+
+
+def volume(**kind: Any) -> Any:
+    return parse_policy_spec(policy(triggers=[{"name": "v", "dataVolume": {"metric": "labels_total"} | kind}])[
+        "spec"]).triggers[0]
+
+
+@pytest.mark.parametrize(("kind", "value", "rows", "state"), [
+    ({"minNewSamples": 1000}, 1500, None, "firing"),
+    ({"minNewSamples": 1000}, 999, None, "clear"),
+    ({"minRelative": 0.2}, 250, 1000, "firing"),
+    ({"minRelative": 0.2}, 150, 1000, "clear"),
+    ({"minRelative": 0.2}, 150, None, "inconclusive"),
+])
+def test_data_volume(kind: dict[str, Any], value: float, rows: float | None, state: str) -> None:
+    result = evaluate_data_volume(volume(**kind), observation=Observation(value=value), training_rows=rows,
+                                  previous=PreviousState(), now=NOW)
+    assert result.state == state
