@@ -41,6 +41,12 @@ def drift_policy(model: str, **drift: Any) -> dict[str, Any]:
                                               "estimator": "sklearn.linear_model.LogisticRegression"}}}}
 
 
+def proportions(cumulative: dict[str, float]) -> np.ndarray:
+    """Per-bucket shares from cumulative counts in le order (the dict keeps the series' bucket order)."""
+    counts = np.diff([0.0, *cumulative.values()])
+    return np.asarray(counts / counts.sum())
+
+
 def evaluate(tmp_path: Path, body: dict[str, Any], prom: PrometheusServer, at: datetime) -> dict[str, Any]:
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(body))
@@ -64,11 +70,7 @@ def test_evaluate_reports_the_drift_scipy_computes(tmp_path: Path, prometheus: P
     for feature in ("radius", "texture", "smoothness"):
         current = history.increase(feature, end - 30 * 60, end)
         reference = history.increase(feature, end - 2 * HOUR, end - HOUR)
-        bounds = list(current)
-        def probs(c: dict[str, float]) -> np.ndarray:
-            counts = np.diff([0.0, *[c[b] for b in bounds]])
-            return counts / counts.sum()
-        expected[feature] = float(jensenshannon(probs(reference), probs(current), base=2))
+        expected[feature] = float(jensenshannon(proportions(reference), proportions(current), base=2))
     assert trigger["state"] == "firing" and trigger["type"] == "drift"
     assert trigger["value"] == pytest.approx(max(expected.values()), abs=1e-9)
     assert trigger["threshold"] == 0.1
