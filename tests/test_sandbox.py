@@ -22,7 +22,8 @@ def test_sandbox_story_completes(tmp_path: Path, prometheus_binaries: tuple[str,
     out = result.stdout
     for step in ("trigger accuracy-drop: pending", "trigger accuracy-drop: firing", "training Job churn-retrain-",
                  "Succeeded: model", "/metadata.json", "status.model: version", "accuracy recovered",
-                 "RetrainStarted", "RetrainSucceeded", "The loop is complete"):
+                 "RetrainStarted", "RetrainSucceeded", "churn-gated decision: Wait (NotWorthRetraining)",
+                 "The loop is complete"):
         assert step in out, f"{step!r} missing from the sandbox output:\n{out[-4000:]}"
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False)
     assert leftover.stdout.strip() == "", f"processes left running: {leftover.stdout}"

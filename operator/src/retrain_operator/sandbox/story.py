@@ -79,6 +79,18 @@ def demo_policy(*, s3_endpoint: str) -> dict[str, Any]:
     }
 
 
+def gated_policy(*, s3_endpoint: str) -> dict[str, Any]:
+    """The same model watched by a policy whose retrain costs more than the accuracy it would win back."""
+    body = demo_policy(s3_endpoint=s3_endpoint)
+    body["metadata"]["name"] = "churn-gated"
+    body["spec"]["model"]["registry"]["prefix"] = "churn-gated/"
+    body["spec"]["triggers"][0]["accuracyDecay"]["baseline"] = "Fixed"
+    body["spec"]["decision"].update(
+        prices={"cpuHour": 50.0, "perRetrain": 100.0},
+        costBenefit={"valuePerAccuracyPointPerDay": 1.0, "horizon": "7d", "estimatedDuration": "10m"})
+    return body
+
+
 class Narrator:
     def __init__(self) -> None:
         self.started = time.monotonic()
@@ -154,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(operator.stop)
         n.say(f"operator started (pid {operator.process.pid if operator.process else '?'}), log {operator.log_path}")
         policy = demo_policy(s3_endpoint=s3_server.endpoint)
-        apply([policy])
-        n.say("policy: retrain when accuracy over 10s stays more than 0.05 below the model's score for 10s")
+        apply([policy, gated_policy(s3_endpoint=s3_server.endpoint)])
+        n.say("policy churn: retrain when accuracy over 10s stays more than 0.05 below the model's score for 10s")
+        n.say("policy churn-gated: the same trigger, but a retrain costs 104 and an accuracy point is worth 1 a day")
 
         done = _watch(n, kubeconfig=kubeconfig, operator=operator, s3=s3, timeout=args.timeout, model=model)
         result = kubectl(kubeconfig, "get", "retrainpolicies", "-n", NAMESPACE)
@@ -196,6 +209,12 @@ def _watch(n: Narrator, *, kubeconfig: Path, operator: OperatorProcess, s3: Any,
             if seen.get("trigger") != state:
                 seen["trigger"] = state
                 n.say(f"trigger {trigger['name']}: {trigger['state']:<12} {trigger.get('message', '')}")
+        gated = kubectl(kubeconfig, "get", "retrainpolicy", "churn-gated", "-n", NAMESPACE, "-o", "json")
+        gated_decision = (json.loads(gated.stdout).get("status") or {}).get("lastDecision") or {} \
+            if gated.returncode == 0 else {}
+        if gated_decision.get("reason") == "NotWorthRetraining" and not seen.get("gated"):
+            seen["gated"] = True
+            n.say(f"churn-gated decision: {gated_decision['action']} (NotWorthRetraining): {gated_decision['message']}")
         decision = status.get("lastDecision") or {}
         if decision and seen.get("decision") != decision.get("reason"):
             seen["decision"] = decision.get("reason")
@@ -218,7 +237,7 @@ def _watch(n: Narrator, *, kubeconfig: Path, operator: OperatorProcess, s3: Any,
             if last.get("outcome") != "Succeeded":
                 return False
         trigger_states = [t.get("state") for t in status.get("triggers") or []]
-        if last.get("outcome") == "Succeeded" and model.version and trigger_states == ["clear"]:
+        if last.get("outcome") == "Succeeded" and model.version and trigger_states == ["clear"] and seen.get("gated"):
             n.say(f"the demo model now serves version {model.version}; accuracy recovered to "
                   f"{model.accuracy():.3f} and the trigger is clear")
             return True
