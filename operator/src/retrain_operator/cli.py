@@ -8,7 +8,9 @@ import json
 import logging
 import math
 import os
+import socket
 import sys
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +36,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="service account of every training pod; policies cannot choose another")
     run.add_argument("--metrics-port", type=int, default=0, help="serve the operator's metrics; 0 disables")
     run.add_argument("--liveness", default=None, help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
-    run.add_argument("--peering", default=None, help="kopf peering name for several replicas; default standalone")
+    run.add_argument("--leader-election", action="store_true",
+                     help="run several replicas: only the holder of a Lease in --operator-namespace reconciles")
+    run.add_argument("--lease-name", default="retrain-operator", help="name of the leader-election Lease")
+    run.add_argument("--lease-seconds", type=float, default=15.0, help="how long a Lease lasts without renewal")
     run.add_argument("--max-parallel", type=int, default=32)
     run.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
 
@@ -119,6 +124,7 @@ def _run(args: argparse.Namespace) -> int:
     from retrain_operator.handlers.operator import registry
     from retrain_operator.reconcile import telemetry
     from retrain_operator.reconcile.engine import Reconciler
+    from retrain_operator.reconcile.leader import LeaderElector
     from retrain_operator.reconcile.observe import Observer
     from retrain_operator.reconcile.scheduler import Endpoints, Scheduler
 
@@ -138,8 +144,14 @@ def _run(args: argparse.Namespace) -> int:
 
     reconciler = Reconciler(kube=kube, trainer_image=args.trainer_image,
                             service_account=args.training_service_account, on_decision=on_decision, on_job=on_job)
+    elector = None
+    if args.leader_election:
+        identity = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        elector = LeaderElector(kube=kube, namespace=args.operator_namespace, name=args.lease_name,
+                                identity=identity, lease_seconds=args.lease_seconds)
     scheduler = Scheduler(reconciler=reconciler, endpoints=endpoints, max_parallel=args.max_parallel,
-                          observer=Observer(source_for=endpoints.source, on_query=telemetry.on_query))
+                          observer=Observer(source_for=endpoints.source, on_query=telemetry.on_query),
+                          elector=elector)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr="0.0.0.0", registry=telemetry.REGISTRY)
     namespaces = args.namespace or None
@@ -148,8 +160,7 @@ def _run(args: argparse.Namespace) -> int:
         memo=kopf.Memo(scheduler=scheduler, close=endpoints.close),
         clusterwide=namespaces is None,
         namespaces=namespaces or [],
-        standalone=args.peering is None,
-        peering_name=args.peering,
+        standalone=True,
         liveness_endpoint=args.liveness,
     ))
     return 0

@@ -52,6 +52,9 @@ class KubeClient(Protocol):
     async def create_event(self, *, involved: Mapping[str, Any], type: str, reason: str, message: str) -> None: ...
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]: ...
     async def get_metrics_endpoint(self, name: str) -> dict[str, Any] | None: ...
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
     async def get_budget(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def replace_budget_status(self, namespace: str, name: str, status: Mapping[str, Any], *,
                                     resource_version: str) -> dict[str, Any]: ...
@@ -94,6 +97,7 @@ class ApiKubeClient:
         self._core = client.CoreV1Api(api_client)
         self._batch = client.BatchV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
+        self._coordination = client.CoordinationV1Api(api_client)
 
     @classmethod
     def from_environment(cls, *, kubeconfig: str | None = None) -> ApiKubeClient:
@@ -172,6 +176,28 @@ class ApiKubeClient:
         namespace = body["metadata"]["namespace"] or "default"
         await self._call(self._core.create_namespaced_event, namespace, body)
 
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self._call(self._coordination.read_namespaced_lease, name, namespace)
+            return result
+        except NotFound:
+            return None
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(self._coordination.create_namespaced_lease, namespace, dict(body))
+        return result
+
+    async def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        # A replace carries the resourceVersion read: a concurrent writer makes it fail with 409.
+        try:
+            result: dict[str, Any] = await self._call(self._coordination.replace_namespaced_lease, name, namespace,
+                                                      dict(body))
+        except ApiError as exc:
+            if exc.status == 409:
+                raise Conflict(str(exc)) from None
+            raise
+        return result
+
     async def get_budget(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             result: dict[str, Any] = await self._call(self._custom.get_namespaced_custom_object, GROUP, VERSION,
@@ -248,6 +274,7 @@ class FakeKubeClient:
         self.fail_create_with: Exception | None = None
         self.endpoints: dict[str, dict[str, Any]] = {}
         self.budgets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.leases: dict[tuple[str, str], dict[str, Any]] = {}
         self.budget_conflicts = 0
         self._version = 0
 
@@ -296,6 +323,31 @@ class FakeKubeClient:
         self.events.append(
             event_body(involved=involved, type=type, reason=reason, message=message, now=datetime.now(UTC))
         )
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        lease = self.leases.get((namespace, name))
+        return copy.deepcopy(lease) if lease else None
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        if (namespace, name := body["metadata"]["name"]) in self.leases:
+            raise AlreadyExists(name)
+        self._version += 1
+        lease = copy.deepcopy(dict(body))
+        lease["metadata"]["resourceVersion"] = str(self._version)
+        self.leases[(namespace, name)] = lease
+        return copy.deepcopy(lease)
+
+    async def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        current = self.leases.get((namespace, name))
+        if current is None:
+            raise NotFound(name)
+        if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+            raise Conflict(name)
+        self._version += 1
+        lease = copy.deepcopy(dict(body))
+        lease["metadata"]["resourceVersion"] = str(self._version)
+        self.leases[(namespace, name)] = lease
+        return copy.deepcopy(lease)
 
     def add_budget(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
         self._version += 1

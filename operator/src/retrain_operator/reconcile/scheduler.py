@@ -22,6 +22,7 @@ from retrain_operator.domain.api import EndpointSpec, InvalidSpec, Problem, chec
 from retrain_operator.domain.status import parse_rfc3339
 from retrain_operator.domain.triggers import Observation
 from retrain_operator.reconcile.engine import PolicyEntry, Reconciler
+from retrain_operator.reconcile.leader import LeaderElector
 from retrain_operator.reconcile.observe import Observer, QuerySource, Subject
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,9 @@ class Endpoints:
 
 class Scheduler:
     def __init__(self, *, reconciler: Reconciler, endpoints: Endpoints, clock: Callable[[], datetime] = utcnow,
-                 max_parallel: int = 32, observer: Observer | None = None) -> None:
+                 max_parallel: int = 32, observer: Observer | None = None,
+                 elector: LeaderElector | None = None) -> None:
+        self.elector = elector
         self._reconciler = reconciler
         self._endpoints = endpoints
         self._clock = clock
@@ -178,7 +181,31 @@ class Scheduler:
 
     # The loop.
     async def run(self) -> None:
+        elector_task = asyncio.create_task(self.elector.run()) if self.elector is not None else None
+        try:
+            await self._loop()
+        finally:
+            if elector_task is not None:
+                elector_task.cancel()
+                await asyncio.gather(elector_task, return_exceptions=True)
+
+    async def _follow(self) -> None:
+        """While another replica leads, wait; on taking over, every policy is due at once."""
+        assert self.elector is not None
+        while not self.elector.is_leader:
+            self.elector.changed.clear()
+            try:
+                await asyncio.wait_for(self.elector.changed.wait(), timeout=self.elector.lease_seconds / 3)
+            except TimeoutError:
+                pass
+        self._due.clear()
+        for entry in self.entries.values():
+            entry.scanned_jobs = False  # the previous leader may have launched Jobs not yet in status
+
+    async def _loop(self) -> None:
         while True:
+            if self.elector is not None and not self.elector.is_leader:
+                await self._follow()
             await self._refresh_budgets()
             now_mono = time.monotonic()
             due = [k for k, at in self._due.items() if at <= now_mono]
@@ -196,6 +223,8 @@ class Scheduler:
             timeout = min(self._due.values()) - now_mono if self._due else 3600.0
             if self._budget_due:
                 timeout = min(timeout, (min(self._budget_due.values()) - self._clock()).total_seconds())
+            if self.elector is not None:
+                timeout = min(timeout, self.elector.lease_seconds / 3)  # notice a lost lease in time
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, timeout))
             except TimeoutError:
