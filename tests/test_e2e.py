@@ -136,3 +136,26 @@ def test_invalid_policies_are_rejected_or_marked_and_others_carry_on(stack: Stac
     assert [j["metadata"]["ownerReferences"][0]["name"] for j in jobs] == ["good"]
     reasons = {(e["involvedObject"]["name"], e["reason"]) for e in stack.events()}
     assert {("no-endpoint", "InvalidSpec"), ("bad-cron", "InvalidSpec")} <= reasons
+
+
+def test_two_replicas_with_leader_election_launch_one_job_and_hand_over(stack: Stack) -> None:
+    stack.operator.stop()
+    replicas = [stack.start_operator("--leader-election", "--lease-seconds", "3", log=f"replica-{i}.log")
+                for i in range(2)]
+    stack.cluster.hold_jobs()
+    stack.push_accuracy(stack.model, [0.80] * 80)
+    assert stack.apply(stack.example_policy()).returncode == 0
+    wait_for("the training Job", stack.jobs, timeout=60, log=lambda: replicas[0].log() + replicas[1].log())
+    holder = stack.get("leases", "retrain-operator", namespace="retrain-system")["spec"]["holderIdentity"]
+    leader = next(r for r in replicas if r.process is not None and f"-{r.process.pid}-" in holder)
+    follower = next(r for r in replicas if r is not leader)
+    leader.kill()
+    stack.cluster.release_jobs()
+    last = wait_for("the follower to take over and record the outcome",
+                    lambda: stack.status("churn").get("lastRetrain"), timeout=90, log=follower.log)
+    assert last["outcome"] == "Succeeded"
+    assert len(stack.jobs()) == 1
+    assert "started Job" not in follower.log() and "took over Lease retrain-system/retrain-operator" in follower.log()
+    new_holder = stack.get("leases", "retrain-operator", namespace="retrain-system")["spec"]["holderIdentity"]
+    assert new_holder != holder and follower.process is not None and f"-{follower.process.pid}-" in new_holder
+    follower.stop()

@@ -95,11 +95,11 @@ class Stack:
         body["spec"]["metrics"]["selector"] = {"model": model or self.model}
         return body
 
-    def start_operator(self) -> OperatorProcess:
+    def start_operator(self, *extra: str, log: str = "operator.log") -> OperatorProcess:
         self.operator = OperatorProcess(
-            kubeconfig=self.cluster.kubeconfig, log_path=self.tmp / "operator.log",
+            kubeconfig=self.cluster.kubeconfig, log_path=self.tmp / log,
             args=["--operator-namespace", "retrain-system", "--trainer-image", "retrain-operator:test",
-                  "--training-service-account", "default"]).start()
+                  "--training-service-account", "default", *extra]).start()
         return self.operator
 
 
