@@ -2,9 +2,8 @@
 
 ``crds/`` is the one source of truth; the chart carries a generated copy because Helm installs
 CRDs only from a chart's own ``crds/`` directory. ``--check`` changes nothing and exits 1 with
-every difference, so CI fails when someone edits one copy and not the other. The chart's
-``crds/`` also holds kopf's peering CRDs (``kopf-peerings.yaml``), which have no source in
-``crds/``; they are left alone.
+every difference, so CI fails when someone edits one copy and not the other. A file of the chart's
+``crds/`` without a source in ``crds/`` is an error, and ``sync`` removes it.
 
 Usage: ``python hack/sync_crds.py [--check]``
 """
@@ -19,11 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "crds"
 TARGET = ROOT / "charts" / "retrain-operator" / "crds"
-CHART_ONLY = frozenset({"kopf-peerings.yaml"})
 
 
 def expected_files() -> dict[str, bytes]:
-    """What the chart's ``crds/`` must hold besides the chart-only files: a copy of every source CRD."""
+    """What the chart's ``crds/`` must hold: a copy of every source CRD, and nothing else."""
     return {path.name: path.read_bytes() for path in sorted(SOURCE.glob("*.yaml"))}
 
 
@@ -37,7 +35,7 @@ def differences() -> list[str]:
             problems.append(f"{TARGET.relative_to(ROOT)}/{name} is missing")
         elif present[name] != data:
             problems.append(f"{TARGET.relative_to(ROOT)}/{name} differs from crds/{name}")
-    for name in sorted(set(present) - set(wanted) - CHART_ONLY):
+    for name in sorted(set(present) - set(wanted)):
         problems.append(f"{TARGET.relative_to(ROOT)}/{name} has no source in crds/")
     return problems
 
@@ -53,7 +51,7 @@ def sync() -> list[str]:
             path.write_bytes(data)
             changed.append(name)
     for path in sorted(TARGET.glob("*.yaml")):
-        if path.name not in wanted and path.name not in CHART_ONLY:
+        if path.name not in wanted:
             path.unlink()
             changed.append(path.name)
     return changed

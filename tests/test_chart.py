@@ -2,7 +2,7 @@
 
 The chart is rendered and linted by Helm's own code (the Helm v4 library in ``helm-python-sdk``,
 no helm binary), for the default values and the variants people run: namespaced, several replicas
-with peering, ServiceMonitor. Every rendered object is checked against the official schemas (or our
+with leader election, ServiceMonitor. Every rendered object is checked against the official schemas (or our
 CRDs), the Deployment against the ``restricted`` Pod Security profile field by field, and the RBAC
 against the API calls the operator's code actually makes, so a new call without its rule, or a
 rule nothing needs, fails here. The Dockerfile cannot be built without a container engine; it is
@@ -17,6 +17,7 @@ import fnmatch
 import inspect
 import re
 import shlex
+import textwrap
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,12 @@ DIGEST = "sha256:" + "0123456789abcdef" * 4
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "namespaced": {"watchNamespaces": WATCHED},
-    "peering": {"replicas": 2, "peering": {"enabled": True}},
-    "peering-namespaced": {"replicas": 2, "peering": {"enabled": True}, "watchNamespaces": WATCHED},
+    "leader-election": {"replicas": 2, "leaderElection": {"enabled": True}},
+    "leader-election-namespaced": {
+        "replicas": 3,
+        "leaderElection": {"enabled": True, "leaseName": "retrain-leader", "leaseSeconds": 30},
+        "watchNamespaces": WATCHED,
+    },
     "service-monitor": {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
         "metricsEndpoint": {"create": True, "spec": {"url": "http://prometheus.monitoring:9090",
@@ -61,6 +66,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[dict[str, Any]]]:
     return {name: render_chart(values) for name, values in VARIANTS.items()}
+
+
+def leader_election(values: Mapping[str, Any]) -> tuple[str, int] | None:
+    """(Lease name, lease seconds) of a variant with leader election, from its values over the chart's defaults."""
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["leaderElection"]
+    merged = {**defaults, **values.get("leaderElection", {})}
+    return (merged["leaseName"], merged["leaseSeconds"]) if merged["enabled"] else None
 
 
 def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -104,9 +116,6 @@ def validate(obj: dict[str, Any]) -> None:
     if kind == "MetricsEndpoint":
         unknown, causes = crd_schema(ROOT / "crds" / "metricsendpoints.yaml", kind).admit(copy.deepcopy(obj))
         assert (unknown, causes) == ([], [])
-    elif kind in ("ClusterKopfPeering", "KopfPeering"):
-        schema = crd_schema(CHART / "crds" / "kopf-peerings.yaml", kind)
-        assert schema.admit(copy.deepcopy(obj)) == ([], [])
     elif kind == "ServiceMonitor":
         assert_service_monitor(obj)
     else:
@@ -174,21 +183,32 @@ def test_operator_command_line_is_one_the_cli_accepts(rendered: dict[str, list[d
     objects = rendered[variant]
     values = VARIANTS[variant]
     deployment = one(objects, "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
     args = parse_run_args(deployment)
     assert args.operator_namespace == RELEASE_NS
     assert args.namespace == values.get("watchNamespaces", [])
-    assert args.peering == ("retrain-operator" if values.get("peering") else None)
+    election = leader_election(values)
+    assert args.leader_election is (election is not None)
+    if election is not None:
+        assert (args.lease_name, args.lease_seconds) == (election[0], float(election[1]))
+    else:
+        assert not any(arg.startswith("--lease") for arg in container["args"])
     assert args.training_service_account == "retrain-trainer"
     assert args.liveness == "http://0.0.0.0:8081/healthz"
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": args.metrics_port, "health": 8081}
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
-    assert env == {"POD_ID": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
-    strategy = deployment["spec"]["strategy"]["type"]
-    assert strategy == ("RollingUpdate" if values.get("peering") else "Recreate")
+    assert env == {"POD_NAMESPACE": "metadata.namespace"}
+    assert deployment["spec"]["replicas"] == values.get("replicas", 1)
+    # Only the Lease holder reconciles, so a new pod may start next to the old one; without leader
+    # election two pods must never run at once.
+    if election is not None:
+        assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
+                                                  "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    else:
+        assert deployment["spec"]["strategy"] == {"type": "Recreate"}
 
 
 def test_images_follow_tag_or_digest(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -227,7 +247,11 @@ def test_default_metrics_endpoint_from_values(rendered: dict[str, list[dict[str,
 
 
 @pytest.mark.parametrize(("values", "message"), [
-    ({"replicas": 2}, "replicas > 1 needs peering.enabled=true"),
+    ({"replicas": 2}, "replicas > 1 needs leaderElection.enabled=true"),
+    ({"leaderElection": {"enabled": True, "leaseSeconds": 2}}, "leaderElection.leaseSeconds must be a whole number"),
+    ({"leaderElection": {"enabled": True, "leaseSeconds": 7.5}}, "leaderElection.leaseSeconds must be a whole number"),
+    ({"leaderElection": {"enabled": True, "leaseName": "Retrain_Lease"}},
+     'leaderElection.leaseName "Retrain_Lease" is not a valid object name'),
     ({"replicas": 0}, "replicas must be at least 1"),
     ({"health": {"port": 8080}}, "metrics.port and health.port must differ"),
     ({"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
@@ -239,18 +263,41 @@ def test_values_that_cannot_work_are_refused(values: dict[str, Any], message: st
 
 
 # ----------------------------------------------------------------------------------------------
-# Peering and the training service account
+# Leader election and the training service account
 
-def test_peering_objects_and_rules_exist_only_when_enabled(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    for variant in ("default", "namespaced", "service-monitor"):
-        text = yaml.safe_dump_all(rendered[variant])
-        assert "kopf.dev" not in text and "--peering" not in text
-    cluster = rendered["peering"]
-    (peering,) = of_kind(cluster, "ClusterKopfPeering")
-    assert peering["metadata"]["name"] == "retrain-operator" and of_kind(cluster, "KopfPeering") == []
-    namespaced = rendered["peering-namespaced"]
-    assert sorted(p["metadata"]["namespace"] for p in of_kind(namespaced, "KopfPeering")) == WATCHED
-    assert of_kind(namespaced, "ClusterKopfPeering") == []
+def test_leader_election_objects_exist_only_when_enabled(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for variant, values in VARIANTS.items():
+        objects = rendered[variant]
+        election = leader_election(values)
+        roles = [r for r in of_kind(objects, "Role") if any("leases" in rule["resources"] for rule in r["rules"])]
+        if election is None:
+            assert roles == [] and "leases" not in yaml.safe_dump_all(objects), variant
+            continue
+        (role,) = roles
+        assert role["metadata"]["namespace"] == RELEASE_NS, "the Lease lives in the operator's own namespace"
+        assert role["metadata"]["name"] == "retrain-operator-leader-election"
+        assert role["rules"] == [
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [election[0]],
+             "verbs": ["get", "update"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        ]
+
+
+PEERING = re.compile(r"peering|kopf\.dev|POD_ID", re.IGNORECASE)
+
+
+def test_nothing_mentions_kopf_peering() -> None:
+    for variant in VARIANTS:
+        assert not PEERING.search(render_manifests.render_chart_text(VARIANTS[variant])), variant
+    files = [p for p in CHART.rglob("*") if p.is_file()] + sorted((ROOT / "hack").glob("*.py")) + [
+        ROOT / "manifests" / "install.yaml", ROOT / "docs" / "install.md"]
+    for path in files:
+        found = PEERING.search(path.read_text(encoding="utf-8"))
+        assert found is None, f"{path.relative_to(ROOT)} mentions {found.group(0) if found else ''}"
+    # kopf itself runs standalone: the operator never joins or creates a peering.
+    (call,) = [node for node in ast.walk(ast.parse(inspect.getsource(cli._run)))
+               if isinstance(node, ast.Call) and ast.unparse(node.func) == "kopf.operator"]
+    assert {k.arg: ast.unparse(k.value) for k in call.keywords}["standalone"] == "True"
 
 
 @pytest.mark.parametrize("variant", ["namespaced", "service-monitor"])
@@ -290,6 +337,9 @@ CLIENT_METHODS: dict[str, tuple[str, str, str]] = {
     "get_namespaced_custom_object": (api.GROUP, "{plural}", "get"),
     "get_cluster_custom_object": (api.GROUP, "{plural}", "get"),
     "patch_namespaced_custom_object_status": (api.GROUP, "{plural}/status", "patch"),
+    "read_namespaced_lease": ("coordination.k8s.io", "leases", "get"),
+    "create_namespaced_lease": ("coordination.k8s.io", "leases", "create"),
+    "replace_namespaced_lease": ("coordination.k8s.io", "leases", "update"),
 }
 
 
@@ -327,8 +377,8 @@ def _raw_call(node: ast.Call, function: ast.AST) -> tuple[str, str, str]:
     return match["group"] or "", resource, verb
 
 
-def adapter_calls() -> Iterator[tuple[str, str, str]]:
-    """(group, resource, verb) of every API call in ``ApiKubeClient``, read from its source."""
+def adapter_calls() -> Iterator[tuple[str, str, str, str]]:
+    """(method, group, resource, verb) of every API call in ``ApiKubeClient``, read from its source."""
     tree = ast.parse(inspect.getsource(kube_adapter.ApiKubeClient))
     for function in ast.walk(tree):
         if not isinstance(function, ast.AsyncFunctionDef | ast.FunctionDef):
@@ -340,7 +390,7 @@ def adapter_calls() -> Iterator[tuple[str, str, str]]:
             target = node.args[0]
             assert isinstance(target, ast.Attribute), ast.dump(target)
             if target.attr == "call_api":
-                yield _raw_call(node, function)
+                yield (function.name, *_raw_call(node, function))
                 continue
             assert target.attr in CLIENT_METHODS, (
                 f"ApiKubeClient calls {target.attr}: add it to CLIENT_METHODS and its rule to the chart's RBAC")
@@ -350,7 +400,7 @@ def adapter_calls() -> Iterator[tuple[str, str, str]]:
                            if isinstance(a, ast.Name) and a.id.endswith("_PLURAL")]
                 assert len(plurals) == 1, f"cannot tell which resource {target.attr} reaches"
                 resource = resource.format(plural=plurals[0])
-            yield group, resource, verb
+            yield function.name, group, resource, verb
 
 
 def kopf_watches() -> Iterator[tuple[str, str]]:
@@ -370,14 +420,62 @@ def kopf_watches() -> Iterator[tuple[str, str]]:
                     yield group, plural
 
 
-def required_grants(*, namespaced: list[str], peering: bool) -> set[Grant]:
-    """Every permission the operator needs in a mode, and nothing else."""
+def callers(method: str) -> set[str]:
+    """Modules of the operator's package that call ``<anything>.<method>(...)``, the adapters aside."""
+    package = Path(cli.__file__).resolve().parent
+    found = set()
+    for path in sorted(package.rglob("*.py")):
+        if path.parent.name == "adapters":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == method:
+                found.add(".".join(path.relative_to(package.parent).with_suffix("").parts))
+    return found
+
+
+def elector_arguments() -> dict[str, str]:
+    """The arguments ``retrain-operator run`` builds its LeaderElector with. It must build exactly one, and
+    only under ``if args.leader_election:``, so the Lease rules are needed only with --leader-election."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cli._run)))
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    calls = [node for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and ast.unparse(node.func) == "LeaderElector"]
+    assert len(calls) == 1, "retrain-operator run must build one LeaderElector"
+    node: ast.AST = calls[0]
+    while not (isinstance(node, ast.If) and ast.unparse(node.test) == "args.leader_election"):
+        assert node in parents, "the LeaderElector must be built only under `if args.leader_election:`"
+        child, node = node, parents[node]
+    assert any(child is statement for statement in node.body), "built in the else branch"
+    return {k.arg: ast.unparse(k.value) for k in calls[0].keywords if k.arg}
+
+
+def lease_calls() -> set[tuple[str, str, str]]:
+    """(group, resource, verb) of the adapter's Lease calls, after checking only the leader elector makes them."""
+    leases = {(method, group, resource, verb) for method, group, resource, verb in adapter_calls()
+              if (group, resource) == ("coordination.k8s.io", "leases")}
+    assert leases, "ApiKubeClient makes no Lease call"
+    for method in {method for method, *_ in leases}:
+        assert callers(method) == {"retrain_operator.reconcile.leader"}, (
+            f"{method} is called outside the leader elector: review the Lease rules of the chart's RBAC")
+    return {(group, resource, verb) for _, group, resource, verb in leases}
+
+
+def required_grants(*, namespaced: list[str], lease: str | None) -> set[Grant]:
+    """Every permission the operator needs in a mode, and nothing else. ``lease``: the Lease's name with
+    leader election, None without."""
     scopes = {crd["spec"]["names"]["plural"]: crd["spec"]["scope"] for crd in our_crds()}
     plurals = {crd["spec"]["names"]["kind"]: crd["spec"]["names"]["plural"] for crd in our_crds()}
     cluster_scoped: set[tuple[str, str, str]] = set()
     watched: set[tuple[str, str, str]] = set()
     own: set[tuple[str, str, str]] = set()
-    for group, resource, verb in adapter_calls():
+    # Lease calls come from the leader elector alone, which `run` builds only with --leader-election,
+    # for the Lease named --lease-name in --operator-namespace (the release namespace).
+    election = lease_calls()
+    arguments = elector_arguments()
+    assert (arguments["namespace"], arguments["name"]) == ("args.operator_namespace", "args.lease_name")
+    for _, group, resource, verb in adapter_calls():
+        if (group, resource, verb) in election:
+            continue  # below, only with leader election
         if resource == "secrets":
             own.add((group, resource, verb))  # MetricsEndpoint credentials: the operator's namespace only
         elif scopes.get(resource.split("/")[0]) == "Cluster":
@@ -405,16 +503,14 @@ def required_grants(*, namespaced: list[str], peering: bool) -> set[Grant]:
     grants |= {(RELEASE_NS, g, r, v, names) for g, r, v in own}
     if not namespaced:
         grants |= {("*", g, r, v, names) for g, r, v in watched}
-        if peering:
-            grants |= {("*", "kopf.dev", "clusterkopfpeerings", v, ()) for v in ("list", "watch")}
-            grants.add(("*", "kopf.dev", "clusterkopfpeerings", "patch", ("retrain-operator",)))
     else:
         for ns in namespaced:
             grants |= {(ns, g, r, v, names) for g, r, v in watched}
-            if peering:
-                grants |= {(ns, "kopf.dev", "kopfpeerings", v, ()) for v in ("list", "watch")}
-                grants.add((ns, "kopf.dev", "kopfpeerings", "patch", ("retrain-operator",)))
         grants.add((RELEASE_NS, "", "events", "create", ()))
+    if lease is not None:
+        # RBAC authorizes a create before the new object's name is known, so create cannot be narrowed
+        # by resourceNames; get and update (the elector's replace) can.
+        grants |= {(RELEASE_NS, g, r, v, () if v == "create" else (lease,)) for g, r, v in election}
     return grants
 
 
@@ -439,10 +535,12 @@ def granted(objects: list[dict[str, Any]], *, service_account: str = "retrain-op
     return out
 
 
-@pytest.mark.parametrize("variant", ["default", "namespaced", "peering", "peering-namespaced"])
+@pytest.mark.parametrize("variant", ["default", "namespaced", "leader-election", "leader-election-namespaced"])
 def test_rbac_is_exactly_what_the_operator_calls(rendered: dict[str, list[dict[str, Any]]], variant: str) -> None:
     values = VARIANTS[variant]
-    expected = required_grants(namespaced=values.get("watchNamespaces", []), peering=bool(values.get("peering")))
+    election = leader_election(values)
+    expected = required_grants(namespaced=values.get("watchNamespaces", []),
+                               lease=election[0] if election else None)
     actual = granted(rendered[variant])
     assert actual - expected == set(), "granted but never used"
     assert expected - actual == set(), "used but not granted"
@@ -475,10 +573,7 @@ def test_chart_crds_are_identical_copies_of_crds() -> None:
     assert sync_crds.differences() == []
     for source in (ROOT / "crds").glob("*.yaml"):
         assert (CHART / "crds" / source.name).read_bytes() == source.read_bytes()
-    extra = {p.name for p in (CHART / "crds").glob("*.yaml")} - {p.name for p in (ROOT / "crds").glob("*.yaml")}
-    assert extra == set(sync_crds.CHART_ONLY)
-    for doc in yaml.safe_load_all((CHART / "crds" / "kopf-peerings.yaml").read_text()):
-        kubernetes_validate.validate(doc, "1.30", strict=True)
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
 
 
 def test_install_manifest_is_a_fresh_render() -> None:

@@ -79,15 +79,6 @@ kopf observes CRDs so that it starts watching ours even when they are establishe
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
-{{- if and .Values.peering.enabled (not .Values.watchNamespaces) }}
-- apiGroups: [kopf.dev]
-  resources: [clusterkopfpeerings]
-  verbs: [list, watch]
-- apiGroups: [kopf.dev]
-  resources: [clusterkopfpeerings]
-  resourceNames: [{{ .Values.peering.name | quote }}]
-  verbs: [patch]
-{{- end }}
 {{- end }}
 
 {{/* Rules in every namespace whose policies the operator handles. */}}
@@ -116,21 +107,22 @@ kopf observes CRDs so that it starts watching ours even when they are establishe
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-{{- if and .Values.peering.enabled .Values.watchNamespaces }}
-- apiGroups: [kopf.dev]
-  resources: [kopfpeerings]
-  verbs: [list, watch]
-- apiGroups: [kopf.dev]
-  resources: [kopfpeerings]
-  resourceNames: [{{ .Values.peering.name | quote }}]
-  verbs: [patch]
-{{- end }}
 {{- end }}
 
 {{/* Fail early on values that cannot work. */}}
 {{- define "retrain-operator.validate" -}}
-{{- if and (gt (int .Values.replicas) 1) (not .Values.peering.enabled) }}
-{{- fail "replicas > 1 needs peering.enabled=true: without peering every pod would handle every event" }}
+{{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
+{{- fail "replicas > 1 needs leaderElection.enabled=true: without leader election every pod would reconcile every policy" }}
+{{- end }}
+{{- if .Values.leaderElection.enabled }}
+{{- $lease := .Values.leaderElection.leaseName | toString }}
+{{- if not (and (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$" $lease) (le (len $lease) 253)) }}
+{{- fail (printf "leaderElection.leaseName %q is not a valid object name (lowercase letters, digits, '-' and '.')" $lease) }}
+{{- end }}
+{{- $seconds := .Values.leaderElection.leaseSeconds }}
+{{- if or (ne (toString $seconds) (toString (int $seconds))) (lt (int $seconds) 3) }}
+{{- fail (printf "leaderElection.leaseSeconds must be a whole number of seconds, at least 3 (got %v)" $seconds) }}
+{{- end }}
 {{- end }}
 {{- if lt (int .Values.replicas) 1 }}
 {{- fail "replicas must be at least 1" }}

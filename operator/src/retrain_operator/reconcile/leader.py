@@ -4,8 +4,9 @@ Every replica watches (its memory stays warm for a fast takeover), but only the 
 runs evaluation cycles. The holder renews the Lease every third of its duration; a replica takes
 the Lease over only when its last renewal is older than its duration. Every write carries the
 resourceVersion it read, so two replicas racing for an expired Lease cannot both win. A replica
-that fails to renew in time stops reconciling before another can take over, as long as clocks
-agree within the lease duration (the assumption client-go's leader election makes too).
+that fails to renew in time starts no further reconciliation before another can take over (one
+already running finishes; its writes are idempotent), as long as clocks agree within the lease
+duration (the assumption client-go's leader election makes too).
 """
 
 from __future__ import annotations

@@ -275,6 +275,8 @@ class Scheduler:
         async def one(entry: PolicyEntry) -> None:
             mine = by_policy.get((entry.namespace, entry.name), {})
             async with semaphore:
+                if self.elector is not None and not self.elector.is_leader:
+                    return  # lost the lease mid-cycle: leave the rest to the new leader
                 try:
                     await self._reconciler.reconcile(entry, observations=mine,
                                                      endpoint_problems=endpoint_problems.get(
