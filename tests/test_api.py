@@ -164,6 +164,7 @@ FIELD_MAP = {
     "CostBenefitSpec.value_per_point_per_day": "valuePerAccuracyPointPerDay",
     "CostBenefitSpec.horizon_days": "horizon", "CostBenefitSpec.human_cost": "humanCostPerRetrain",
     "Prices.memory_gib_hour": "memoryGiBHour",
+    "HistogramSpec.features": "features", "PolicySpec.promotion": "promotion",
 }
 
 
@@ -186,6 +187,8 @@ def _python_fields(cls: type, prefix: str) -> set[str]:
     (api.BuiltinTrainer, "spec.training.builtin."), (api.DataSpec, "spec.training.builtin.data."),
     (api.EnvVar, "spec.training.env[]."), (api.HistoryLimits, "spec.historyLimits."),
     (api.InlineLimits, "spec.decision.limits."), (budget.Limits, "spec.decision.limits."),
+    (api.WindowSpec, "spec.training.builtin.data.window."), (api.SplitSpec, "spec.training.builtin.split."),
+    (api.HistogramSpec, "spec.training.builtin.histograms."), (api.PromotionSpec, "spec.promotion."),
     (budget.Prices, "spec.decision.prices."), (budget.CostBenefitSpec, "spec.decision.costBenefit."),
 ])
 def test_python_types_and_crd_agree(cls: type, schema_path: str) -> None:

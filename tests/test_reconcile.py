@@ -334,3 +334,44 @@ async def test_unusable_endpoint_makes_triggers_inconclusive_not_crash() -> None
     metrics = {c["type"]: c for c in status["conditions"]}["MetricsAvailable"]
     assert metrics["reason"] == "EndpointUnavailable" and "retrain-system/gone" in metrics["message"]
     assert kube.created_jobs == []
+
+
+async def test_candidate_not_promoted_keeps_the_champion() -> None:
+    h = Harness(ModelAccuracy({"churn": 0.80}))
+    h.add(policy(decision={"cooldown": "0s"}))
+    await h.cycle()
+    h.finish_job(h.kube.created_jobs[0], succeeded=True, result={
+        "outcome": "Succeeded", "version": "v1", "score": 0.97, "metric": "accuracy", "promoted": True})
+    await h.cycle()
+    h.finish_job(h.kube.created_jobs[1], succeeded=True, result={
+        "outcome": "Succeeded", "version": "v2", "score": 0.90, "metric": "accuracy", "promoted": False,
+        "promotionReason": "does not beat champion v1 accuracy 0.97: kept as candidate"})
+    await h.cycle()
+    status = h.status()
+    assert status["model"]["version"] == "v1"
+    assert status["lastRetrain"]["modelVersion"] == "v2" and status["lastRetrain"]["promoted"] is False
+    assert "kept as candidate" in status["lastRetrain"]["promotionReason"]
+
+
+async def test_rollback_annotation_launches_one_promote_job_and_updates_the_model() -> None:
+    h = Harness(ModelAccuracy({"churn": 0.99}))
+    body = policy()
+    body["metadata"]["annotations"] = {"retrain.dev/rollback-to": "20261101T000000Z-aaaaaaaa"}
+    h.add(body)
+    await h.cycle()
+    [name] = h.kube.created_jobs
+    job = h.kube.jobs[("team-a", name)]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["retrain-operator", "train", "promote", "--version", "20261101T000000Z-aaaaaaaa"]
+    assert h.status()["lastDecision"]["reason"] == "RollbackInProgress"
+    assert h.status()["lastRollback"]["outcome"] == "Running"
+    h.finish_job(name, succeeded=True, result={"outcome": "Succeeded", "action": "Promote", "promoted": True,
+                                               "version": "20261101T000000Z-aaaaaaaa", "score": 0.93,
+                                               "metric": "accuracy", "modelUri": "s3://m/churn/versions/x/model.skops"})
+    await h.cycle()
+    await h.cycle()
+    status = h.status()
+    assert status["model"]["version"] == "20261101T000000Z-aaaaaaaa"
+    assert status["lastRollback"]["outcome"] == "Succeeded"
+    assert len(h.kube.created_jobs) == 1, "the same annotation value rolls back once"
+    assert "lastRetrain" not in status and "RolledBack" in [e["reason"] for e in h.kube.events]

@@ -29,6 +29,7 @@ LABEL_POLICY_UID = "retrain.dev/policy-uid"
 LABEL_MODEL = "retrain.dev/model"
 ANNOTATION_TRIGGER = "retrain.dev/trigger"
 ANNOTATION_SEQUENCE = "retrain.dev/sequence"
+ANNOTATION_ACTION = "retrain.dev/action"
 TERMINATION_LOG = "/dev/termination-log"
 SCRATCH = "/tmp"
 NON_ROOT_UID = 65532
@@ -66,11 +67,19 @@ def trainer_config(spec: PolicySpec, *, policy: PolicyRef, job: str, triggers: S
             },
         },
         "builtin": {
-            "data": {"bucket": builtin.data.bucket, "key": builtin.data.key, "format": builtin.data.format},
-            "target": builtin.target, "features": list(builtin.features), "estimator": builtin.estimator,
-            "params": dict(builtin.params), "testSize": builtin.test_size, "seed": builtin.seed,
-            "metric": builtin.metric,
+            "data": {"bucket": builtin.data.bucket, "key": builtin.data.key, "prefix": builtin.data.prefix,
+                     "format": builtin.data.format,
+                     "window": {"column": w.column, "last": w.last, "partitions": w.partitions}
+                     if (w := builtin.data.window) else None},
+            "target": builtin.target, "features": list(builtin.features),
+            "excludeFeatures": list(builtin.exclude_features), "estimator": builtin.estimator,
+            "params": dict(builtin.params), "split": {"method": builtin.split.method, "column": builtin.split.column},
+            "testSize": builtin.test_size, "seed": builtin.seed, "metric": builtin.metric,
         },
+        "promotion": {"minScore": spec.promotion.min_score, "mustBeatChampion": spec.promotion.must_beat_champion,
+                      "minImprovement": spec.promotion.min_improvement},
+        "histograms": {"features": {k: list(v) for k, v in builtin.histograms.features.items()},
+                       "predictions": list(builtin.histograms.predictions) or None} if builtin.histograms else None,
         "run": {
             "policy": f"{policy.namespace}/{policy.name}", "policyUid": policy.uid, "job": job,
             "trigger": ",".join(triggers),
@@ -79,8 +88,8 @@ def trainer_config(spec: PolicySpec, *, policy: PolicyRef, job: str, triggers: S
 
 
 def build_job(spec: PolicySpec, *, policy: PolicyRef, sequence: int, triggers: Sequence[str],
-              trainer_image: str, service_account: str) -> dict[str, Any]:
-    """The Job manifest for one retrain."""
+              trainer_image: str, service_account: str, promote: str | None = None) -> dict[str, Any]:
+    """The Job manifest for one retrain, or (``promote``) for moving the champion pointer to that version."""
     name = job_name(policy, sequence)
     training = spec.training
     env: list[dict[str, Any]] = [
@@ -95,11 +104,20 @@ def build_job(spec: PolicySpec, *, policy: PolicyRef, sequence: int, triggers: S
     if registry.endpoint:
         env.append({"name": "AWS_ENDPOINT_URL", "value": registry.endpoint})
     env.append({"name": "AWS_DEFAULT_REGION", "value": registry.region})
-    if training.builtin is not None:
+    if promote is not None:
+        # A rollback runs the trainer's promote command on the registry alone, whatever trains the policy.
+        registry_only = {"model": {"name": spec.model.name, "registry": {
+            "endpoint": registry.endpoint, "region": registry.region, "bucket": registry.bucket,
+            "prefix": registry.prefix}}, "run": {"policy": f"{policy.namespace}/{policy.name}",
+                                                 "policyUid": policy.uid, "job": name, "trigger": "rollback"}}
+        env.append({"name": "RETRAIN_TRAINER_CONFIG", "value": json.dumps(registry_only, sort_keys=True)})
+        command = ["retrain-operator", "train", "promote", "--version", promote]
+        args: list[str] = []
+    elif training.builtin is not None:
         config = trainer_config(spec, policy=policy, job=name, triggers=triggers)
         env.append({"name": "RETRAIN_TRAINER_CONFIG", "value": json.dumps(config, sort_keys=True)})
         command = ["retrain-operator", "train"]
-        args: list[str] = []
+        args = []
     else:
         command = list(training.command)
         args = list(training.args)
@@ -119,10 +137,11 @@ def build_job(spec: PolicySpec, *, policy: PolicyRef, sequence: int, triggers: S
         LABEL_POLICY_UID: policy.uid,
         LABEL_MODEL: spec.model.name,
     }
-    annotations = {ANNOTATION_TRIGGER: ",".join(triggers), ANNOTATION_SEQUENCE: str(sequence)}
+    annotations = {ANNOTATION_TRIGGER: ",".join(triggers), ANNOTATION_SEQUENCE: str(sequence),
+                   ANNOTATION_ACTION: "Promote" if promote is not None else "Train"}
     container = {
         "name": "trainer",
-        "image": training.image or trainer_image,
+        "image": trainer_image if promote is not None else training.image or trainer_image,
         "imagePullPolicy": "IfNotPresent",
         "command": command,
         "args": args,

@@ -29,6 +29,7 @@ from retrain_operator.domain.api import (
 from retrain_operator.domain.decision import Decision, decide
 from retrain_operator.domain.jobs import (
     LABEL_POLICY_UID,
+    JobOutcome,
     PolicyRef,
     build_job,
     job_name,
@@ -60,8 +61,10 @@ from retrain_operator.reconcile.spending import Spending, accuracy_now, record_h
 
 logger = logging.getLogger(__name__)
 
-WARNING_REASONS = frozenset({"MetricsUnavailable", "JobCreateFailed", "InvalidSpec", "JobNameTaken", "OverBudget"})
+WARNING_REASONS = frozenset({"MetricsUnavailable", "JobCreateFailed", "InvalidSpec", "JobNameTaken", "OverBudget",
+                             "RollbackFailed"})
 FORCE_ANNOTATION = "retrain.dev/force-retrain"
+ROLLBACK_ANNOTATION = "retrain.dev/rollback-to"
 
 
 @dataclass
@@ -201,9 +204,13 @@ class Reconciler:
         forced = annotations.get(FORCE_ANNOTATION) or None
         if forced == status.get("lastOverride"):
             forced = None
-        gate = await self._spending.gate(entry.namespace, spec, results=results, status=status)
-        decision = decide(spec, results=results, active_job=active, last_retrain_start=last_start, now=now,
-                          gate=gate, forced=forced)
+        rollback = annotations.get(ROLLBACK_ANNOTATION) or None
+        if rollback is not None and rollback != status.get("lastRollbackRequest") and not active and not spec.suspend:
+            decision = await self._rollback(entry, spec, status, rollback, now=now)
+        else:
+            gate = await self._spending.gate(entry.namespace, spec, results=results, status=status)
+            decision = decide(spec, results=results, active_job=active, last_retrain_start=last_start, now=now,
+                              gate=gate, forced=forced)
         if decision.action in ("Retrain", "WouldRetrain"):
             job = job_name(entry.ref, int(status.get("retrains") or 0))
             charge = await self._spending.estimate(entry.namespace, entry.name, spec, status, job=job, now=now)
@@ -299,6 +306,9 @@ class Reconciler:
         outcome = read_outcome(job, pods)
         if not outcome.finished:
             return False
+        if active.get("action") == "Promote":
+            await self._finish_rollback(entry, status, active, outcome, now=now)
+            return True
         result = outcome.result
         record: dict[str, Any] = {
             "job": name, "trigger": active.get("trigger", ""), "startedAt": active.get("startedAt"),
@@ -310,15 +320,16 @@ class Reconciler:
             record["modelVersion"] = str(result["version"])
             if isinstance(result.get("score"), int | float):
                 record["score"] = float(result["score"])
-            status["model"] = {
-                "version": str(result["version"]), "uri": str(result.get("modelUri", "")),
-                "metric": str(result.get("metric", "")),
-                **({"score": float(result["score"])} if isinstance(result.get("score"), int | float) else {}),
-                "trainedAt": str(result.get("trainedAt") or record["finishedAt"]),
-                **({"rows": int(result["rows"])} if isinstance(result.get("rows"), int) else {}),
-            }
+            # A trainer without a promotion gate (a custom image) promotes what it reports.
+            promoted = bool(result.get("promoted", True))
+            record["promoted"] = promoted
+            if result.get("promotionReason"):
+                record["promotionReason"] = str(result["promotionReason"])[:512]
+            if promoted:
+                status["model"] = model_record(result, finished=record["finishedAt"])
             if not record["message"] or record["message"] == "training Job completed":
-                record["message"] = (f"model {result['version']} trained, {result.get('metric', 'score')} "
+                verb = "trained and promoted" if promoted else "trained, kept as a candidate"
+                record["message"] = (f"model {result['version']} {verb}, {result.get('metric', 'score')} "
                                      f"{result.get('score')}")
         status["lastRetrain"] = record
         seconds = await self._spending.settle(
@@ -337,6 +348,47 @@ class Reconciler:
         if self._on_job is not None:
             self._on_job(entry, record["outcome"])
         return True
+
+    async def _finish_rollback(self, entry: PolicyEntry, status: dict[str, Any], active: Mapping[str, Any],
+                               outcome: JobOutcome, *, now: datetime) -> None:
+        name, version = str(active["name"]), str(active.get("version", ""))
+        finished = rfc3339(outcome.finished_at or now)
+        if outcome.succeeded and outcome.result.get("version"):
+            status["model"] = model_record(outcome.result, finished=finished)
+            message = f"champion is now {outcome.result['version']}"
+            await self._event(entry, reason="RolledBack", message=f"Job {name}: {message}")
+        else:
+            message = outcome.message or "the promote Job failed"
+            await self._event(entry, reason="RollbackFailed", message=f"Job {name}: {message}", warning=True)
+        status["lastRollback"] = {"version": version, "job": name, "finishedAt": finished, "message": message[:512],
+                                  "outcome": "Succeeded" if outcome.succeeded else "Failed"}
+        status.pop("activeJob", None)
+
+    async def _rollback(self, entry: PolicyEntry, spec: PolicySpec, status: dict[str, Any], version: str, *,
+                        now: datetime) -> Decision:
+        """Launch the Job that points the champion back at ``version`` (the trainer checks it is complete)."""
+        sequence = int(status.get("retrains") or 0)
+        body = build_job(spec, policy=entry.ref, sequence=sequence, triggers=["rollback"], promote=version,
+                         trainer_image=self._trainer_image, service_account=self._service_account)
+        name = body["metadata"]["name"]
+        status["lastRollbackRequest"] = version
+        try:
+            await self._kube.create_job(entry.namespace, body)
+        except AlreadyExists:
+            pass  # ours, created before a crash: the deterministic name says so
+        except ApiError as exc:
+            message = f"creating the rollback Job {name} failed: {exc}"
+            status["lastRollback"] = {"version": version, "job": name, "outcome": "Failed", "message": message[:512],
+                                      "finishedAt": rfc3339(now)}
+            return Decision("Wait", "RollbackFailed", message)
+        status["activeJob"] = {"name": name, "trigger": "rollback", "action": "Promote", "version": version,
+                               "startedAt": rfc3339(now)}
+        status["retrains"] = sequence + 1
+        status["lastRollback"] = {"version": version, "job": name, "outcome": "Running",
+                                  "message": f"moving the champion to {version}"}
+        message = f"retrain.dev/rollback-to={version!r}: started Job {name} to make it the champion"
+        await self._event(entry, reason="RollbackStarted", message=message)
+        return Decision("Wait", "RollbackInProgress", message)
 
     async def _adopt_unrecorded(self, entry: PolicyEntry, status: dict[str, Any]) -> None:
         """A Job created just before a crash has no record in status: find it by its labels and adopt it."""
@@ -399,6 +451,17 @@ class Reconciler:
         for name in trimmed_jobs(jobs, successful=spec.history_limits.successful, failed=spec.history_limits.failed,
                                  keep=keep):
             await self._kube.delete_job(entry.namespace, name)
+
+
+def model_record(result: Mapping[str, Any], *, finished: str) -> dict[str, Any]:
+    """status.model from a trainer's result: the champion now serving."""
+    return {
+        "version": str(result["version"]), "uri": str(result.get("modelUri", "")),
+        "metric": str(result.get("metric", "")),
+        **({"score": float(result["score"])} if isinstance(result.get("score"), int | float) else {}),
+        "trainedAt": str(result.get("trainedAt") or finished),
+        **({"rows": int(result["rows"])} if isinstance(result.get("rows"), int) else {}),
+    }
 
 
 def _utcnow() -> datetime:
