@@ -15,12 +15,12 @@ NOW = datetime(2026, 11, 27, 19, 40, 0, tzinfo=UTC)
 @pytest.mark.parametrize(
     ("prefix", "version", "model", "metadata"),
     [
-        ("", "v1", "versions/v1/model.joblib", "versions/v1/metadata.json"),
-        ("churn/", "v1", "churn/versions/v1/model.joblib", "churn/versions/v1/metadata.json"),
+        ("", "v1", "versions/v1/model.skops", "versions/v1/metadata.json"),
+        ("churn/", "v1", "churn/versions/v1/model.skops", "churn/versions/v1/metadata.json"),
         (
             "models/churn/",
             "20261127T194000Z-0a1b2c3d",
-            "models/churn/versions/20261127T194000Z-0a1b2c3d/model.joblib",
+            "models/churn/versions/20261127T194000Z-0a1b2c3d/model.skops",
             "models/churn/versions/20261127T194000Z-0a1b2c3d/metadata.json",
         ),
     ],
@@ -30,6 +30,51 @@ def test_keys(prefix: str, version: str, model: str, metadata: str) -> None:
     assert layout.metadata_key(prefix, version) == metadata
     assert layout.version_prefix(prefix, version) == metadata.removesuffix("metadata.json")
     assert layout.versions_prefix(prefix) == f"{prefix}versions/"
+    assert layout.histograms_key(prefix, version) == metadata.replace("metadata.json", "histograms.json")
+    assert layout.model_key(prefix, version, "joblib") == model.replace("model.skops", "model.joblib")
+    assert layout.champion_key(prefix) == f"{prefix}champion.json"
+    assert layout.promotions_prefix(prefix) == f"{prefix}promotions/"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "generation", "key"),
+    [
+        ("", 1, "promotions/000000000001.json"),
+        ("churn/", 42, "churn/promotions/000000000042.json"),
+        ("churn/", 10**12 - 1, "churn/promotions/999999999999.json"),
+    ],
+)
+def test_promotion_keys_sort_by_generation(prefix: str, generation: int, key: str) -> None:
+    assert layout.promotion_key(prefix, generation) == key
+    assert layout.generation_of_promotion_key(prefix, key) == generation
+    assert layout.promotion_key(prefix, 9) < layout.promotion_key(prefix, 10) < layout.promotion_key(prefix, 100)
+
+
+@pytest.mark.parametrize("generation", [0, -1, 10**12])
+def test_invalid_generations(generation: int) -> None:
+    with pytest.raises(ValueError, match="invalid champion generation"):
+        layout.promotion_key("", generation)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["churn/promotions/1.json", "churn/promotions/000000000000.json", "churn/promotions/00000000000x.json",
+     "churn/promotions/000000000001.txt", "other/promotions/000000000001.json", "churn/champion.json"],
+)  # fmt: skip
+def test_other_keys_are_not_promotion_records(key: str) -> None:
+    assert layout.generation_of_promotion_key("churn/", key) is None
+
+
+@pytest.mark.parametrize(
+    ("key", "fmt"),
+    [("a/versions/v/model.skops", "skops"), ("model.joblib", "joblib"), ("a/versions/v/metadata.json", None)],
+)
+def test_model_format_of_key(key: str, fmt: str | None) -> None:
+    assert layout.model_format_of_key(key) == fmt
+
+
+def test_only_skops_is_loadable() -> None:
+    assert layout.LOADABLE_FORMATS == {"skops"}
 
 
 def test_unknown_model_format_is_an_error() -> None:
@@ -105,6 +150,8 @@ def test_version_time_of_other_ids_is_none(version: str) -> None:
     ("prefix", "key", "version"),
     [
         ("churn/", "churn/versions/v1/model.joblib", "v1"),
+        ("churn/", "churn/versions/v1/model.skops", "v1"),
+        ("churn/", "churn/promotions/000000000001.json", None),
         ("churn/", "churn/versions/v1/metadata.json", "v1"),
         ("", "versions/v2/anything/deeper", "v2"),
         ("churn/", "churn/versions/v1", None),

@@ -19,7 +19,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -29,7 +28,9 @@ from retrain_operator.registry import layout
 from retrain_operator.sandbox.s3 import S3Server
 from retrain_operator.trainer.config import parse_config
 from retrain_operator.trainer.errors import StorageError
+from retrain_operator.trainer.fit import DEFAULT_ALLOWLIST
 from retrain_operator.trainer.main import main
+from retrain_operator.trainer.modelio import load_model as load_skops
 from retrain_operator.trainer.run import train
 from retrain_operator.trainer.storage import ObjectInfo, S3Store, StoreError
 from tests.support.s3 import new_bucket, s3_client
@@ -172,13 +173,28 @@ def env(s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     client = s3_client(s3_server)
+    existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
     yield Env(s3_server, client, new_bucket(client), tmp_path, monkeypatch)
+    drop_buckets(client, existing)
+
+
+def drop_buckets(client: Any, keep: set[str]) -> None:
+    """Delete the buckets a test made: SeaweedFS gives every bucket its own volumes, and a session has few."""
+    for bucket in client.list_buckets().get("Buckets", []):
+        name = bucket["Name"]
+        if name in keep:
+            continue
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
+        client.delete_bucket(Bucket=name)
 
 
 def load_model(env: Env, uri: str) -> Any:
     bucket, key = layout.parse_s3_uri(uri)
     assert bucket == env.bucket
-    return joblib.load(io.BytesIO(env.get(key)))
+    return load_skops(env.get(key), allowlist=DEFAULT_ALLOWLIST, source=uri)
 
 
 # --- success -------------------------------------------------------------------------------------
@@ -195,12 +211,18 @@ def test_breast_cancer_logistic_regression(env: Env, capsys: pytest.CaptureFixtu
     version = message["version"]
     assert set(message) == {
         "outcome", "version", "modelUri", "metadataUri", "metric", "score", "trainedAt", "rows", "durationSeconds",
+        "promoted", "promotionReason", "champion", "challengerScore", "championScore",
     }  # fmt: skip
     assert message["outcome"] == "Succeeded"
     assert layout.version_time(version) is not None
     assert before <= layout.version_time(version) <= datetime.now(UTC)  # type: ignore[operator]
-    assert message["modelUri"] == f"s3://{env.bucket}/churn/versions/{version}/model.joblib"
+    assert message["modelUri"] == f"s3://{env.bucket}/churn/versions/{version}/model.skops"
     assert message["metadataUri"] == f"s3://{env.bucket}/churn/versions/{version}/metadata.json"
+    assert message["promoted"] is True
+    assert message["promotionReason"].startswith("first model: no champion yet; accuracy 0.9")
+    assert message["champion"] == {"version": version, "score": message["score"]}
+    assert message["challengerScore"] == message["score"]
+    assert message["championScore"] is None
     assert message["metric"] == "accuracy"
     assert message["score"] > 0.93
     assert message["rows"] == 569
@@ -208,7 +230,14 @@ def test_breast_cancer_logistic_regression(env: Env, capsys: pytest.CaptureFixtu
     trained_at = datetime.strptime(message["trainedAt"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     assert before <= trained_at <= datetime.now(UTC)
     assert env.keys() == sorted(
-        [DATA_KEY, f"churn/versions/{version}/metadata.json", f"churn/versions/{version}/model.joblib"]
+        [
+            DATA_KEY,
+            "churn/champion.json",
+            "churn/promotions/000000000001.json",
+            f"churn/versions/{version}/histograms.json",
+            f"churn/versions/{version}/metadata.json",
+            f"churn/versions/{version}/model.skops",
+        ]
     )
 
     raw = pd.read_csv(io.BytesIO(breast_cancer_csv()))
@@ -266,7 +295,7 @@ def test_iris_text_labels_with_random_forest_and_f1(env: Env) -> None:
 
     assert code == 0, message
     assert message["version"] == "v1"
-    assert message["modelUri"] == f"s3://{env.bucket}/versions/v1/model.joblib"
+    assert message["modelUri"] == f"s3://{env.bucket}/versions/v1/model.skops"
     assert message["metric"] == "f1"
     assert message["score"] > 0.85
     metadata = json.loads(env.get("versions/v1/metadata.json"))
@@ -397,7 +426,7 @@ def test_subprocess_success_and_failure(env: Env) -> None:
     assert done.stdout.strip() == env.termination_path.read_text()
     message = read_message(env.termination_path)
     assert message["outcome"] == "Succeeded"
-    assert message["modelUri"] == f"s3://{env.bucket}/churn/versions/subprocess/model.joblib"
+    assert message["modelUri"] == f"s3://{env.bucket}/churn/versions/subprocess/model.skops"
     assert "fitting sklearn.linear_model.LogisticRegression" in done.stderr
 
     again = subprocess.run(
@@ -450,6 +479,22 @@ def _data(body: bytes) -> Mutation:
         config["builtin"]["data"]["key"] = "bad.csv"
 
     return mutate
+
+
+def _parts(*bodies: bytes) -> Mutation:
+    def mutate(env: Env, config: dict[str, Any]) -> None:
+        for index, body in enumerate(bodies):
+            env.put(f"parts/{index:02d}.csv", body)
+        env.put("parts/_SUCCESS", b"")
+        config["builtin"]["data"] = {"prefix": "parts/"}
+
+    return mutate
+
+
+def _churn(env: Env, config: dict[str, Any]) -> None:
+    env.put("churn.csv", churn_frame().to_csv(index=False).encode())
+    config["builtin"]["data"]["key"] = "churn.csv"
+    config["builtin"]["target"] = "churned"
 
 
 def _both(*mutations: Mutation) -> Mutation:
@@ -514,6 +559,34 @@ FAILURES: list[tuple[str, Mutation, int, str, list[str]]] = [
      ["fit failed", "Negative values"]),
     ("registry-bucket-missing", _set("model.registry.bucket", "no-such-registry"), 4, "BucketNotFound",
      ["model.registry.bucket"]),
+    ("schema-change", _parts(b"a,label\n1,0\n2,1\n", b"a,b,label\n3,4,0\n"), 3, "SchemaMismatch",
+     ["partition s3://", "parts/01.csv does not have the columns of", "parts/00.csv", "extra 'b'"]),
+    ("type-change", _parts(b"a,label\n1,0\n2,1\n", b"a,label\nx,0\n"), 3, "SchemaMismatch",
+     ["column 'a' holds text values in partition", "parts/01.csv"]),
+    ("bad-partition", _parts(b"a,label\n1,0\n", b"a,label\n\xff\xfe,1\n"), 3, "UnparsableData",
+     ["parts/01.csv is not UTF-8"]),
+    ("empty-prefix", _set("builtin.data", {"prefix": "nothing/"}), 3, "DataNotFound",
+     ["no training data under s3://", "nothing/", "builtin.data.prefix"]),
+    ("markers-only", _both(_parts(), _set("builtin.data", {"prefix": "parts/"})), 3, "DataNotFound",
+     ["no training data under"]),
+    ("window-column-missing", _set("builtin.data.window", {"column": "ts", "last": "7d"}), 3, "MissingColumn",
+     ["'ts' (builtin.data.window.column)"]),
+    ("window-column-not-time",
+     _both(_data(b"ts,a,label\nmonday,1,0\ntuesday,2,1\n"),
+           _set("builtin.data.window", {"column": "ts", "last": "7d"})),
+     3, "InvalidColumn", ["column 'ts' (builtin.data.window.column)", "is not a time", "'monday'"]),
+    ("split-column-not-time",
+     _both(_churn, _set("builtin.split", {"method": "time", "column": "plan"})),
+     3, "InvalidColumn", ["column 'plan' (builtin.split.column)", "is not a time"]),
+    ("exclude-missing", _set("builtin.excludeFeatures", ["colour"]), 3, "MissingColumn",
+     ["'colour' (builtin.excludeFeatures)"]),
+    ("histogram-not-numeric", _both(_churn, _set("histograms", {"features": {"plan": [1, 2]}})), 3, "InvalidColumn",
+     ["histograms.features names 'plan', which is not numeric"]),
+    ("histogram-not-a-feature", _set("histograms", {"features": {"colour": [1, 2]}}), 3, "MissingColumn",
+     ["histograms.features names 'colour', which is not a feature"]),
+    ("log-loss-without-probabilities",
+     _both(_set("builtin.estimator", "sklearn.svm.LinearSVC"), _set("builtin.metric", "log_loss")), 2,
+     "InvalidConfig", ["log_loss needs class probabilities", "LinearSVC"]),
 ]  # fmt: skip
 
 
@@ -527,6 +600,8 @@ def test_bad_input_fails_with_reason_and_writes_nothing(
     env.put(DATA_KEY, breast_cancer_csv())
     env.put("churn/versions/old/model.joblib", b"an earlier model")
     env.put("churn/versions/old/metadata.json", b"{}")
+    env.put("churn/champion.json", b'{"version": "old", "modelUri": "s3://b/churn/versions/old/model.joblib", '
+            b'"generation": 1}')  # fmt: skip
     config = env.config()
     mutate(env, config)
     before = env.snapshot()
@@ -571,6 +646,16 @@ def test_read_only_credentials_train_but_cannot_write(env: Env) -> None:
     assert (code, message["reason"]) == (4, "AccessDenied"), message
     assert "writing s3://" in message["message"]
     assert env.snapshot() == before
+
+
+def test_resources_from_the_environment_must_be_a_json_object(env: Env) -> None:
+    env.put(DATA_KEY, breast_cancer_csv())
+
+    code, message = env.run(env.config(), environ={**env.environ(), "RETRAIN_RESOURCES": "[1]"})
+
+    assert (code, message["reason"]) == (2, "InvalidConfig")
+    assert "$RETRAIN_RESOURCES must be a JSON object" in message["message"]
+    assert env.keys() == [DATA_KEY]
 
 
 def test_unreachable_storage_is_a_storage_error(env: Env) -> None:
@@ -661,10 +746,16 @@ class BlindStore:
     def first_key(self, bucket: str, prefix: str) -> str | None:
         return None
 
+    def list(self, bucket: str, prefix: str) -> list[ObjectInfo]:
+        return self.inner.list(bucket, prefix)
+
     def put_new(self, bucket: str, key: str, body: bytes, *, content_type: str) -> None:
         if self.fail_metadata and key.endswith(layout.METADATA_FILENAME):
             raise StoreError("Unavailable", "simulated outage")
         self.inner.put_new(bucket, key, body, content_type=content_type)
+
+    def put_if(self, bucket: str, key: str, body: bytes, *, content_type: str, etag: str | None) -> None:
+        self.inner.put_if(bucket, key, body, content_type=content_type, etag=etag)
 
     def delete(self, bucket: str, key: str) -> None:
         self.inner.delete(bucket, key)

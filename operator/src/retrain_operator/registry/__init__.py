@@ -1,21 +1,39 @@
-"""The model registry: how versions of a model are laid out in S3-compatible storage.
+"""The model registry: how versions of a model and its champion are laid out in S3-compatible storage.
 
-Only the key layout lives here (pure, no storage client), so the operator can name objects without the
-trainer's dependencies and the trainer cannot drift from what the operator reads.
+Only the key layout and the champion pointer's document format live here (pure, no storage client),
+so the operator can name and read objects without the trainer's dependencies and the trainer cannot
+drift from what the operator reads.
 """
 
+from retrain_operator.registry.champion import (
+    POINTER_SCHEMA_VERSION,
+    ChampionPointer,
+    encode_pointer,
+    parse_pointer,
+)
 from retrain_operator.registry.layout import (
+    CHAMPION_FILENAME,
+    HISTOGRAMS_FILENAME,
+    LOADABLE_FORMATS,
     METADATA_FILENAME,
     METADATA_SCHEMA_VERSION,
     MODEL_FILENAMES,
+    PROMOTION_HISTORY_LIMIT,
+    PROMOTIONS_DIR,
     VERSIONS_DIR,
     ModelFormat,
+    champion_key,
     check_prefix,
     check_version_id,
+    generation_of_promotion_key,
+    histograms_key,
     metadata_key,
+    model_format_of_key,
     model_key,
     new_version_id,
     parse_s3_uri,
+    promotion_key,
+    promotions_prefix,
     s3_uri,
     version_of_key,
     version_prefix,
@@ -24,17 +42,32 @@ from retrain_operator.registry.layout import (
 )
 
 __all__ = [
+    "CHAMPION_FILENAME",
+    "HISTOGRAMS_FILENAME",
+    "LOADABLE_FORMATS",
     "METADATA_FILENAME",
     "METADATA_SCHEMA_VERSION",
     "MODEL_FILENAMES",
+    "POINTER_SCHEMA_VERSION",
+    "PROMOTIONS_DIR",
+    "PROMOTION_HISTORY_LIMIT",
     "VERSIONS_DIR",
+    "ChampionPointer",
     "ModelFormat",
+    "champion_key",
     "check_prefix",
     "check_version_id",
+    "encode_pointer",
+    "generation_of_promotion_key",
+    "histograms_key",
     "metadata_key",
+    "model_format_of_key",
     "model_key",
     "new_version_id",
+    "parse_pointer",
     "parse_s3_uri",
+    "promotion_key",
+    "promotions_prefix",
     "s3_uri",
     "version_of_key",
     "version_prefix",

@@ -1,27 +1,47 @@
-"""Where a model's versions live in object storage, shared by the trainer and the operator.
+"""Where a model's versions, its champion and its promotion history live in object storage.
 
-The trainer writes a version and the operator reads it, usually from different images and releases, so
-the key layout is defined once, here, as pure functions of a prefix and a version id. Nothing in this
-module talks to storage (no boto3): it only names keys and checks the names it is given.
+The trainer writes the registry and the operator (and serving code) reads it, usually from different
+images and releases, so the key layout is defined once, here, as pure functions of a prefix and a
+version id. Nothing in this module talks to storage (no boto3): it only names keys and checks names.
 
 Layout under ``s3://<bucket>/<prefix>``::
 
-    <prefix>versions/<version>/model.joblib     the fitted scikit-learn Pipeline, written first
-    <prefix>versions/<version>/metadata.json    what was trained, on what, how well; written last
+    <prefix>versions/<version>/model.skops        the fitted scikit-learn Pipeline (skops), written 1st
+    <prefix>versions/<version>/histograms.json    reference histograms of features and predictions, 2nd
+    <prefix>versions/<version>/metadata.json      what was trained, on what, how well; written last
+    <prefix>champion.json                         the pointer to the version in production
+    <prefix>promotions/<generation>.json          one record per move of the pointer, newest 100 kept
 
-``metadata.json`` is the commit marker: a version folder without it is incomplete (a crash between the
-two writes) and readers must ignore it. A version folder is written once and never overwritten.
+Versions. ``metadata.json`` is the commit marker: a version folder without it is incomplete (a crash
+part-way through) and readers must ignore it. Every object of a version is created with
+``If-None-Match: *`` and never overwritten. A complete version that the champion pointer does not
+name is a *candidate*: loadable, kept, and promotable later by ``retrain-operator train promote``.
+Older versions written before the skops format hold ``model.joblib`` instead; a pickle can run any
+code when loaded, so those are listed but never loaded or promoted (see :data:`LOADABLE_FORMATS`).
+
+The champion pointer. ``champion.json`` is a small JSON document (:mod:`.champion`) naming the
+version in production: ``version``, ``modelUri``, ``metric``, ``score``, ``trainedAt``,
+``promotedAt``, ``action`` (``Train`` or ``Promote``), ``reason``, ``previous`` (the version it
+replaced, or null) and ``generation`` (1 for the first champion, +1 on every move). It is only moved
+after the version it names is complete, and only by a conditional write: ``If-Match`` with the ETag
+the writer read, or ``If-None-Match: *`` when there was no champion. Of two writers that read the
+same pointer, exactly one succeeds; the other re-reads and decides again. A crash at any point leaves
+either the old pointer or the new one, each naming a complete version. No pointer means no champion
+yet: the first model that passes the quality gate's minimum score becomes champion.
+
+The promotion history. After each move the writer copies the new pointer document to
+``promotions/<generation>.json`` (12 digits, zero-padded, so keys sort by generation) and deletes
+records older than the newest :data:`PROMOTION_HISTORY_LIMIT`. The pointer is the truth; a record
+missing after a crash between the two writes is written by the next writer, which first copies the
+pointer it is about to replace.
 
 Version ids are ``YYYYMMDDTHHMMSSZ-<8 hex>``: the UTC time the id was made, then a short hash of a
 caller token (a Job name) or random hex. They sort by time as plain strings, so a listing of
 ``versions/`` is already in training order. Ids chosen elsewhere (by the operator) only have to be a
 safe single path segment; see :func:`check_version_id`.
 
-Limits and extension points: only the ``joblib`` model format exists today; :data:`MODEL_FILENAMES`
-maps a format to its file so another format is one more entry. Files that concern the model as a whole
-rather than one version (a champion pointer, a promotion history) belong next to ``versions/``, at
-``<prefix><name>``, never inside a version folder. :data:`METADATA_SCHEMA_VERSION` is stored in every
-metadata file so readers can tell which fields to expect.
+:data:`METADATA_SCHEMA_VERSION` is stored in every metadata file so readers can tell which fields to
+expect (1: joblib versions without histograms; 2: skops, histograms, champion comparison).
 """
 
 from __future__ import annotations
@@ -33,17 +53,28 @@ from datetime import UTC, datetime
 from typing import Final, Literal
 
 __all__ = [
+    "CHAMPION_FILENAME",
+    "HISTOGRAMS_FILENAME",
+    "LOADABLE_FORMATS",
     "METADATA_FILENAME",
     "METADATA_SCHEMA_VERSION",
     "MODEL_FILENAMES",
+    "PROMOTIONS_DIR",
+    "PROMOTION_HISTORY_LIMIT",
     "VERSIONS_DIR",
     "ModelFormat",
+    "champion_key",
     "check_prefix",
     "check_version_id",
+    "generation_of_promotion_key",
+    "histograms_key",
     "metadata_key",
+    "model_format_of_key",
     "model_key",
     "new_version_id",
     "parse_s3_uri",
+    "promotion_key",
+    "promotions_prefix",
     "s3_uri",
     "version_of_key",
     "version_prefix",
@@ -51,12 +82,19 @@ __all__ = [
     "versions_prefix",
 ]
 
-ModelFormat = Literal["joblib"]
+ModelFormat = Literal["skops", "joblib"]
 
 VERSIONS_DIR: Final = "versions/"
+PROMOTIONS_DIR: Final = "promotions/"
 METADATA_FILENAME: Final = "metadata.json"
-MODEL_FILENAMES: Final[dict[ModelFormat, str]] = {"joblib": "model.joblib"}
-METADATA_SCHEMA_VERSION: Final = 1
+HISTOGRAMS_FILENAME: Final = "histograms.json"
+CHAMPION_FILENAME: Final = "champion.json"
+MODEL_FILENAMES: Final[dict[ModelFormat, str]] = {"skops": "model.skops", "joblib": "model.joblib"}
+# Formats whose loading cannot run code from the file; joblib (pickle) can, so it is never loaded.
+LOADABLE_FORMATS: Final[frozenset[ModelFormat]] = frozenset({"skops"})
+METADATA_SCHEMA_VERSION: Final = 2
+PROMOTION_HISTORY_LIMIT: Final = 100
+_GENERATION_DIGITS: Final = 12
 
 _TIME_FORMAT: Final = "%Y%m%dT%H%M%SZ"
 _GENERATED_ID = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{8}$")
@@ -127,7 +165,7 @@ def version_prefix(prefix: str, version: str) -> str:
     return f"{versions_prefix(prefix)}{check_version_id(version)}/"
 
 
-def model_key(prefix: str, version: str, fmt: ModelFormat = "joblib") -> str:
+def model_key(prefix: str, version: str, fmt: ModelFormat = "skops") -> str:
     """The key of a version's serialized model in format ``fmt``."""
     try:
         filename = MODEL_FILENAMES[fmt]
@@ -139,6 +177,47 @@ def model_key(prefix: str, version: str, fmt: ModelFormat = "joblib") -> str:
 def metadata_key(prefix: str, version: str) -> str:
     """The key of a version's metadata, whose presence marks the version complete."""
     return f"{version_prefix(prefix, version)}{METADATA_FILENAME}"
+
+
+def histograms_key(prefix: str, version: str) -> str:
+    """The key of a version's reference histograms."""
+    return f"{version_prefix(prefix, version)}{HISTOGRAMS_FILENAME}"
+
+
+def model_format_of_key(key: str) -> ModelFormat | None:
+    """The model format a key's file name stands for, or None if it is not a model file."""
+    filename = key.rpartition("/")[2]
+    for fmt, name in MODEL_FILENAMES.items():
+        if filename == name:
+            return fmt
+    return None
+
+
+def champion_key(prefix: str) -> str:
+    """The key of the champion pointer: ``<prefix>champion.json``."""
+    return f"{check_prefix(prefix)}{CHAMPION_FILENAME}"
+
+
+def promotions_prefix(prefix: str) -> str:
+    """The folder of the promotion history: ``<prefix>promotions/``."""
+    return f"{check_prefix(prefix)}{PROMOTIONS_DIR}"
+
+
+def promotion_key(prefix: str, generation: int) -> str:
+    """The key of the history record of pointer ``generation`` (1 or more), zero-padded to sort."""
+    if generation < 1 or generation >= 10**_GENERATION_DIGITS:
+        raise ValueError(f"invalid champion generation {generation}: expected 1 to {10**_GENERATION_DIGITS - 1}")
+    return f"{promotions_prefix(prefix)}{generation:0{_GENERATION_DIGITS}d}.json"
+
+
+def generation_of_promotion_key(prefix: str, key: str) -> int | None:
+    """The generation a promotion record's key names, or None for any other key."""
+    base = promotions_prefix(prefix)
+    name = key[len(base) :] if key.startswith(base) else ""
+    stem, dot, ext = name.partition(".")
+    if not dot or ext != "json" or len(stem) != _GENERATION_DIGITS or not stem.isdigit() or int(stem) < 1:
+        return None
+    return int(stem)
 
 
 def version_of_key(prefix: str, key: str) -> str | None:

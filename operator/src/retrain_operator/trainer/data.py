@@ -1,40 +1,74 @@
-"""Turn the training object's bytes into features and target, or say exactly what is wrong with them.
+"""Turn the training objects' bytes into features and target, or say exactly what is wrong with them.
 
-Parsing and column selection are pure functions of bytes and configuration, so every data error can
-be tested without storage. Rows whose target is empty are dropped and counted (labels often arrive
-late, and an unlabelled row cannot be learned from); anything else missing is left to the imputers of
-the model's pipeline, so the saved model handles the same gaps at prediction time.
+Parsing, combining partitions, the time window and column selection are pure functions of bytes and
+configuration, so every data error can be tested without storage. Rows whose target is empty are
+dropped and counted (labels often arrive late, and an unlabelled row cannot be learned from); anything
+else missing is left to the imputers of the model's pipeline, so the saved model handles the same gaps
+at prediction time.
+
+Partitions (every object under a prefix) are concatenated in key order and must share one schema: the
+same column names, and each column of the same kind (number, text or time) wherever it holds values; a
+column that is empty in one partition matches any kind. Otherwise the run fails with SchemaMismatch
+naming both partitions, because silently aligning a renamed or retyped column would train on gaps.
+
+Time columns (a window's or a time split's) may hold datetimes (Parquet), ISO 8601 text, or numbers
+read as Unix seconds; all are taken as UTC. Rows without a time are dropped and counted. Unless
+``features`` lists them, the window and split columns are not used as features: a timestamp does not
+generalise to the future a model serves.
 
 Limits: CSV must be UTF-8 with a header row and comma separators; Parquet is read with pyarrow. Column
 types are inferred by pandas; a column is numeric if pandas reads it as numbers or booleans, and
-categorical otherwise.
+categorical otherwise. Every partition is held in memory at once.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import pandas as pd
 from sklearn.utils.multiclass import type_of_target
 
-from retrain_operator.trainer.config import DataFormat, Metric
+from retrain_operator.trainer.config import REGRESSION_METRICS, DataFormat, Metric
 from retrain_operator.trainer.errors import DataError
 
-__all__ = ["Dataset", "parse_table", "select_columns"]
+__all__ = ["Dataset", "Window", "apply_window", "combine_parts", "parse_table", "select_columns", "to_times"]
 
 _SHOWN_COLUMNS = 40
+
+ColumnKind = Literal["number", "text", "time", "empty"]
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Features and target of the labelled rows, and how the features will be encoded."""
+    """Features and target of the labelled rows, and how the features will be encoded.
+
+    ``table`` holds the same rows with every column, so a champion trained on other columns can be
+    scored on exactly these rows; ``times`` holds the split column's times when the split is by time.
+    """
 
     features: pd.DataFrame
     target: pd.Series
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
     unlabelled: int
+    table: pd.DataFrame | None = None
+    times: pd.Series | None = None
+    untimed: int = 0
+
+
+@dataclass(frozen=True)
+class Window:
+    """What a time window kept: its bounds (UTC) and how many rows it dropped."""
+
+    column: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    kept: int
+    dropped: int
+    untimed: int
 
 
 def parse_table(body: bytes, *, fmt: DataFormat, source: str) -> pd.DataFrame:
@@ -57,45 +91,175 @@ def parse_table(body: bytes, *, fmt: DataFormat, source: str) -> pd.DataFrame:
     return frame
 
 
+def combine_parts(parts: Sequence[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """Concatenate parsed partitions (``(source, frame)`` in key order) after checking they share a schema."""
+    if not parts:
+        raise DataError("EmptyData", "no partitions to combine")
+    first_source, first = parts[0]
+    reference = {str(c): _kind(first[c]) for c in first.columns}
+    for source, frame in parts[1:]:
+        kinds = {str(c): _kind(frame[c]) for c in frame.columns}
+        missing = [c for c in reference if c not in kinds]
+        extra = [c for c in kinds if c not in reference]
+        if missing or extra:
+            detail = "; ".join(
+                part
+                for part in (
+                    f"missing {', '.join(repr(c) for c in missing[:5])}" if missing else "",
+                    f"extra {', '.join(repr(c) for c in extra[:5])}" if extra else "",
+                )
+                if part
+            )
+            raise DataError(
+                "SchemaMismatch",
+                f"partition {source} does not have the columns of {first_source} ({detail}); every partition "
+                "under builtin.data.prefix must have the same columns",
+            )
+        for column, kind in kinds.items():
+            if kind == "empty":
+                continue
+            if reference[column] == "empty":
+                reference[column] = kind
+            elif reference[column] != kind:
+                raise DataError(
+                    "SchemaMismatch",
+                    f"column {column!r} holds {kind} values in partition {source} but {reference[column]} values "
+                    f"in earlier partitions (first: {first_source}); every partition must keep each column's type",
+                )
+    if len(parts) == 1:
+        return first
+    return pd.concat([frame for _, frame in parts], ignore_index=True, sort=False)
+
+
+def to_times(values: pd.Series, *, column: str, field: str, source: str) -> pd.Series:
+    """The column as UTC timestamps (NaT where empty); InvalidColumn when it is not a time."""
+    try:
+        if pd.api.types.is_bool_dtype(values):
+            raise ValueError("booleans are not times")
+        if pd.api.types.is_numeric_dtype(values):
+            return pd.to_datetime(values, unit="s", utc=True)
+        if pd.api.types.is_datetime64_any_dtype(values):
+            return pd.to_datetime(values, utc=True)
+        return pd.to_datetime(values, utc=True, format="ISO8601")
+    except (ValueError, TypeError, OverflowError) as exc:
+        sample = ", ".join(repr(v) for v in values.dropna().head(3).tolist())
+        raise DataError(
+            "InvalidColumn",
+            f"column {column!r} ({field}) of {source} is not a time: {exc}; values like {sample}; use datetimes, "
+            "ISO 8601 text or Unix seconds",
+        ) from None
+
+
+def apply_window(frame: pd.DataFrame, *, column: str, seconds: float, source: str) -> tuple[pd.DataFrame, Window]:
+    """Keep the rows whose ``column`` lies within ``seconds`` of its newest value (bounds included)."""
+    if column not in frame.columns:
+        raise DataError("MissingColumn", _missing_message(column, "builtin.data.window.column", frame, source))
+    times = to_times(frame[column], column=column, field="builtin.data.window.column", source=source)
+    timed = times.notna()
+    if not timed.any():
+        raise DataError("EmptyData", f"column {column!r} (builtin.data.window.column) of {source} has no times")
+    end = times[timed].max()
+    start = end - pd.Timedelta(seconds=seconds)
+    keep = timed & (times >= start)
+    kept = frame[keep.to_numpy()].reset_index(drop=True)
+    window = Window(
+        column=column,
+        start=start,
+        end=end,
+        kept=len(kept),
+        dropped=int(timed.sum()) - len(kept),
+        untimed=int((~timed).sum()),
+    )
+    return kept, window
+
+
 def select_columns(
-    frame: pd.DataFrame, *, target: str, features: tuple[str, ...], metric: Metric, source: str
+    frame: pd.DataFrame,
+    *,
+    target: str,
+    features: tuple[str, ...],
+    metric: Metric,
+    source: str,
+    exclude: tuple[str, ...] = (),
+    reserved: tuple[str, ...] = (),
+    time_column: str | None = None,
 ) -> Dataset:
-    """Pick the target and feature columns (all but the target when ``features`` is empty) and check them."""
+    """Pick the target and feature columns and check them.
+
+    Features are ``features`` when given, else every column but the target, ``exclude`` and ``reserved``
+    (the window and split columns). With ``time_column`` the rows without a time are dropped and the
+    times of the rest are kept for a time split.
+    """
     columns = [str(column) for column in frame.columns]
     frame = frame.set_axis(columns, axis=1)
-    wanted = [target, *features]
-    missing = [name for name in wanted if name not in columns]
-    if missing:
-        field = "builtin.target" if missing[0] == target else "builtin.features"
-        shown = ", ".join(columns[:_SHOWN_COLUMNS]) + (" ..." if len(columns) > _SHOWN_COLUMNS else "")
-        raise DataError(
-            "MissingColumn",
-            f"column {missing[0]!r} ({field}) is not in {source}; available columns: {shown}",
-        )
-    chosen = list(features) or [column for column in columns if column != target]
+    wanted = [(target, "builtin.target"), *((f, "builtin.features") for f in features)]
+    wanted += [(f, "builtin.excludeFeatures") for f in exclude]
+    if time_column is not None:
+        wanted.append((time_column, "builtin.split.column"))
+    for name, field in wanted:
+        if name not in columns:
+            raise DataError("MissingColumn", _missing_message(name, field, frame, source))
+    left_out = {target, *exclude, *reserved}
+    chosen = list(features) or [column for column in columns if column not in left_out]
     if not chosen:
-        raise DataError("MissingColumn", f"{source} has only the target column {target!r}; no feature columns")
+        raise DataError(
+            "MissingColumn", f"{source} has no feature columns besides the target {target!r} and the excluded ones"
+        )
 
     labelled = frame[frame[target].notna()]
     unlabelled = len(frame) - len(labelled)
     if labelled.empty:
         raise DataError("EmptyData", f"every row of {source} has an empty target {target!r}; nothing to learn")
-    y = labelled[target].reset_index(drop=True)
+    times, untimed = None, 0
+    if time_column is not None:
+        all_times = to_times(labelled[time_column], column=time_column, field="builtin.split.column", source=source)
+        timed = all_times.notna().to_numpy()
+        untimed = int((~timed).sum())
+        labelled, times = labelled[timed], all_times[timed].reset_index(drop=True)
+        if labelled.empty:
+            raise DataError("EmptyData", f"no labelled row of {source} has a time in {time_column!r}")
+    table = labelled.reset_index(drop=True)
+    y = table[target]
     _check_target(y, target=target, metric=metric)
 
-    x = labelled[chosen].reset_index(drop=True)
+    x = table[chosen]
     numeric = tuple(c for c in chosen if pd.api.types.is_numeric_dtype(x[c]) or pd.api.types.is_bool_dtype(x[c]))
     categorical = tuple(c for c in chosen if c not in numeric)
-    return Dataset(features=x, target=y, numeric=numeric, categorical=categorical, unlabelled=unlabelled)
+    return Dataset(
+        features=x,
+        target=y,
+        numeric=numeric,
+        categorical=categorical,
+        unlabelled=unlabelled,
+        table=table,
+        times=times,
+        untimed=untimed,
+    )
+
+
+def _missing_message(name: str, field: str, frame: pd.DataFrame, source: str) -> str:
+    columns = [str(c) for c in frame.columns]
+    shown = ", ".join(columns[:_SHOWN_COLUMNS]) + (" ..." if len(columns) > _SHOWN_COLUMNS else "")
+    return f"column {name!r} ({field}) is not in {source}; available columns: {shown}"
+
+
+def _kind(values: pd.Series) -> ColumnKind:
+    if values.isna().all():
+        return "empty"
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return "time"
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return "number"
+    return "text"
 
 
 def _check_target(y: pd.Series, *, target: str, metric: Metric) -> None:
-    if metric == "r2":
+    if metric in REGRESSION_METRICS:
         if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
             sample = ", ".join(repr(v) for v in y.drop_duplicates().head(3).tolist())
             raise DataError(
                 "InvalidTarget",
-                f"target {target!r} must be numeric for metric r2, found values like {sample}; "
+                f"target {target!r} must be numeric for metric {metric}, found values like {sample}; "
                 "use accuracy or f1 for class labels",
             )
         return
@@ -104,7 +268,7 @@ def _check_target(y: pd.Series, *, target: str, metric: Metric) -> None:
         raise DataError(
             "InvalidTarget",
             f"target {target!r} holds continuous numbers but metric {metric} scores class labels; "
-            "use metric r2 with a regressor",
+            "use metric r2, rmse or mae with a regressor",
         )
     if y.nunique() < 2:
         raise DataError(

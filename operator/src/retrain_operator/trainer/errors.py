@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-__all__ = ["ConfigError", "DataError", "StorageError", "TrainerError", "TrainingError", "one_line"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "RegistryError",
+    "StorageError",
+    "TrainerError",
+    "TrainingError",
+    "one_line",
+]
 
 _MESSAGE_LIMIT = 1000
 
@@ -39,7 +47,7 @@ class ConfigError(TrainerError):
 
 class DataError(TrainerError):
     """The training data is missing or unusable: DataNotFound, EmptyData, UnparsableData, MissingColumn,
-    InvalidTarget, TooFewRows."""
+    InvalidColumn, SchemaMismatch, InvalidTarget, TooFewRows."""
 
     exit_code = 3
 
@@ -54,3 +62,10 @@ class TrainingError(TrainerError):
     """scikit-learn failed while fitting or scoring: TrainingError."""
 
     exit_code = 5
+
+
+class RegistryError(TrainerError):
+    """The registry refuses the request: VersionNotFound, VersionIncomplete, UnsupportedModelFormat,
+    UntrustedModel, InvalidChampion, ChampionConflict. Retrying cannot help until someone fixes it."""
+
+    exit_code = 6

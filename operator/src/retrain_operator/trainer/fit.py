@@ -1,15 +1,23 @@
 """Choose the estimator, build the pipeline, fit it on a split and score the holdout.
 
-Only scikit-learn classifiers and regressors named by their public import path may run: the class is
-imported by name from the policy, so the rule keeps a policy from importing arbitrary code. Parameter
-values are validated by scikit-learn itself, at ``set_params`` and at ``fit``, and its message is
-passed on.
+Only classifiers and regressors named by their public import path under an allowed prefix may run:
+the class is imported by name from the policy, so the rule keeps a policy from importing arbitrary
+code. The allowlist is ``sklearn`` and whatever prefixes the administrator adds in
+``RETRAIN_ESTIMATOR_ALLOWLIST`` (comma-separated, e.g. ``xgboost,lightgbm.sklearn``); no path segment
+may start with ``_``. The same prefixes decide which classes a stored model may contain when it is
+loaded (:mod:`.modelio`). Parameter values are validated by scikit-learn itself, at ``set_params``
+and at ``fit``, and its message is passed on.
+
+The split is random (stratified for classification when every class has enough rows, seeded) or by
+time: the newest ``testSize`` fraction of rows by the split column is the holdout, which is how the
+model will be used, on rows newer than any it saw.
 
 The saved model is a Pipeline whose first step encodes raw columns (median imputation and scaling for
 numeric columns, most-frequent imputation and one-hot encoding for the others, unseen categories
 ignored), so whoever loads it predicts on rows shaped like the training file without this package.
 
-Limits: one holdout split, no cross-validation or search; the scaler is applied for every estimator
+Limits: one holdout split, no cross-validation or search; a time split keeps rows with equal times
+together only as far as a stable sort does; the scaler is applied for every estimator
 (harmless for trees, needed by linear models); the encoded matrix is dense, so one-hot encoding a
 high-cardinality column costs memory in proportion to its distinct values. Warnings raised while
 fitting are recorded in the metadata, not fatal.
@@ -30,22 +38,36 @@ import pandas as pd
 from sklearn.base import BaseEstimator, is_classifier, is_regressor
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
-from sklearn.metrics import accuracy_score, f1_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from retrain_operator.trainer.config import Metric
+from retrain_operator.trainer.config import METRICS, REGRESSION_METRICS, Metric, SplitConfig
 from retrain_operator.trainer.data import Dataset
 from retrain_operator.trainer.errors import ConfigError, DataError, TrainingError, one_line
+from retrain_operator.trainer.scoring import PROBABILITY_METRICS, ScoringError, average_of, score_model
 
-__all__ = ["FitResult", "fit_and_score", "make_estimator", "resolve_estimator"]
+__all__ = [
+    "ALLOWLIST_ENV",
+    "DEFAULT_ALLOWLIST",
+    "FitResult",
+    "fit_and_score",
+    "is_allowed",
+    "make_estimator",
+    "parse_allowlist",
+    "resolve_estimator",
+]
 
+ALLOWLIST_ENV: Final = "RETRAIN_ESTIMATOR_ALLOWLIST"
+DEFAULT_ALLOWLIST: Final[tuple[str, ...]] = ("sklearn",)
 ESTIMATOR_RULE: Final = (
-    "builtin.estimator must be the public import path of a scikit-learn classifier or regressor class, "
+    "builtin.estimator must be the public import path of a scikit-learn classifier or regressor class "
+    "(or one under a prefix the administrator allows), "
     "for example sklearn.linear_model.LogisticRegression or sklearn.ensemble.RandomForestRegressor"
 )
-_PATH = re.compile(r"^sklearn(?:\.[A-Za-z][A-Za-z0-9_]*)+$")
+_DOTTED = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*$")
+_CLASSIFICATION_METRICS: Final = ", ".join(m for m in METRICS if m not in REGRESSION_METRICS)
+_REGRESSION_METRICS: Final = ", ".join(m for m in METRICS if m in REGRESSION_METRICS)
 _MAX_WARNINGS: Final = 10
 # scikit-learn's parameter validation error lives in a private module; match it by name instead.
 _PARAM_ERROR_NAMES: Final = {"InvalidParameterError"}
@@ -53,7 +75,11 @@ _PARAM_ERROR_NAMES: Final = {"InvalidParameterError"}
 
 @dataclass(frozen=True)
 class FitResult:
-    """A fitted pipeline and how it did on the holdout."""
+    """A fitted pipeline, how it did on the holdout, and the rows of both sides of the split.
+
+    ``holdout`` keeps every column of the holdout rows, so a champion trained on other columns can be
+    scored on the very same rows; ``train_features`` feeds the reference histograms.
+    """
 
     model: Pipeline
     score: float
@@ -63,12 +89,47 @@ class FitResult:
     classes: tuple[object, ...]
     f1_average: str | None
     warnings: tuple[str, ...]
+    holdout: pd.DataFrame
+    holdout_target: pd.Series
+    train_features: pd.DataFrame
+    average: str | None = None
+    split: str = "random"
+    holdout_start: pd.Timestamp | None = None
 
 
-def resolve_estimator(path: str) -> type[BaseEstimator]:
+def parse_allowlist(text: str | None) -> tuple[str, ...]:
+    """The allowed estimator prefixes: ``sklearn`` plus the comma-separated module prefixes in ``text``."""
+    prefixes = list(DEFAULT_ALLOWLIST)
+    for item in (text or "").split(","):
+        prefix = item.strip().rstrip(".")
+        if not prefix:
+            continue
+        if not _DOTTED.match(prefix):
+            raise ConfigError(
+                "InvalidConfig",
+                f"{ALLOWLIST_ENV} entry {item.strip()!r} is not a public module prefix like xgboost or "
+                "lightgbm.sklearn (letters, digits and '_', dot-separated, no leading '_')",
+            )
+        if prefix not in prefixes:
+            prefixes.append(prefix)
+    return tuple(prefixes)
+
+
+def is_allowed(path: str, allowlist: tuple[str, ...]) -> bool:
+    """Whether ``path`` is a public dotted path inside one of the ``allowlist`` module prefixes."""
+    return bool(_DOTTED.match(path)) and any(path.startswith(f"{prefix}.") for prefix in allowlist)
+
+
+def _allowed_text(allowlist: tuple[str, ...]) -> str:
+    return f"allowed prefixes: {', '.join(allowlist)} (an administrator may add more in {ALLOWLIST_ENV})"
+
+
+def resolve_estimator(path: str, allowlist: tuple[str, ...] = DEFAULT_ALLOWLIST) -> type[BaseEstimator]:
     """Import the estimator class ``path`` if the allowlist admits it; EstimatorNotAllowed otherwise."""
-    if not _PATH.match(path):
-        raise ConfigError("EstimatorNotAllowed", f"{path!r} is not allowed: {ESTIMATOR_RULE}")
+    if not is_allowed(path, allowlist) or path.count(".") < 1:
+        raise ConfigError(
+            "EstimatorNotAllowed", f"{path!r} is not allowed: {ESTIMATOR_RULE}; {_allowed_text(allowlist)}"
+        )
     module_name, _, class_name = path.rpartition(".")
     try:
         module = importlib.import_module(module_name)
@@ -80,9 +141,16 @@ def resolve_estimator(path: str) -> type[BaseEstimator]:
     return cls
 
 
-def make_estimator(path: str, params: Mapping[str, object], *, metric: Metric, seed: int) -> BaseEstimator:
+def make_estimator(
+    path: str,
+    params: Mapping[str, object],
+    *,
+    metric: Metric,
+    seed: int,
+    allowlist: tuple[str, ...] = DEFAULT_ALLOWLIST,
+) -> BaseEstimator:
     """Instantiate the estimator with ``params``; seed it unless ``random_state`` is given."""
-    cls = resolve_estimator(path)
+    cls = resolve_estimator(path, allowlist)
     try:
         estimator = cls()
     except TypeError as exc:
@@ -92,15 +160,17 @@ def make_estimator(path: str, params: Mapping[str, object], *, metric: Metric, s
     classifier, regressor = is_classifier(estimator), is_regressor(estimator)
     if not classifier and not regressor:
         raise ConfigError("EstimatorNotAllowed", f"{path!r} is neither a classifier nor a regressor; {ESTIMATOR_RULE}")
-    if metric == "r2" and not regressor:
+    if metric in REGRESSION_METRICS and not regressor:
         raise ConfigError(
             "InvalidConfig",
-            f"builtin.metric r2 scores a regressor but {path} is a classifier; use accuracy or f1, or a regressor",
+            f"builtin.metric {metric} scores a regressor but {path} is a classifier; "
+            f"use one of {_CLASSIFICATION_METRICS}, or a regressor",
         )
-    if metric != "r2" and not classifier:
+    if metric not in REGRESSION_METRICS and not classifier:
         raise ConfigError(
             "InvalidConfig",
-            f"builtin.metric {metric} scores a classifier but {path} is a regressor; use r2, or a classifier",
+            f"builtin.metric {metric} scores a classifier but {path} is a regressor; "
+            f"use one of {_REGRESSION_METRICS}, or a classifier",
         )
     settings = dict(params)
     if "random_state" in estimator.get_params(deep=False) and "random_state" not in settings:
@@ -109,14 +179,31 @@ def make_estimator(path: str, params: Mapping[str, object], *, metric: Metric, s
         estimator.set_params(**settings)
     except (ValueError, TypeError) as exc:
         raise ConfigError("InvalidParams", f"builtin.params for {path}: {exc}") from None
+    if metric in PROBABILITY_METRICS and not hasattr(estimator, "predict_proba"):
+        if metric == "log_loss" or not hasattr(estimator, "decision_function"):
+            raise ConfigError(
+                "InvalidConfig",
+                f"builtin.metric {metric} needs class probabilities but {path} with these params has no "
+                "predict_proba; choose another metric or estimator",
+            )
     return estimator
 
 
 def fit_and_score(
-    dataset: Dataset, *, estimator: BaseEstimator, metric: Metric, test_size: float, seed: int
+    dataset: Dataset,
+    *,
+    estimator: BaseEstimator,
+    metric: Metric,
+    test_size: float,
+    seed: int,
+    split: SplitConfig | None = None,
 ) -> FitResult:
     """Split, fit the pipeline on the training part and score it on the holdout."""
-    x_train, x_test, y_train, y_test, stratified = _split(dataset, metric=metric, test_size=test_size, seed=seed)
+    split = split or SplitConfig()
+    train_rows, test_rows, stratified = _split(dataset, metric=metric, test_size=test_size, seed=seed, split=split)
+    table = dataset.table if dataset.table is not None else dataset.features
+    x_train, y_train = dataset.features.iloc[train_rows], dataset.target.iloc[train_rows]
+    x_test, y_test = dataset.features.iloc[test_rows], dataset.target.iloc[test_rows]
     model = Pipeline([("preprocess", _preprocessor(dataset)), ("estimator", estimator)])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -127,45 +214,67 @@ def fit_and_score(
                 raise ConfigError("InvalidParams", f"builtin.params: {exc}") from None
             raise TrainingError("TrainingError", f"fit failed: {type(exc).__name__}: {exc}") from None
         try:
-            predicted = model.predict(x_test)
-            score, average = _score(metric, y_test, predicted, classes=_classes(model))
-        except Exception as exc:
-            raise TrainingError("TrainingError", f"scoring failed: {type(exc).__name__}: {exc}") from None
-    if not math.isfinite(score):
-        raise TrainingError(
-            "TrainingError",
-            f"the holdout {metric} is not a number ({len(y_test)} holdout rows); add rows or raise builtin.testSize",
-        )
+            score = score_model(model, metric=metric, x=x_test, y=y_test)
+        except ScoringError as exc:
+            message = str(exc)
+            if "not a number" in message:
+                message += "; add rows or raise builtin.testSize"
+            raise TrainingError("TrainingError", f"scoring failed: {message}") from None
+    classes = _classes(model)
+    average = average_of(metric, classes)
+    holdout_start = None
+    if split.method == "time" and dataset.times is not None:
+        holdout_start = dataset.times.iloc[test_rows].min()
     return FitResult(
         model=model,
         score=score,
         train_rows=len(y_train),
         test_rows=len(y_test),
         stratified=stratified,
-        classes=_classes(model),
-        f1_average=average,
+        classes=classes,
+        f1_average=average if metric == "f1" else None,
         warnings=_summarize(caught),
+        holdout=table.iloc[test_rows].reset_index(drop=True),
+        holdout_target=y_test.reset_index(drop=True),
+        train_features=x_train.reset_index(drop=True),
+        average=average,
+        split=split.method,
+        holdout_start=holdout_start,
     )
 
 
+Rows = np.ndarray[Any, np.dtype[np.intp]]
+
+
 def _split(
-    dataset: Dataset, *, metric: Metric, test_size: float, seed: int
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series, bool]:
-    x, y = dataset.features, dataset.target
-    if metric != "r2":
+    dataset: Dataset, *, metric: Metric, test_size: float, seed: int, split: SplitConfig
+) -> tuple[Rows, Rows, bool]:
+    y = dataset.target
+    rows = np.arange(len(y), dtype=np.intp)
+    if split.method == "time":
+        if dataset.times is None:
+            raise DataError("MissingColumn", "builtin.split.method time needs the times of builtin.split.column")
+        order = np.argsort(dataset.times.to_numpy(), kind="stable").astype(np.intp)
+        holdout = math.ceil(len(order) * test_size)
+        if len(order) - holdout < 1 or holdout < 1:
+            raise DataError(
+                "TooFewRows", f"{len(y)} labelled rows cannot be split by time with testSize {test_size}"
+            )
+        return order[: len(order) - holdout], order[len(order) - holdout :], False
+    if metric not in REGRESSION_METRICS:
         try:
-            parts = train_test_split(x, y, test_size=test_size, random_state=seed, stratify=y)
-            return parts[0], parts[1], parts[2], parts[3], True
+            train, test = train_test_split(rows, test_size=test_size, random_state=seed, stratify=y)
+            return np.asarray(train, dtype=np.intp), np.asarray(test, dtype=np.intp), True
         except ValueError:
             # Too few rows of some class to stratify; an unstratified split is still useful.
             pass
     try:
-        parts = train_test_split(x, y, test_size=test_size, random_state=seed)
+        train, test = train_test_split(rows, test_size=test_size, random_state=seed)
     except ValueError as exc:
         raise DataError(
             "TooFewRows", f"{len(y)} labelled rows cannot be split with testSize {test_size}: {exc}"
         ) from None
-    return parts[0], parts[1], parts[2], parts[3], False
+    return np.asarray(train, dtype=np.intp), np.asarray(test, dtype=np.intp), False
 
 
 def _preprocessor(dataset: Dataset) -> ColumnTransformer:
@@ -188,19 +297,6 @@ def _classes(model: Pipeline) -> tuple[object, ...]:
     if classes is None:
         return ()
     return tuple(value.item() if isinstance(value, np.generic) else value for value in classes)
-
-
-def _score(
-    metric: Metric, truth: pd.Series, predicted: np.ndarray[Any, Any], *, classes: tuple[object, ...]
-) -> tuple[float, str | None]:
-    if metric == "accuracy":
-        return float(accuracy_score(truth, predicted)), None
-    if metric == "r2":
-        return float(r2_score(truth, predicted)), None
-    if len(classes) == 2:
-        # Binary F1 of the greater label: 1 for 0/1 targets, "yes" for no/yes.
-        return float(f1_score(truth, predicted, average="binary", pos_label=classes[-1])), "binary"
-    return float(f1_score(truth, predicted, average="macro")), "macro"
 
 
 def _summarize(caught: list[warnings.WarningMessage]) -> tuple[str, ...]:

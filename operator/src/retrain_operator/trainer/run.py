@@ -1,10 +1,22 @@
-"""One training run: check the version is free, read the data, fit, and write model then metadata.
+"""One training run: read the data, fit, compare with the champion, write a complete version, then promote.
 
-The order is chosen so a run fails as early and as cheaply as it can and never leaves a version that
-looks complete but is not: the configuration and estimator are checked before any I/O, the version
-folder before the data is read, and the metadata, which marks a version complete, is written last.
-Both writes refuse to replace an object. If the metadata cannot be written, the model written by this
-run is deleted again (best effort), so no orphan is left behind in the normal case.
+The order is chosen so a run fails as early and as cheaply as it can and never leaves the registry in
+a state a reader could misuse:
+
+1. configuration and estimator are checked before any I/O; the version folder must be free and the
+   champion pointer readable before the data is read;
+2. the data is read, fitted and scored; the champion is scored on the same holdout rows; the quality
+   gate (:mod:`.gate`) decides; reference histograms are computed;
+3. the version is written: model, histograms, then ``metadata.json``, which marks it complete. Every
+   object refuses to replace an existing one. If a later object cannot be written the earlier ones of
+   this run are deleted again (best effort), so no orphan is left behind in the normal case;
+4. only then, and only if the gate passed, the champion pointer is moved by a conditional write
+   against the pointer read in step 1. If another run moved it meanwhile, the new champion is scored
+   and the gate decides again (:data:`~.champion.MOVE_ATTEMPTS` times at most).
+
+A crash anywhere before step 4 leaves the previous champion untouched; a crash after step 3 leaves the
+new version complete, as a candidate. A run that trained well but did not pass the gate succeeds with
+``promoted`` false; its version stays, complete and loadable, for a person to promote.
 
 Time comes from injected clocks so a run can be replayed with a fixed ``now``.
 """
@@ -12,29 +24,43 @@ Time comes from injected clocks so a run can be replayed with a fixed ``now``.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import math
 import platform
+import resource
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 import sklearn
 
 from retrain_operator.registry import layout
-from retrain_operator.trainer.config import TrainerConfig
-from retrain_operator.trainer.data import parse_table, select_columns
-from retrain_operator.trainer.errors import DataError, StorageError
-from retrain_operator.trainer.fit import FitResult, fit_and_score, make_estimator
-from retrain_operator.trainer.storage import ObjectInfo, ObjectStore, StoreError
+from retrain_operator.trainer.champion import (
+    MOVE_ATTEMPTS,
+    ChampionMoved,
+    ChampionState,
+    StoredVersion,
+    move_champion,
+    new_pointer,
+    read_champion,
+    read_version,
+)
+from retrain_operator.trainer.config import DataConfig, TrainerConfig
+from retrain_operator.trainer.data import Window, apply_window, combine_parts, parse_table, select_columns
+from retrain_operator.trainer.errors import DataError, RegistryError, StorageError
+from retrain_operator.trainer.fit import DEFAULT_ALLOWLIST, FitResult, fit_and_score, make_estimator
+from retrain_operator.trainer.gate import ChampionScore, Verdict, decide
+from retrain_operator.trainer.histograms import build_histograms
+from retrain_operator.trainer.modelio import dump_model, load_model
+from retrain_operator.trainer.scoring import ScoringError, higher_is_better, score_model
+from retrain_operator.trainer.storage import ObjectInfo, ObjectStore, StoreError, registry_error
 
 __all__ = ["TrainingResult", "rfc3339", "train"]
 
@@ -54,6 +80,21 @@ class TrainingResult:
     rows: int
     duration_seconds: float
     metadata: dict[str, Any]
+    promoted: bool = False
+    promotion_reason: str = ""
+    champion_version: str | None = None
+    champion_score: float | None = None
+    champion_holdout_score: float | None = None
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The combined training table and what identifies the bytes it came from."""
+
+    frame: pd.DataFrame
+    source: str
+    fingerprint: dict[str, Any]
+    window: Window | None
 
 
 def rfc3339(moment: datetime) -> str:
@@ -71,64 +112,109 @@ def train(
     store: ObjectStore,
     clock: Callable[[], datetime] = _utcnow,
     monotonic: Callable[[], float] = time.monotonic,
+    allowlist: tuple[str, ...] = DEFAULT_ALLOWLIST,
+    resources: Mapping[str, Any] | None = None,
 ) -> TrainingResult:
     """Run one training as configured; raise a TrainerError subclass on any expected failure."""
     started = monotonic()
     builtin, registry = config.builtin, config.model.registry
-    estimator = make_estimator(builtin.estimator, builtin.params, metric=builtin.metric, seed=builtin.seed)
+    estimator = make_estimator(
+        builtin.estimator, builtin.params, metric=builtin.metric, seed=builtin.seed, allowlist=allowlist
+    )
 
     version = config.run.version or layout.new_version_id(clock(), token=config.run.job)
     bucket, prefix = registry.bucket, registry.prefix
     model_key = layout.model_key(prefix, version)
+    histograms_key = layout.histograms_key(prefix, version)
     metadata_key = layout.metadata_key(prefix, version)
     _ensure_version_free(store, bucket=bucket, folder=layout.version_prefix(prefix, version), version=version)
+    state = read_champion(store, registry)
 
-    source = layout.s3_uri(builtin.data.bucket, builtin.data.key)
-    logger.info("reading %s", source)
-    body, info = _read_data(store, builtin.data.bucket, builtin.data.key)
-    frame = parse_table(body, fmt=builtin.data.format, source=source)
+    data = _load_data(store, builtin.data)
+    split_column = builtin.split.column if builtin.split.method == "time" else None
+    window_column = builtin.data.window.column if builtin.data.window else None
     dataset = select_columns(
-        frame, target=builtin.target, features=builtin.features, metric=builtin.metric, source=source
+        data.frame,
+        target=builtin.target,
+        features=builtin.features,
+        metric=builtin.metric,
+        source=data.source,
+        exclude=builtin.exclude_features,
+        reserved=tuple(c for c in (window_column, split_column) if c is not None),
+        time_column=split_column,
     )
     logger.info("fitting %s on %d rows, %d features", builtin.estimator, len(dataset.target), dataset.features.shape[1])
     fitted = fit_and_score(
-        dataset, estimator=estimator, metric=builtin.metric, test_size=builtin.test_size, seed=builtin.seed
+        dataset,
+        estimator=estimator,
+        metric=builtin.metric,
+        test_size=builtin.test_size,
+        seed=builtin.seed,
+        split=builtin.split,
     )
     trained_at = clock()
     logger.info("holdout %s = %.4f", builtin.metric, fitted.score)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        histograms = build_histograms(
+            model=fitted.model,
+            features=fitted.train_features,
+            numeric=dataset.numeric,
+            configured=config.histograms.features,
+            prediction_edges=config.histograms.predictions,
+            classes=fitted.classes,
+        )
+        champion = _score_champion(store, config, state=state, fitted=fitted, allowlist=allowlist)
+    verdict = decide(metric=builtin.metric, challenger=fitted.score, champion=champion, policy=config.promotion)
+    logger.info("quality gate: %s", verdict.reason)
 
-    buffer = io.BytesIO()
-    joblib.dump(fitted.model, buffer, compress=3)
+    model_bytes = dump_model(fitted.model)
     duration = round(monotonic() - started, 3)
     document = _metadata(
         config,
         version=version,
         model_uri=layout.s3_uri(bucket, model_key),
-        info=info,
-        digest=hashlib.sha256(body).hexdigest(),
+        histograms_uri=layout.s3_uri(bucket, histograms_key),
+        model_bytes=model_bytes,
+        data=data,
         fitted=fitted,
         features=tuple(dataset.features.columns),
         numeric=dataset.numeric,
         categorical=dataset.categorical,
         unlabelled=dataset.unlabelled,
+        untimed=dataset.untimed,
         trained_at=trained_at,
         duration=duration,
+        champion=champion,
+        verdict=verdict,
+        resources=resources,
+        extra_warnings=[f"{w.category.__name__}: {w.message}" for w in caught],
     )
-    encoded = json.dumps(document, indent=2, sort_keys=True, allow_nan=False).encode("utf-8")
-    _write(
+    _write_version(
         store,
         bucket=bucket,
-        key=model_key,
-        body=buffer.getvalue(),
-        content_type="application/octet-stream",
         version=version,
+        objects=[
+            (model_key, model_bytes, "application/octet-stream"),
+            (histograms_key, _encode(histograms), "application/json"),
+            (metadata_key, _encode(document), "application/json"),
+        ],
     )
-    try:
-        _write(store, bucket=bucket, key=metadata_key, body=encoded, content_type="application/json", version=version)
-    except StorageError:
-        _delete_quietly(store, bucket, model_key)
-        raise
     logger.info("wrote %s", layout.s3_uri(bucket, metadata_key))
+
+    stored = StoredVersion(version=version, metadata=document, model_key=model_key, model_bytes=model_bytes)
+    promoted, verdict, state, champion = _settle(
+        store, config, stored=stored, state=state, verdict=verdict, champion=champion, fitted=fitted,
+        allowlist=allowlist, promoted_at=rfc3339(clock()),
+    )  # fmt: skip
+    champion_version: str | None
+    champion_score: float | None
+    if promoted:
+        champion_version, champion_score = version, fitted.score
+    elif state.pointer is not None:
+        champion_version, champion_score = state.pointer.version, state.pointer.score
+    else:
+        champion_version, champion_score = None, None
     return TrainingResult(
         version=version,
         model_uri=layout.s3_uri(bucket, model_key),
@@ -139,14 +225,178 @@ def train(
         rows=fitted.train_rows + fitted.test_rows,
         duration_seconds=duration,
         metadata=document,
+        promoted=promoted,
+        promotion_reason=verdict.reason,
+        champion_version=champion_version,
+        champion_score=champion_score,
+        champion_holdout_score=champion.score if champion else None,
     )
+
+
+def _settle(
+    store: ObjectStore,
+    config: TrainerConfig,
+    *,
+    stored: StoredVersion,
+    state: ChampionState,
+    verdict: Verdict,
+    champion: ChampionScore | None,
+    fitted: FitResult,
+    allowlist: tuple[str, ...],
+    promoted_at: str,
+) -> tuple[bool, Verdict, ChampionState, ChampionScore | None]:
+    """Move the pointer to the new version if the gate passed, deciding again whenever another run won."""
+    registry, metric = config.model.registry, config.builtin.metric
+    for _ in range(MOVE_ATTEMPTS):
+        if not verdict.passed:
+            return False, verdict, state, champion
+        pointer = new_pointer(
+            stored, registry=registry, state=state, action="Train", reason=verdict.reason,
+            promoted_at=promoted_at, run=config.run,
+        )  # fmt: skip
+        try:
+            move_champion(store, registry, state=state, pointer=pointer)
+        except ChampionMoved:
+            logger.info("the champion pointer moved while this run trained; deciding again")
+        except StorageError as exc:
+            raise StorageError(
+                exc.reason,
+                f"version {stored.version} was written completely and stays a candidate, but the champion pointer "
+                f"was not moved: {exc.message}",
+            ) from None
+        else:
+            return True, verdict, state, champion
+        state = read_champion(store, registry)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            champion = _score_champion(store, config, state=state, fitted=fitted, allowlist=allowlist)
+        verdict = decide(metric=metric, challenger=fitted.score, champion=champion, policy=config.promotion)
+    gave_up = Verdict(False, f"the champion pointer kept moving ({MOVE_ATTEMPTS} tries): kept as candidate")
+    return False, gave_up, state, champion
+
+
+def _score_champion(
+    store: ObjectStore, config: TrainerConfig, *, state: ChampionState, fitted: FitResult, allowlist: tuple[str, ...]
+) -> ChampionScore | None:
+    """The champion's score on this run's holdout rows, or the reason it cannot have one."""
+    if state.pointer is None:
+        return None
+    version = state.pointer.version
+    try:
+        stored = read_version(store, config.model.registry, version)
+        source = layout.s3_uri(config.model.registry.bucket, stored.model_key)
+        model = load_model(stored.model_bytes, allowlist=allowlist, source=source)
+    except RegistryError as exc:
+        return ChampionScore(version, None, f"{exc.reason}: {exc.message}")
+    target = stored.metadata.get("target")
+    if target != config.builtin.target:
+        return ChampionScore(version, None, f"it predicts {target!r}, this run {config.builtin.target!r}")
+    features = stored.metadata.get("features")
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        return ChampionScore(version, None, "its metadata lists no features")
+    missing = [f for f in features if f not in fitted.holdout.columns]
+    if missing:
+        return ChampionScore(version, None, f"it needs column {missing[0]!r}, which this data lacks")
+    try:
+        score = score_model(model, metric=config.builtin.metric, x=fitted.holdout[features], y=fitted.holdout_target)
+    except ScoringError as exc:
+        return ChampionScore(version, None, str(exc))
+    logger.info("champion %s scores %s %.4f on the same holdout", version, config.builtin.metric, score)
+    return ChampionScore(version, score)
+
+
+def _load_data(store: ObjectStore, data: DataConfig) -> _Data:
+    if data.key is not None:
+        source = layout.s3_uri(data.bucket, data.key)
+        logger.info("reading %s", source)
+        objects = [_read_data(store, data.bucket, data.key)]
+    else:
+        prefix = data.prefix or ""
+        source = layout.s3_uri(data.bucket, prefix)
+        infos = _list_data(store, data.bucket, prefix)
+        if data.window is not None and data.window.partitions is not None:
+            infos = infos[-data.window.partitions :]
+        logger.info("reading %d objects under %s", len(infos), source)
+        objects = [_read_data(store, data.bucket, info.key) for info in infos]
+    parts = []
+    described: list[dict[str, Any]] = []
+    for body, info in objects:
+        uri = layout.s3_uri(info.bucket, info.key)
+        frame = parse_table(body, fmt=data.format, source=uri)
+        parts.append((uri, frame))
+        described.append(
+            {
+                "key": info.key,
+                "size": info.size,
+                "etag": info.etag,
+                "sha256": hashlib.sha256(body).hexdigest(),
+                "lastModified": rfc3339(info.last_modified) if info.last_modified else None,
+                "rows": len(frame),
+            }
+        )
+    frame = combine_parts(parts)
+    rows_read = len(frame)
+    window = None
+    if data.window is not None and data.window.column is not None and data.window.last_seconds is not None:
+        frame, window = apply_window(frame, column=data.window.column, seconds=data.window.last_seconds, source=source)
+    single = described[0] if len(described) == 1 and data.key is not None else None
+    combined = hashlib.sha256("".join(f"{d['key']} {d['sha256']}\n" for d in described).encode()).hexdigest()
+    modified = [d["lastModified"] for d in described if d["lastModified"]]
+    fingerprint = {
+        "uri": source,
+        "bucket": data.bucket,
+        "key": data.key,
+        "prefix": data.prefix,
+        "format": data.format,
+        "size": sum(int(d["size"]) for d in described),
+        "etag": single["etag"] if single else None,
+        "sha256": single["sha256"] if single else combined,
+        "lastModified": max(modified) if modified else None,
+        "objects": described,
+        "rows": {"read": rows_read, "afterWindow": len(frame)},
+        "window": None
+        if data.window is None
+        else {
+            "column": data.window.column,
+            "last": data.window.last,
+            "partitions": data.window.partitions,
+            "start": window.start.isoformat() if window else None,
+            "end": window.end.isoformat() if window else None,
+            "droppedRows": window.dropped if window else 0,
+            "untimedRows": window.untimed if window else 0,
+        },
+    }
+    return _Data(frame=frame, source=source, fingerprint=fingerprint, window=window)
+
+
+def _list_data(store: ObjectStore, bucket: str, prefix: str) -> list[ObjectInfo]:
+    where = layout.s3_uri(bucket, prefix)
+    try:
+        listing = store.list(bucket, prefix)
+    except StoreError as exc:
+        if exc.kind == "NoSuchBucket":
+            raise DataError(
+                "DataNotFound", f"bucket {bucket!r} of training data {where} does not exist; fix builtin.data.bucket"
+            ) from None
+        raise registry_error(exc, f"listing {where}") from None
+    # Directory markers and the _SUCCESS/.crc files of Spark and Hadoop writers are not data.
+    infos = [
+        info
+        for info in listing
+        if not info.key.endswith("/") and not info.key.rpartition("/")[2].startswith(("_", "."))
+    ]
+    if not infos:
+        raise DataError(
+            "DataNotFound", f"no training data under {where}; upload objects there or fix builtin.data.prefix"
+        )
+    return infos
 
 
 def _ensure_version_free(store: ObjectStore, *, bucket: str, folder: str, version: str) -> None:
     try:
         existing = store.first_key(bucket, folder)
     except StoreError as exc:
-        raise _registry_error(exc, f"listing s3://{bucket}/{folder}") from None
+        raise registry_error(exc, f"listing s3://{bucket}/{folder}") from None
     if existing is not None:
         raise StorageError(
             "VersionExists",
@@ -169,43 +419,39 @@ def _read_data(store: ObjectStore, bucket: str, key: str) -> tuple[bytes, Object
                 "DataNotFound",
                 f"bucket {bucket!r} of training data {where} does not exist; fix builtin.data.bucket",
             ) from None
-        raise _registry_error(exc, f"reading {where}") from None
+        raise registry_error(exc, f"reading {where}") from None
 
 
-def _write(store: ObjectStore, *, bucket: str, key: str, body: bytes, content_type: str, version: str) -> None:
-    try:
-        store.put_new(bucket, key, body, content_type=content_type)
-    except StoreError as exc:
-        if exc.kind == "AlreadyExists":
+def _write_version(store: ObjectStore, *, bucket: str, version: str, objects: list[tuple[str, bytes, str]]) -> None:
+    """Create the version's objects in order; on failure remove those this run already wrote."""
+    written: list[str] = []
+    for key, body, content_type in objects:
+        try:
+            store.put_new(bucket, key, body, content_type=content_type)
+        except StoreError as exc:
+            if exc.kind != "AlreadyExists":
+                for done in written:
+                    _delete_quietly(store, bucket, done)
+                raise registry_error(exc, f"writing s3://{bucket}/{key}") from None
+            # Every run writes the model first, so losing any create means another run owns this version id;
+            # what it wrote stays, and deleting ours could remove objects its metadata is about to name.
             raise StorageError(
                 "VersionExists",
                 f"version {version} appeared while training (s3://{bucket}/{key} exists); "
                 "another run uses the same version id",
             ) from None
-        raise _registry_error(exc, f"writing s3://{bucket}/{key}") from None
-
-
-def _registry_error(exc: StoreError, action: str) -> StorageError:
-    if exc.kind == "AccessDenied":
-        return StorageError(
-            "AccessDenied",
-            f"access denied {action} ({exc.detail}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-            "from the policy's credentialsSecret and that they may read the data and write the registry",
-        )
-    if exc.kind == "NoSuchBucket":
-        return StorageError(
-            "BucketNotFound", f"bucket missing while {action} ({exc.detail}); create it or fix model.registry.bucket"
-        )
-    if exc.kind == "Unavailable":
-        return StorageError("StorageError", f"storage unavailable while {action}: {exc.detail}")
-    return StorageError("StorageError", f"storage error while {action}: {exc.detail}")
+        written.append(key)
 
 
 def _delete_quietly(store: ObjectStore, bucket: str, key: str) -> None:
     try:
         store.delete(bucket, key)
     except StoreError as exc:
-        logger.warning("could not remove s3://%s/%s after a failed metadata write: %s", bucket, key, exc)
+        logger.warning("could not remove s3://%s/%s after a failed write: %s", bucket, key, exc)
+
+
+def _encode(document: Mapping[str, Any]) -> bytes:
+    return json.dumps(document, indent=2, sort_keys=True, allow_nan=False).encode("utf-8")
 
 
 def _metadata(
@@ -213,24 +459,35 @@ def _metadata(
     *,
     version: str,
     model_uri: str,
-    info: ObjectInfo,
-    digest: str,
+    histograms_uri: str,
+    model_bytes: bytes,
+    data: _Data,
     fitted: FitResult,
     features: tuple[str, ...],
     numeric: tuple[str, ...],
     categorical: tuple[str, ...],
     unlabelled: int,
+    untimed: int,
     trained_at: datetime,
     duration: float,
+    champion: ChampionScore | None,
+    verdict: Verdict,
+    resources: Mapping[str, Any] | None,
+    extra_warnings: list[str],
 ) -> dict[str, Any]:
-    builtin, run = config.builtin, config.run
+    builtin, run, promotion = config.builtin, config.run, config.promotion
     estimator = fitted.model[-1]
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    warnings_seen = list(dict.fromkeys([*fitted.warnings, *(w[:300] for w in extra_warnings)]))[:10]
     return {
         "schemaVersion": layout.METADATA_SCHEMA_VERSION,
         "model": config.model.name,
         "version": version,
-        "modelFormat": "joblib",
+        "modelFormat": "skops",
         "modelUri": model_uri,
+        "modelSha256": hashlib.sha256(model_bytes).hexdigest(),
+        "modelSize": len(model_bytes),
+        "histogramsUri": histograms_uri,
         "estimator": {
             "class": builtin.estimator,
             "params": _jsonable(dict(builtin.params)),
@@ -241,6 +498,7 @@ def _metadata(
             "categorical": {"columns": list(categorical), "steps": ["imputeMostFrequent", "oneHot"]},
         },
         "features": list(features),
+        "excludedFeatures": list(builtin.exclude_features),
         "target": builtin.target,
         "classes": _jsonable(list(fitted.classes)),
         "metric": builtin.metric,
@@ -251,21 +509,46 @@ def _metadata(
             "stratified": fitted.stratified,
             "f1Average": fitted.f1_average,
         },
-        "rows": {"train": fitted.train_rows, "test": fitted.test_rows, "unlabelled": unlabelled},
-        "data": {
-            "uri": layout.s3_uri(info.bucket, info.key),
-            "bucket": info.bucket,
-            "key": info.key,
-            "format": builtin.data.format,
-            "size": info.size,
-            "etag": info.etag,
-            "sha256": digest,
-            "lastModified": rfc3339(info.last_modified) if info.last_modified else None,
+        "split": {
+            "method": fitted.split,
+            "column": builtin.split.column,
+            "holdoutFrom": fitted.holdout_start.isoformat() if fitted.holdout_start is not None else None,
+            "untimedRows": untimed,
         },
+        "evaluation": {
+            "metric": builtin.metric,
+            "higherIsBetter": higher_is_better(builtin.metric),
+            "average": fitted.average,
+            "holdoutRows": fitted.test_rows,
+            "challenger": fitted.score,
+            "champion": None
+            if champion is None
+            else {"version": champion.version, "score": champion.score, "error": champion.error},
+        },
+        "promotion": {
+            "policy": {
+                "minScore": promotion.min_score,
+                "mustBeatChampion": promotion.must_beat_champion,
+                "minImprovement": promotion.min_improvement,
+            },
+            # The gate as decided when this version was written; champion.json and promotions/ say
+            # whether it became champion (another run may have moved the pointer in between).
+            "gate": {"passed": verdict.passed, "reason": verdict.reason},
+        },
+        "rows": {"train": fitted.train_rows, "test": fitted.test_rows, "unlabelled": unlabelled},
+        "data": data.fingerprint,
         "libraries": _libraries(),
         "trainedAt": rfc3339(trained_at),
         "durationSeconds": duration,
-        "warnings": list(fitted.warnings),
+        "resources": {
+            "requested": _jsonable(dict(resources)) if resources is not None else None,
+            "used": {
+                "cpuSeconds": round(usage.ru_utime + usage.ru_stime, 3),
+                # ru_maxrss is in KiB on Linux.
+                "maxRssMiB": round(usage.ru_maxrss / 1024, 1),
+            },
+        },
+        "warnings": warnings_seen,
         "run": {
             "policy": run.policy,
             "policyUid": run.policy_uid,
@@ -276,17 +559,21 @@ def _metadata(
 
 
 def _libraries() -> dict[str, str | None]:
-    try:
-        own: str | None = importlib_metadata.version("retrain-operator")
-    except importlib_metadata.PackageNotFoundError:
-        own = None
+    def version_of(name: str) -> str | None:
+        try:
+            return importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            return None
+
     return {
         "python": platform.python_version(),
-        "retrainOperator": own,
+        "retrainOperator": version_of("retrain-operator"),
         "sklearn": sklearn.__version__,
         "numpy": np.__version__,
         "pandas": pd.__version__,
-        "joblib": joblib.__version__,
+        "skops": version_of("skops"),
+        "pyarrow": version_of("pyarrow"),
+        "scipy": version_of("scipy"),
     }
 
 

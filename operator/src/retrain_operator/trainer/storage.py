@@ -1,25 +1,35 @@
-"""The trainer's only door to S3-compatible storage: read the data, check a version folder, write new objects.
+"""The trainer's only door to S3-compatible storage: read and list data, write versions, move the pointer.
 
-The run logic talks to :class:`ObjectStore`, a four-method interface, so it can be exercised against any
-S3 server or a fake; :class:`S3Store` is the boto3 implementation. Errors come out as
-:class:`StoreError` with a small set of kinds (``NotFound``, ``NoSuchBucket``, ``AccessDenied``,
-``AlreadyExists``, ``Unavailable``, ``Other``); the caller knows whether it was reading data or writing
-the registry and picks the reason the user sees.
+The run logic talks to :class:`ObjectStore`, a six-method interface, so it can be exercised against any
+S3 server or a wrapper that injects failures; :class:`S3Store` is the boto3 implementation. Errors come
+out as :class:`StoreError` with a small set of kinds (``NotFound``, ``NoSuchBucket``, ``AccessDenied``,
+``AlreadyExists``, ``Conflict``, ``Unavailable``, ``Other``); the caller knows whether it was reading
+data or writing the registry and picks the reason the user sees.
 
-Writes use ``If-None-Match: *`` so an existing object is never replaced, even by a concurrent writer
-that passed the same emptiness check; servers that ignore the header still get the check.
+New objects are written with ``If-None-Match: *`` so an existing object is never replaced, even by a
+concurrent writer that passed the same emptiness check. The champion pointer is replaced only with
+``If-Match: <ETag read>`` (or ``If-None-Match: *`` when there was none), so of two writers that read the
+same pointer only one can move it; the other gets ``Conflict``. SeaweedFS (4.x) and AWS S3 honour both
+headers on PutObject and ``If-None-Match`` on CompleteMultipartUpload, answering 412; a server that
+ignores them loses that protection (the version-folder check before training still holds).
+
+Objects of :data:`TRANSFER_CONFIG`'s threshold or more (large models) go up as a multipart upload
+through boto3's transfer manager, with fewer, larger parts and fewer threads than boto3's default;
+``bench/upload.py`` measures the two side by side. The transfer manager cannot pass ``If-None-Match``,
+so this store adds it to every CompleteMultipartUpload its client sends; the client is the store's own.
 
 Credentials come from boto3's usual chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` from the
 policy's Secret, or a web identity). The registry's ``endpoint`` wins over ``AWS_ENDPOINT_URL``; with a
 custom endpoint, path-style addressing is used, which every S3-compatible server accepts.
 
-Limits: whole objects are read into memory (the data must fit in the Job's memory limit) and written
-in one PUT (5 GiB at most per object).
+Limits: whole objects are read into memory (the data must fit in the Job's memory limit); a multipart
+upload keeps up to 64 MiB of part copies in flight besides the model's own bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -27,17 +37,34 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 import boto3
+import boto3.exceptions
 import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from retrain_operator.trainer.config import RegistryConfig
+from retrain_operator.trainer.errors import StorageError
 
 # boto3 ships no type hints; the client is dynamic.
 S3Client = Any
 
-__all__ = ["ErrorKind", "ObjectInfo", "ObjectStore", "S3Store", "StoreError"]
+__all__ = ["TRANSFER_CONFIG", "ErrorKind", "ObjectInfo", "ObjectStore", "S3Store", "StoreError", "registry_error"]
 
-ErrorKind = Literal["NotFound", "NoSuchBucket", "AccessDenied", "AlreadyExists", "Unavailable", "Other"]
+ErrorKind = Literal["NotFound", "NoSuchBucket", "AccessDenied", "AlreadyExists", "Conflict", "Unavailable", "Other"]
+
+_MiB = 1024 * 1024
+# Below 32 MiB (most models) one conditional PUT, so nothing is ever half-uploaded; above, 16 MiB parts
+# on 4 threads with at most 4 parts read ahead: half the requests of boto3's default (8 MiB x 10
+# threads, 10 parts read ahead) and at most 64 MiB of copies in flight, for a Job's small CPU and
+# memory limits. On a loopback SeaweedFS the server bounds throughput; see bench/upload.py.
+TRANSFER_CONFIG = TransferConfig(
+    multipart_threshold=32 * _MiB,
+    multipart_chunksize=16 * _MiB,
+    max_concurrency=4,
+    use_threads=True,
+)
+# boto3's constructor does not take it; the transfer manager reads the attribute.
+TRANSFER_CONFIG.max_in_memory_upload_chunks = 4
 
 _NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
 _NO_BUCKET = {"NoSuchBucket"}
@@ -85,8 +112,17 @@ class ObjectStore(Protocol):
         """Any one key under ``prefix``, or None if there is none."""
         ...
 
+    def list(self, bucket: str, prefix: str) -> list[ObjectInfo]:
+        """Every object under ``prefix``, in key order."""
+        ...
+
     def put_new(self, bucket: str, key: str, body: bytes, *, content_type: str) -> None:
         """Create an object; StoreError ``AlreadyExists`` if the key is taken."""
+        ...
+
+    def put_if(self, bucket: str, key: str, body: bytes, *, content_type: str, etag: str | None) -> None:
+        """Replace an object only if its ETag is still ``etag`` (create only if absent when None);
+        StoreError ``Conflict`` otherwise."""
         ...
 
     def delete(self, bucket: str, key: str) -> None:
@@ -97,8 +133,12 @@ class ObjectStore(Protocol):
 class S3Store:
     """:class:`ObjectStore` over boto3."""
 
-    def __init__(self, client: S3Client) -> None:
+    def __init__(self, client: S3Client, *, transfer: TransferConfig = TRANSFER_CONFIG) -> None:
         self._client = client
+        self._transfer = transfer
+        client.meta.events.register(
+            "before-parameter-build.s3.CompleteMultipartUpload", _create_only, unique_id="retrain-create-only"
+        )
 
     @classmethod
     def from_config(cls, registry: RegistryConfig, env: Mapping[str, str] | None = None) -> S3Store:
@@ -142,19 +182,64 @@ class S3Store:
         contents = response.get("Contents") or []
         return str(contents[0]["Key"]) if contents else None
 
-    def put_new(self, bucket: str, key: str, body: bytes, *, content_type: str) -> None:
+    def list(self, bucket: str, prefix: str) -> list[ObjectInfo]:
+        found: list[ObjectInfo] = []
         with _translated():
-            self._client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*")
+            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents") or []:
+                    found.append(
+                        ObjectInfo(
+                            bucket=bucket,
+                            key=str(item["Key"]),
+                            size=int(item.get("Size", 0)),
+                            etag=str(item.get("ETag", "")).strip('"'),
+                            last_modified=item.get("LastModified"),
+                        )
+                    )
+        return sorted(found, key=lambda info: info.key)
+
+    def put_new(self, bucket: str, key: str, body: bytes, *, content_type: str) -> None:
+        if len(body) < self._transfer.multipart_threshold:
+            with _translated():
+                self._client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*")
+            return
+        with _translated():
+            self._client.upload_fileobj(
+                io.BytesIO(body), bucket, key, ExtraArgs={"ContentType": content_type}, Config=self._transfer
+            )
+
+    def put_if(self, bucket: str, key: str, body: bytes, *, content_type: str, etag: str | None) -> None:
+        condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": f'"{etag}"'}
+        try:
+            with _translated():
+                self._client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, **condition)
+        except StoreError as exc:
+            # 412 (or 404 for If-Match on a key someone deleted) means another writer moved it first.
+            if exc.kind in {"AlreadyExists", "NotFound"}:
+                raise StoreError("Conflict", exc.detail) from exc
+            raise
 
     def delete(self, bucket: str, key: str) -> None:
         with _translated():
             self._client.delete_object(Bucket=bucket, Key=key)
 
 
+def _create_only(params: dict[str, Any], **_: Any) -> None:
+    params.setdefault("IfNoneMatch", "*")
+
+
 @contextlib.contextmanager
 def _translated() -> Iterator[None]:
     try:
         yield
+    except boto3.exceptions.S3UploadFailedError as exc:
+        # The transfer manager wraps the ClientError of a failed part or completion in text only.
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, botocore.exceptions.ClientError):
+            with _translated():
+                raise cause from None
+        text = str(exc)
+        raise StoreError("AlreadyExists" if "PreconditionFailed" in text else "Other", text) from exc
     except botocore.exceptions.ClientError as exc:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
@@ -180,3 +265,20 @@ def _kind(code: str, status: str) -> ErrorKind:
     if status.startswith("5") or code in {"SlowDown", "ServiceUnavailable", "InternalError"}:
         return "Unavailable"
     return "Other"
+
+
+def registry_error(exc: StoreError, action: str) -> StorageError:
+    """The StorageError a user sees when ``action`` (``writing s3://...``) failed with ``exc``."""
+    if exc.kind == "AccessDenied":
+        return StorageError(
+            "AccessDenied",
+            f"access denied {action} ({exc.detail}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "from the policy's credentialsSecret and that they may read the data and write the registry",
+        )
+    if exc.kind == "NoSuchBucket":
+        return StorageError(
+            "BucketNotFound", f"bucket missing while {action} ({exc.detail}); create it or fix model.registry.bucket"
+        )
+    if exc.kind == "Unavailable":
+        return StorageError("StorageError", f"storage unavailable while {action}: {exc.detail}")
+    return StorageError("StorageError", f"storage error while {action}: {exc.detail}")
