@@ -32,6 +32,7 @@ test: system-deps $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/drift.py
+	$(BIN)/python bench/upload.py
 
 clean:
 	rm -rf $(VENV) .sandbox .pytest_cache .mypy_cache .ruff_cache

@@ -38,8 +38,10 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Variables the operator sets itself; a policy overriding them could redirect the trainer.
-RESERVED_ENV = frozenset({"RETRAIN_TRAINER_CONFIG", "TERMINATION_MESSAGE_PATH", "HOME", "TMPDIR", "AWS_ACCESS_KEY_ID",
-                          "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"})
+RESERVED_ENV = frozenset({
+    "RETRAIN_TRAINER_CONFIG", "RETRAIN_RESOURCES", "TERMINATION_MESSAGE_PATH", "HOME", "TMPDIR",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION",
+})
 
 
 @dataclass(frozen=True)

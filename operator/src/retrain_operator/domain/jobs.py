@@ -116,6 +116,8 @@ def build_job(spec: PolicySpec, *, policy: PolicyRef, sequence: int, triggers: S
     elif training.builtin is not None:
         config = trainer_config(spec, policy=policy, job=name, triggers=triggers)
         env.append({"name": "RETRAIN_TRAINER_CONFIG", "value": json.dumps(config, sort_keys=True)})
+        requested = {"requests": dict(training.requests) or dict(DEFAULT_REQUESTS), "limits": dict(training.limits)}
+        env.append({"name": "RETRAIN_RESOURCES", "value": json.dumps(requested, sort_keys=True)})
         command = ["retrain-operator", "train"]
         args = []
     else:

@@ -41,19 +41,16 @@ class DemoModel:
         return max(self.floor, self._base - self.decay_per_second * elapsed)
 
     def poll_registry(self) -> bool:
-        """Pick up the newest complete version (its metadata.json); return whether it changed."""
-        listing = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}versions/")
-        complete = sorted(obj["Key"] for obj in listing.get("Contents", []) if obj["Key"].endswith("/metadata.json"))
-        if not complete:
+        """Serve the champion the registry's pointer names, as serving code would; return whether it changed."""
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=f"{self.prefix}champion.json")["Body"].read()
+        except self.s3.exceptions.NoSuchKey:
             return False
-        newest = complete[-1].split("/")[-2]
-        if newest == self.version:
+        champion = json.loads(body)
+        if champion.get("version") == self.version:
             return False
-        meta = json.loads(self.s3.get_object(Bucket=self.bucket, Key=complete[-1])["Body"].read())
-        score = meta.get("score")
-        if score is None:
-            score = (meta.get("metrics") or {}).get(meta.get("metric", "accuracy"))
-        self.version = newest
+        score = champion.get("score")
+        self.version = str(champion["version"])
         self.score = float(score) if score is not None else self.start
         self._base = self.score
         self._since = time.monotonic() + 60.0  # a fresh model holds its accuracy for a while

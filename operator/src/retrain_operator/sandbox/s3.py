@@ -134,6 +134,11 @@ def start_seaweedfs(
             "-s3.port.lance=0",
             "-webdav=false",
             "-admin.ui=false",
+            # Every bucket takes volumes of its own; by default their number follows the free disk, so a
+            # machine with little free space runs out of writable volumes after a few dozen buckets. Small,
+            # sparse volumes in a fixed number make the server behave the same everywhere.
+            "-master.volumeSizeLimitMB=32",
+            "-volume.max=1000",
             *(f"-{flag}={port}" for flag, port in zip(_PORT_FLAGS, ports, strict=True)),
         ]
         with log_file.open("wb") as log:
