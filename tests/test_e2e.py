@@ -159,3 +159,31 @@ def test_two_replicas_with_leader_election_launch_one_job_and_hand_over(stack: S
     new_holder = stack.get("leases", "retrain-operator", namespace="retrain-system")["spec"]["holderIdentity"]
     assert new_holder != holder and follower.process is not None and f"-{follower.process.pid}-" in new_holder
     follower.stop()
+
+
+def test_candidate_then_rollback_with_the_real_trainer(stack: Stack) -> None:
+    stack.push_accuracy(stack.model, [0.80] * 80)
+    assert stack.apply(stack.example_policy()).returncode == 0
+    first = wait_for("the first model", lambda: stack.status("churn").get("model"), timeout=120,
+                     log=stack.operator.log)
+    # Retrain again at once on the same data: the challenger cannot beat the champion, so it stays a candidate.
+    annotate = stack.kubectl("annotate", "retrainpolicy", "churn", "-n", NAMESPACE, "retrain.dev/force-retrain=again")
+    assert annotate.returncode == 0, annotate.stderr
+    second = wait_for("the second run", lambda: (stack.status("churn").get("lastRetrain") or {}).get("modelVersion")
+                      not in (None, first["version"]) and stack.status("churn")["lastRetrain"], timeout=120,
+                      log=stack.operator.log)
+    assert second["promoted"] is False and "candidate" in second["promotionReason"], second
+    assert stack.status("churn")["model"]["version"] == first["version"]
+    # Roll the champion "back" to the candidate: the promote Job moves the pointer and status follows.
+    candidate = second["modelVersion"]
+    annotate = stack.kubectl("annotate", "retrainpolicy", "churn", "-n", NAMESPACE,
+                             f"retrain.dev/rollback-to={candidate}")
+    assert annotate.returncode == 0, annotate.stderr
+    rollback = wait_for("the rollback", lambda: (stack.status("churn").get("lastRollback") or {}).get("outcome")
+                        in ("Succeeded", "Failed") and stack.status("churn")["lastRollback"], timeout=120,
+                        log=stack.operator.log)
+    assert rollback["outcome"] == "Succeeded", rollback
+    assert stack.status("churn")["model"]["version"] == candidate
+    pointer = s3_client(stack.s3).get_object(Bucket=stack.bucket, Key="churn/champion.json")["Body"].read()
+    assert f'"{candidate}"' in pointer.decode()
+    assert len(stack.jobs()) == 3
