@@ -38,7 +38,7 @@ from retrain_operator.trainer.main import main
 from retrain_operator.trainer.modelio import dump_model, load_model
 from retrain_operator.trainer.run import train
 from retrain_operator.trainer.storage import ObjectInfo, S3Store, StoreError
-from tests.support.s3 import new_bucket, s3_client
+from tests.support.s3 import drop_buckets, new_bucket, s3_client
 
 FEATURES = list(load_breast_cancer().feature_names)
 
@@ -177,19 +177,6 @@ def registry(s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
     yield Registry(s3_server, client, new_bucket(client), tmp_path, monkeypatch)
     drop_buckets(client, existing)
-
-
-def drop_buckets(client: Any, keep: set[str]) -> None:
-    """Delete the buckets a test made: SeaweedFS gives every bucket its own volumes, and a session has few."""
-    for bucket in client.list_buckets().get("Buckets", []):
-        name = bucket["Name"]
-        if name in keep:
-            continue
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-            if keys:
-                client.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
-        client.delete_bucket(Bucket=name)
 
 
 class Wrapped:

@@ -33,7 +33,7 @@ from retrain_operator.trainer.main import main
 from retrain_operator.trainer.modelio import load_model as load_skops
 from retrain_operator.trainer.run import train
 from retrain_operator.trainer.storage import ObjectInfo, S3Store, StoreError
-from tests.support.s3 import new_bucket, s3_client
+from tests.support.s3 import drop_buckets, new_bucket, s3_client
 
 SRC = Path(__file__).resolve().parents[1] / "operator" / "src"
 DATA_KEY = "data/train.csv"
@@ -176,19 +176,6 @@ def env(s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
     yield Env(s3_server, client, new_bucket(client), tmp_path, monkeypatch)
     drop_buckets(client, existing)
-
-
-def drop_buckets(client: Any, keep: set[str]) -> None:
-    """Delete the buckets a test made: SeaweedFS gives every bucket its own volumes, and a session has few."""
-    for bucket in client.list_buckets().get("Buckets", []):
-        name = bucket["Name"]
-        if name in keep:
-            continue
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-            if keys:
-                client.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
-        client.delete_bucket(Bucket=name)
 
 
 def load_model(env: Env, uri: str) -> Any:

@@ -19,7 +19,7 @@ from botocore.config import Config
 
 from retrain_operator.sandbox.s3 import S3Server, find_weed, start_seaweedfs
 
-__all__ = ["new_bucket", "s3_client", "s3_server"]
+__all__ = ["drop_buckets", "new_bucket", "s3_client", "s3_server"]
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +52,16 @@ def new_bucket(client: Any, hint: str = "t") -> str:
     name = f"{hint}-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=name)
     return name
+
+
+def drop_buckets(client: Any, keep: set[str]) -> None:
+    """Delete the buckets a test made: SeaweedFS gives every bucket its own volumes, and a session has few."""
+    for bucket in client.list_buckets().get("Buckets", []):
+        name = bucket["Name"]
+        if name in keep:
+            continue
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
+        client.delete_bucket(Bucket=name)

@@ -165,6 +165,24 @@ class Observer:
         await asyncio.gather(*tasks)
         return out
 
+    async def _gather(self, subject: Subject, members: Sequence[_Member], plan: Sequence[tuple[str, datetime]], *,
+                      what: str, out: dict[ObservationKey, Observation]) -> list[list[Sample]] | None:
+        """Run a template's queries together; if one fails, every member's trigger is inconclusive with its reason."""
+        headers = _headers(subject)
+        results = await asyncio.gather(*(self._run(subject.endpoint_name, q, at=at, headers=headers) for q, at in plan),
+                                       return_exceptions=True)
+        samples: list[list[Sample]] = []
+        for result in results:
+            if isinstance(result, BaseException):
+                if not isinstance(result, PrometheusError):
+                    raise result
+                for m in members:
+                    out[(m.namespace, m.name, m.trigger)] = Observation.missing(
+                        result.reason, f"query of {what} failed: {result}")
+                return None
+            samples.append(result)
+        return samples
+
     async def _observe_drift(self, subject: Subject, spec: DriftTrigger, members: Sequence[_Member], *,
                              labels: tuple[str, ...], now: datetime, out: dict[ObservationKey, Observation]) -> None:
         """Current window, reference window and (to learn a threshold) its sub-windows, merged across policies."""
@@ -181,18 +199,10 @@ class Observer:
             if spec.learn_k is not None:
                 step = spec.reference_window / spec.learn_windows
                 plan += [(query(step), reference_end - timedelta(seconds=i * step)) for i in range(spec.learn_windows)]
-        headers = _headers(subject)
-        results = await asyncio.gather(*(self._run(subject.endpoint_name, q, at=at, headers=headers) for q, at in plan),
-                                       return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                if not isinstance(result, PrometheusError):
-                    raise result
-                for m in members:
-                    out[(m.namespace, m.name, m.trigger)] = Observation.missing(
-                        result.reason, f"query of {spec.metric}_bucket failed: {result}")
-                return
-        split = [_buckets(r, labels, spec.feature_label) for r in results]  # type: ignore[arg-type]
+        results = await self._gather(subject, members, plan, what=f"{spec.metric}_bucket", out=out)
+        if results is None:
+            return
+        split = [_buckets(r, labels, spec.feature_label) for r in results]
         for m in members:
             current = split[0].get(m.key)
             if not current:
@@ -233,20 +243,11 @@ class Observer:
         values_by_label = {label: [m.matchers[label] for m in members] for label in labels}
         queries = promql.accuracy_queries(metric=spec.metric, values_by_label=values_by_label, group_by=labels,
                                           window=spec.window, for_seconds=for_seconds, step=step)
-        headers = _headers(subject)
-        wanted = [q for q in (queries.current, queries.held_max, queries.held_count) if q is not None]
-        results = await asyncio.gather(
-            *(self._run(subject.endpoint_name, q, at=now, headers=headers) for q in wanted),
-            return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                if not isinstance(result, PrometheusError):
-                    raise result
-                for m in members:
-                    out[(m.namespace, m.name, m.trigger)] = Observation.missing(
-                        result.reason, f"query of {spec.metric} failed: {result}")
-                return
-        by_key = [_index(r, labels) for r in results]  # type: ignore[arg-type]
+        wanted = [(q, now) for q in (queries.current, queries.held_max, queries.held_count) if q is not None]
+        results = await self._gather(subject, members, wanted, what=spec.metric, out=out)
+        if results is None:
+            return
+        by_key = [_index(r, labels) for r in results]
         current = by_key[0]
         held = by_key[1] if len(by_key) > 1 else {}
         count = by_key[2] if len(by_key) > 2 else {}
