@@ -132,3 +132,32 @@ def test_operator_fires_on_shifted_history_after_for_and_not_on_the_control(stac
     control = stack.status("control")["triggers"][0]
     assert control["state"] == "clear" and control["value"] < 0.2
     assert len(stack.jobs()) == 1
+
+
+def test_drift_against_the_champions_training_data(stack: Stack) -> None:
+    end = time.time()
+    feature_edges = edges()
+    stack.push_accuracy(f"{stack.model}-model", [0.80] * 80)
+    shifted, _ = simulate(labels={"namespace": NAMESPACE, "model": f"{stack.model}-model"}, start=end - 40 * 60,
+                          end=end - 1, seed=8, shift_at=end - 40 * 60, shift={"radius": 1.5}, edges=feature_edges,
+                          column_names=True)
+    stack.prometheus.push(shifted)
+    body = stack.example_policy("champion-drift", f"{stack.model}-model")
+    body["spec"]["evaluation"]["interval"] = "2s"
+    body["spec"]["training"]["builtin"]["histograms"] = {"features": {
+        "mean radius": feature_edges["radius"], "mean texture": feature_edges["texture"]}}
+    body["spec"]["triggers"].append({"name": "input-drift", "drift": {
+        "metric": "feature_value", "statistic": "psi", "window": "30m", "threshold": 0.2,
+        "reference": {"source": "Model"}}})
+    assert stack.apply(body).returncode == 0
+    model = wait_for("a model with its reference histograms",
+                     lambda: (stack.status("champion-drift").get("model") or {}).get("reference"), timeout=120,
+                     log=stack.operator.log)
+    assert set(model) == {"mean radius", "mean texture"}
+    drift_state = wait_for("the drift trigger judged against the model", lambda: next(
+        (t for t in stack.status("champion-drift").get("triggers") or []
+         if t["name"] == "input-drift" and t["state"] in ("firing", "clear")), None), timeout=30,
+        log=stack.operator.log)
+    assert drift_state["state"] == "firing", drift_state
+    values = {f["name"]: f["value"] for f in drift_state["features"]}
+    assert values["mean radius"] > 0.2 > values["mean texture"]

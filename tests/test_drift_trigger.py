@@ -148,3 +148,13 @@ def test_data_volume(kind: dict[str, Any], value: float, rows: float | None, sta
     result = evaluate_data_volume(volume(**kind), observation=Observation(value=value), training_rows=rows,
                                   previous=PreviousState(), now=NOW)
     assert result.state == state
+
+
+def test_model_reference_comes_from_the_champion() -> None:
+    t = trigger(reference={"source": "Model"})
+    obs = Observation(current_buckets={"age": cumulative(SHIFT)})
+    missing = evaluate_drift(t, observation=obs, previous=PreviousState(), now=NOW)
+    assert missing.state == "inconclusive" and missing.problem == "NoReference"
+    result = evaluate_drift(t, observation=obs, previous=PreviousState(), now=NOW,
+                            model_reference={"age": cumulative(BASE)})
+    assert result.state == "firing" and result.details["features"][0]["name"] == "age"

@@ -55,7 +55,7 @@ class History:
 
 def simulate(*, labels: Mapping[str, str], start: float, end: float, seed: int, shift_at: float | None = None,
              shift: Mapping[str, float] | None = None, batch: int = 20, edges: Mapping[str, Sequence[float]],
-             metric: str = "feature_value") -> tuple[list[Series], History]:
+             metric: str = "feature_value", column_names: bool = False) -> tuple[list[Series], History]:
     """Histogram series for one model from ``start`` to ``end`` (Unix seconds), samples every 15 s."""
     data = dataset()
     rng = np.random.default_rng(seed)
@@ -79,6 +79,8 @@ def simulate(*, labels: Mapping[str, str], start: float, end: float, seed: int, 
             for bound, value in snapshot.items():
                 samples.setdefault((feature, bound), []).append((moment, float(value)))
         moment += STEP
-    series = [Series(f"{metric}_bucket", {**labels, "feature": feature, "le": bound}, points)
+    # Serving code may label features by their training column names (what drift against the model needs).
+    series = [Series(f"{metric}_bucket", {**labels, "feature": FEATURES[feature] if column_names else feature,
+                                          "le": bound}, points)
               for (feature, bound), points in samples.items()]
     return series, history

@@ -122,7 +122,7 @@ class DriftTrigger:
     feature_label: str = "feature"
     features: tuple[str, ...] = ()
     window: float = 3600.0
-    reference: str = "Window"  # Window or Fixed
+    reference: str = "Window"  # Window, Fixed or Model (the champion's training data)
     reference_offset: float = 7 * 86400.0
     reference_window: float = 86400.0
     reference_counts: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
@@ -639,7 +639,7 @@ def _parse_drift(r: _Reader, body: Mapping[str, Any], path: str) -> DriftTrigger
     statistic = r.enum(body, "statistic", path, allowed=STATISTIC_NAMES, default="psi")
     label = r.str_(body, "featureLabel", path, default="feature", pattern=_LABEL_NAME) or "feature"
     reference = r.obj(body.get("reference"), f"{path}.reference", required=True)
-    source = r.enum(reference, "source", f"{path}.reference", allowed=("Window", "Fixed"), default="Window")
+    source = r.enum(reference, "source", f"{path}.reference", allowed=("Window", "Fixed", "Model"), default="Window")
     counts: dict[str, dict[str, float]] = {}
     if source == "Fixed":
         raw_counts = r.obj(reference.get("counts"), f"{path}.reference.counts", required=True)

@@ -212,8 +212,8 @@ def _since_based(trigger: TriggerSpec, *, breach: bool, value: float | None, thr
                          f"{message}; fires in {format_duration(remaining)} if it holds", None, details)
 
 
-def evaluate_drift(trigger: TriggerSpec, *, observation: Observation, previous: PreviousState,
-                   now: datetime) -> TriggerResult:
+def evaluate_drift(trigger: TriggerSpec, *, observation: Observation, previous: PreviousState, now: datetime,
+                   model_reference: Buckets | None = None) -> TriggerResult:
     """Compare reference and current histograms feature by feature and judge the policy-level verdict."""
     spec = trigger.kind
     assert isinstance(spec, DriftTrigger)
@@ -228,9 +228,15 @@ def evaluate_drift(trigger: TriggerSpec, *, observation: Observation, previous: 
     def pick(buckets: Buckets) -> Buckets:
         return {f: b for f, b in buckets.items() if not wanted or f in wanted}
 
+    if spec.reference == "Model" and not model_reference:
+        return _missing(trigger, problem="NoReference",
+                        detail="no reference histograms from the current model: train one with the built-in trainer "
+                               "and spec.training.builtin.histograms.features set", threshold=fixed,
+                        previous=previous, now=now)
     try:
         current = drift.histograms(pick(observation.current_buckets), metric=spec.metric)
-        raw_reference = spec.reference_counts if spec.reference == "Fixed" else observation.reference_buckets or {}
+        raw_reference = (spec.reference_counts if spec.reference == "Fixed" else model_reference or {}
+                         if spec.reference == "Model" else observation.reference_buckets or {})
         reference = drift.histograms(pick(raw_reference), metric=spec.metric)
         comparison = drift.compare(reference, current, statistic=statistic, min_samples=spec.min_samples,
                                    metric=spec.metric)

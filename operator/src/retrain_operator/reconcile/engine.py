@@ -154,7 +154,10 @@ def evaluate_triggers(spec: PolicySpec, *, observations: Mapping[str, Observatio
         elif isinstance(trigger.kind, QueryTrigger):
             results.append(evaluate_query(trigger, observation=observation, previous=before, now=now))
         elif isinstance(trigger.kind, DriftTrigger):
-            results.append(evaluate_drift(trigger, observation=observation, previous=before, now=now))
+            champion_reference = (status.get("model") or {}).get("reference")
+            results.append(evaluate_drift(
+                trigger, observation=observation, previous=before, now=now,
+                model_reference=champion_reference if isinstance(champion_reference, Mapping) else None))
         elif isinstance(trigger.kind, DataVolumeTrigger):
             rows = (status.get("model") or {}).get("rows")
             results.append(evaluate_data_volume(trigger, observation=observation, previous=before, now=now,
@@ -461,6 +464,7 @@ def model_record(result: Mapping[str, Any], *, finished: str) -> dict[str, Any]:
         **({"score": float(result["score"])} if isinstance(result.get("score"), int | float) else {}),
         "trainedAt": str(result.get("trainedAt") or finished),
         **({"rows": int(result["rows"])} if isinstance(result.get("rows"), int) else {}),
+        **({"reference": result["reference"]} if isinstance(result.get("reference"), Mapping) else {}),
     }
 
 

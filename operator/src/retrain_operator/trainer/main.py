@@ -214,6 +214,7 @@ def _success(result: TrainingResult) -> dict[str, Any]:
         else {"version": result.champion_version, "score": result.champion_score},
         "challengerScore": result.score,
         "championScore": result.champion_holdout_score,
+        **({"reference": result.reference} if result.reference else {}),
     }
 
 
@@ -242,8 +243,15 @@ def _failure(reason: str, message: str) -> dict[str, Any]:
 
 
 def _encode_message(message: dict[str, Any]) -> str:
-    """One JSON line under the termination message limit, shortening ``message`` if it must."""
+    """One JSON line under the termination message limit, shortening ``message`` if it must.
+
+    The drift reference is the only optional bulk: when it does not fit it is left out and
+    ``referenceOmitted`` says so (the histograms stay in the registry either way).
+    """
     line = json.dumps(message, separators=(",", ":"), allow_nan=False)
+    if "reference" in message and len(line.encode("utf-8")) >= TERMINATION_MESSAGE_LIMIT:
+        message = {k: v for k, v in message.items() if k != "reference"} | {"referenceOmitted": True}
+        line = json.dumps(message, separators=(",", ":"), allow_nan=False)
     text = str(message.get("message", ""))
     while len(line.encode("utf-8")) >= TERMINATION_MESSAGE_LIMIT and text:
         text = text[: max(0, len(text) - (len(line.encode("utf-8")) - TERMINATION_MESSAGE_LIMIT) - 64)]

@@ -32,7 +32,7 @@ import resource
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from typing import Any
@@ -85,6 +85,9 @@ class TrainingResult:
     champion_version: str | None = None
     champion_score: float | None = None
     champion_holdout_score: float | None = None
+    # The histograms of the features with configured edges (the serving code's buckets), in Prometheus's
+    # cumulative form: the operator keeps them as the champion's drift reference.
+    reference: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,8 @@ def train(
         champion_version=champion_version,
         champion_score=champion_score,
         champion_holdout_score=champion.score if champion else None,
+        reference={name: {le: float(count) for le, count in histograms["features"][name]["le"]}
+                   for name in config.histograms.features if name in histograms["features"]},
     )
 
 
