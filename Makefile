@@ -30,7 +30,7 @@ test: system-deps $(STAMP)
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py --loop-seconds 140 --intervals 60
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/upload.py
 
