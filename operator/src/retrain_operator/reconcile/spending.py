@@ -8,6 +8,7 @@ its status because only this policy's reconciliation ever writes it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -63,16 +64,27 @@ def accuracy_now(spec: PolicySpec, results: Sequence[TriggerResult],
     return None, None
 
 
+PRICE_TTL = 10.0
+
+
 class Spending:
     def __init__(self, *, accountant: Accountant) -> None:
         self._accountant = accountant
+        # A budget's price list is read for the gate, the estimate and the settlement of one decision; it
+        # changes rarely, so it is kept briefly. Limits are never cached: every reservation reads them fresh.
+        self._prices: dict[tuple[str, str], tuple[float, Prices | None]] = {}
 
     async def prices(self, namespace: str, spec: PolicySpec) -> Prices:
         """The budget's price list wins; then the policy's; else everything is free (only runs count)."""
         if spec.decision.budget:
-            budget = await self._accountant.spec(namespace, spec.decision.budget)
-            if budget is not None:
-                return budget.prices
+            key = (namespace, spec.decision.budget)
+            cached = self._prices.get(key)
+            if cached is None or time.monotonic() - cached[0] > PRICE_TTL:
+                budget = await self._accountant.spec(namespace, spec.decision.budget)
+                cached = (time.monotonic(), budget.prices if budget is not None else None)
+                self._prices[key] = cached
+            if cached[1] is not None:
+                return cached[1]
         return spec.decision.prices or Prices()
 
     async def gate(self, namespace: str, spec: PolicySpec, *, results: Sequence[TriggerResult],
