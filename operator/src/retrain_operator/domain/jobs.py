@@ -21,7 +21,6 @@ from datetime import datetime
 from typing import Any
 
 from retrain_operator.domain.api import API_VERSION, PolicySpec
-from retrain_operator.domain.durations import format_duration
 
 MANAGED_BY = "retrain-operator"
 LABEL_POLICY = "retrain.dev/policy"
@@ -279,9 +278,3 @@ def trimmed_jobs(jobs: Sequence[Mapping[str, Any]], *, successful: int, failed: 
         ordered = sorted(done[kind])
         out += [name for _, name in ordered[: max(0, len(ordered) - limit)] if name != keep]
     return out
-
-
-def describe_resources(spec: PolicySpec) -> str:
-    requests = dict(spec.training.requests) or DEFAULT_REQUESTS
-    return ", ".join(f"{k}={v}" for k, v in sorted(requests.items())) + \
-        f", deadline {format_duration(spec.training.deadline)}"
