@@ -375,3 +375,16 @@ async def test_rollback_annotation_launches_one_promote_job_and_updates_the_mode
     assert status["lastRollback"]["outcome"] == "Succeeded"
     assert len(h.kube.created_jobs) == 1, "the same annotation value rolls back once"
     assert "lastRetrain" not in status and "RolledBack" in [e["reason"] for e in h.kube.events]
+
+
+async def test_images_outside_the_admins_registries_are_invalid() -> None:
+    h = Harness(ModelAccuracy({"churn": 0.80}))
+    h.scheduler.allowed_images = ("registry.example.com/ml/",)
+    custom = {"image": "evil.example.org/miner:1", "command": ["python", "train.py"]}
+    h.add(named("custom", "uid-c", training=custom))
+    h.add(named("allowed", "uid-a", training=custom | {"image": "registry.example.com/ml/trainer:2"}))
+    await h.cycle()
+    problem = {c["type"]: c for c in h.status("custom")["conditions"]}["Valid"]["message"]
+    assert problem.startswith("spec.training.image: 'evil.example.org/miner:1' is not from an allowed registry")
+    assert [j for j in h.kube.created_jobs if j.startswith("allowed")] and not [
+        j for j in h.kube.created_jobs if j.startswith("custom")]

@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--trainer-image", default=os.environ.get("RETRAIN_TRAINER_IMAGE", DEFAULT_TRAINER_IMAGE))
     run.add_argument("--training-service-account", default="default",
                      help="service account of every training pod; policies cannot choose another")
+    run.add_argument("--allowed-image-prefix", action="append", default=[],
+                     help="registries a policy's own training image may come from (repeatable); default: any")
     run.add_argument("--metrics-port", type=int, default=0, help="serve the operator's metrics; 0 disables")
     run.add_argument("--liveness", default=None, help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
     run.add_argument("--leader-election", action="store_true",
@@ -151,7 +153,7 @@ def _run(args: argparse.Namespace) -> int:
                                 identity=identity, lease_seconds=args.lease_seconds)
     scheduler = Scheduler(reconciler=reconciler, endpoints=endpoints, max_parallel=args.max_parallel,
                           observer=Observer(source_for=endpoints.source, on_query=telemetry.on_query),
-                          elector=elector)
+                          elector=elector, allowed_images=args.allowed_image_prefix)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr="0.0.0.0", registry=telemetry.REGISTRY)
     namespaces = args.namespace or None

@@ -848,6 +848,16 @@ def parse_endpoint_spec(raw: Any) -> EndpointSpec:
     return endpoint
 
 
+def check_image(spec: PolicySpec, *, allowed_prefixes: Sequence[str]) -> list[Problem]:
+    """A policy's own training image must come from a registry the admin allows (no list: any image)."""
+    image = spec.training.image
+    if image is None or not allowed_prefixes or any(image.startswith(p) for p in allowed_prefixes):
+        return []
+    return [Problem("spec.training.image",
+                    f"{image!r} is not from an allowed registry; use an image starting with one of "
+                    f"{', '.join(allowed_prefixes)} or leave image empty for the built-in trainer")]
+
+
 def check_endpoint_use(spec: PolicySpec, *, namespace: str, endpoint_name: str,
                        endpoint: EndpointSpec | None) -> list[Problem]:
     """Problems of a policy that depend on its MetricsEndpoint (which the admin, not the tenant, owns)."""

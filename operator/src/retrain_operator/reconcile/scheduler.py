@@ -12,13 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from retrain_operator.adapters.kubernetes import KubeClient
 from retrain_operator.adapters.prometheus import PrometheusClient
-from retrain_operator.domain.api import EndpointSpec, InvalidSpec, Problem, check_endpoint_use, parse_endpoint_spec
+from retrain_operator.domain.api import (
+    EndpointSpec,
+    InvalidSpec,
+    Problem,
+    check_endpoint_use,
+    check_image,
+    parse_endpoint_spec,
+)
 from retrain_operator.domain.status import parse_rfc3339
 from retrain_operator.domain.triggers import Observation
 from retrain_operator.reconcile.engine import PolicyEntry, Reconciler
@@ -102,8 +109,9 @@ class Endpoints:
 class Scheduler:
     def __init__(self, *, reconciler: Reconciler, endpoints: Endpoints, clock: Callable[[], datetime] = utcnow,
                  max_parallel: int = 32, observer: Observer | None = None,
-                 elector: LeaderElector | None = None) -> None:
+                 elector: LeaderElector | None = None, allowed_images: Sequence[str] = ()) -> None:
         self.elector = elector
+        self.allowed_images = tuple(allowed_images)
         self._reconciler = reconciler
         self._endpoints = endpoints
         self._clock = clock
@@ -251,6 +259,7 @@ class Scheduler:
             endpoint = await self._endpoints.lookup(name)
             problems = check_endpoint_use(entry.spec, namespace=entry.namespace, endpoint_name=name,
                                           endpoint=endpoint)
+            problems += check_image(entry.spec, allowed_prefixes=self.allowed_images)
             if endpoint is None and name in self._endpoints.problems:
                 problems = [Problem("spec.metrics.endpoint",
                                     f"MetricsEndpoint {name!r} is invalid: {self._endpoints.problems[name]}")]
