@@ -19,6 +19,7 @@ from retrain_operator.adapters.kubernetes import Conflict, KubeClient
 from retrain_operator.domain.api import BudgetSpec, InvalidSpec, parse_budget_spec
 from retrain_operator.domain.budget import Charge, Ledger, exceeded, is_exhausted, spending_status, usage, window_bounds
 from retrain_operator.domain.status import Condition, merge_conditions
+from retrain_operator.reconcile import telemetry
 
 logger = logging.getLogger(__name__)
 ATTEMPTS = 8
@@ -73,6 +74,7 @@ class Accountant:
                                generation=int(meta.get("generation") or 0), now=now)
         await self._kube.replace_budget_status(meta["namespace"], meta["name"], status,
                                                resource_version=str(meta["resourceVersion"]))
+        telemetry.record_budget(meta["namespace"], meta["name"], status["used"])
 
     async def spec(self, namespace: str, name: str) -> BudgetSpec | None:
         try:

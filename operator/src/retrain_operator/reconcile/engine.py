@@ -56,6 +56,7 @@ from retrain_operator.domain.triggers import (
     evaluate_query,
     evaluate_schedule,
 )
+from retrain_operator.reconcile import telemetry
 from retrain_operator.reconcile.budgets import Accountant
 from retrain_operator.reconcile.spending import Spending, accuracy_now, record_history
 
@@ -201,6 +202,7 @@ class Reconciler:
         finished_now = await self._follow_job(entry, spec, status, now=now)
         created = parse_rfc3339(entry.body["metadata"].get("creationTimestamp")) or now
         results = evaluate_triggers(spec, observations=observations, status=status, created=created, now=now)
+        telemetry.record_triggers(entry.namespace, entry.name, {r.name: (r.value, r.firing) for r in results})
         active = (status.get("activeJob") or {}).get("name")
         last_start = parse_rfc3339((status.get("lastRetrain") or {}).get("startedAt"))
         annotations = entry.body["metadata"].get("annotations") or {}

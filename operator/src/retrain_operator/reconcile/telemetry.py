@@ -6,7 +6,7 @@ limit, such as a trigger's message.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -24,3 +24,46 @@ JOBS = Counter("retrain_jobs_total", "Training Jobs started and finished, by out
 def on_query(endpoint: str, seconds: float, problem: str | None) -> None:
     QUERIES.labels(endpoint, problem or "Success").inc()
     QUERY_SECONDS.labels(endpoint).observe(seconds)
+TRIGGER_VALUE = Gauge("retrain_trigger_value", "Last observed value of each trigger (absent when inconclusive).",
+                      ["namespace", "policy", "trigger"], registry=REGISTRY)
+TRIGGER_FIRING = Gauge("retrain_trigger_firing", "1 while a trigger fires, else 0.", ["namespace", "policy", "trigger"],
+                       registry=REGISTRY)
+BUDGET_USED = Gauge("retrain_budget_used", "Spent in the current window of a RetrainBudget, by measure.",
+                    ["namespace", "budget", "measure"], registry=REGISTRY)
+_known_triggers: dict[tuple[str, str], set[str]] = {}
+
+
+def record_triggers(namespace: str, policy: str, values: dict[str, tuple[float | None, bool]]) -> None:
+    """Export each trigger's value and firing state; a trigger that disappeared is removed."""
+    known = _known_triggers.setdefault((namespace, policy), set())
+    for gone in known - set(values):
+        forget_trigger(namespace, policy, gone)
+    for trigger, (value, firing) in values.items():
+        if value is None:
+            try:
+                TRIGGER_VALUE.remove(namespace, policy, trigger)
+            except KeyError:
+                pass
+        else:
+            TRIGGER_VALUE.labels(namespace, policy, trigger).set(value)
+        TRIGGER_FIRING.labels(namespace, policy, trigger).set(1 if firing else 0)
+    known.clear()
+    known.update(values)
+
+
+def forget_trigger(namespace: str, policy: str, trigger: str) -> None:
+    for gauge in (TRIGGER_VALUE, TRIGGER_FIRING):
+        try:
+            gauge.remove(namespace, policy, trigger)
+        except KeyError:
+            pass
+
+
+def forget_policy(namespace: str, policy: str) -> None:
+    for trigger in _known_triggers.pop((namespace, policy), set()):
+        forget_trigger(namespace, policy, trigger)
+
+
+def record_budget(namespace: str, budget: str, used: dict[str, float]) -> None:
+    for measure, value in used.items():
+        BUDGET_USED.labels(namespace, budget, measure).set(value)
