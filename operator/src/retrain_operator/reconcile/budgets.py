@@ -149,6 +149,7 @@ class Accountant:
         meta = body["metadata"]
         status = budget_status(spec, _ledger(body), previous=body.get("status") or {},
                                generation=int(meta.get("generation") or 0), now=now)
+        telemetry.record_budget(meta["namespace"], meta["name"], status["used"])
         stored = body.get("status") or {}
         if all(stored.get(k) == v for k, v in status.items()):
             return False
