@@ -388,3 +388,24 @@ async def test_images_outside_the_admins_registries_are_invalid() -> None:
     assert problem.startswith("spec.training.image: 'evil.example.org/miner:1' is not from an allowed registry")
     assert [j for j in h.kube.created_jobs if j.startswith("allowed")] and not [
         j for j in h.kube.created_jobs if j.startswith("custom")]
+
+
+async def test_a_status_field_that_goes_away_is_removed() -> None:
+    h = Harness(ModelAccuracy({"churn": 0.99}))
+    h.add(policy(decision={"limits": {"window": "1h", "runs": 2}}))
+    await h.cycle()
+    assert "spending" in h.status()
+    changed = copy.deepcopy(h.scheduler.entries[("team-a", "churn")].body)
+    del changed["spec"]["decision"]["limits"]
+    changed["metadata"]["generation"] = 2
+    h.add(changed)
+    await h.cycle()
+    assert "spending" not in h.status()
+    assert "spending" in h.kube.status_writes[-1][2] and h.kube.status_writes[-1][2]["spending"] is None
+
+
+def test_status_changed_notices_a_removed_field() -> None:
+    from retrain_operator.domain.status import status_changed
+
+    assert status_changed({"phase": "Watching", "spending": {"used": {}}}, {"phase": "Watching"})
+    assert not status_changed({"phase": "Watching"}, {"phase": "Watching"})

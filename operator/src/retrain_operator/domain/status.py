@@ -152,4 +152,4 @@ def phase_for(*, valid: bool, suspended: bool, active_job: str | None, metrics_o
 def status_changed(stored: Mapping[str, Any] | None, built: Mapping[str, Any]) -> bool:
     """Whether writing ``built`` would change anything the stored status says."""
     stored = stored or {}
-    return any(stored.get(key) != value for key, value in built.items())
+    return set(stored) != set(built) or any(stored.get(key) != value for key, value in built.items())
