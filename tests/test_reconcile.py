@@ -409,3 +409,70 @@ def test_status_changed_notices_a_removed_field() -> None:
 
     assert status_changed({"phase": "Watching", "spending": {"used": {}}}, {"phase": "Watching"})
     assert not status_changed({"phase": "Watching"}, {"phase": "Watching"})
+
+
+async def test_a_training_job_after_a_rollback_is_recorded_as_training() -> None:
+    h = Harness(ModelAccuracy({"churn": 0.80}))
+    body = policy(decision={"cooldown": "1h"})
+    body["metadata"]["annotations"] = {"retrain.dev/rollback-to": "v1"}
+    h.add(body)
+    await h.cycle()
+    h.finish_job(h.kube.created_jobs[0], succeeded=True, result={
+        "outcome": "Succeeded", "action": "Promote", "promoted": True, "version": "v1", "score": 0.9,
+        "metric": "accuracy"})
+    await h.cycle()  # records the rollback and, the trigger still firing, starts a training Job
+    active = h.status()["activeJob"]
+    assert "action" not in active and "version" not in active, active
+    h.finish_job(h.kube.created_jobs[1], succeeded=True, result={
+        "outcome": "Succeeded", "version": "v2", "score": 0.97, "metric": "accuracy", "promoted": True})
+    h.now += timedelta(minutes=1)
+    await h.cycle()
+    status = h.status()
+    assert status["lastRetrain"]["modelVersion"] == "v2" and status["model"]["version"] == "v2"
+    assert status["lastDecision"]["reason"] == "CoolingDown" and len(h.kube.created_jobs) == 2
+
+
+async def test_nested_fields_that_go_away_are_removed_and_writes_stop() -> None:
+    h = Harness(ModelAccuracy({"churn": 0.70}))
+    h.add(policy(decision={"prices": {"cpuHour": 1.0}, "costBenefit": {"valuePerAccuracyPointPerDay": 10.0}}))
+    await h.cycle()
+    assert "costBenefit" in h.status()["lastDecision"]
+    h.now += timedelta(seconds=30)
+    await h.cycle()
+    assert "costBenefit" not in h.status()["lastDecision"]
+    writes = len(h.kube.status_writes)
+    for _ in range(3):
+        h.now += timedelta(seconds=30)
+        await h.cycle()
+    assert len(h.kube.status_writes) == writes, "nothing changed, nothing written"
+
+
+async def test_a_rollback_job_created_before_a_crash_is_followed_as_a_rollback() -> None:
+    from retrain_operator.domain.api import parse_policy_spec
+    from retrain_operator.domain.jobs import build_job
+
+    h = Harness(ModelAccuracy({"churn": 0.99}))
+    h.kube.add_budget("team-a", "team", {"window": "24h", "limits": {"runs": 5}})
+    body = policy(decision={"budget": "team"})
+    body["metadata"]["annotations"] = {"retrain.dev/rollback-to": "v1"}
+    ref = PolicyRef("team-a", "churn", body["metadata"]["uid"])
+    job = build_job(parse_policy_spec(body["spec"]), policy=ref, sequence=0, triggers=["rollback"], promote="v1",
+                    trainer_image="img", service_account="sa")
+    await h.kube.create_job("team-a", job)
+    h.kube.created_jobs.clear()
+    h.add(body)
+    await h.cycle()
+    assert h.kube.created_jobs == [], "the rollback must not start a second time"
+    assert h.status()["activeJob"]["action"] == "Promote" and h.status()["lastRollbackRequest"] == "v1"
+    assert not (h.kube.budgets[("team-a", "team")].get("status") or {}).get("ledger"), "a rollback is not charged"
+
+
+async def test_one_policys_bad_time_never_blinds_the_others() -> None:
+    h = Harness(ModelAccuracy({"churn": 0.80, "volume": 0.99}))
+    volume = named("volume", "uid-v", model="volume",
+                   triggers=[{"name": "new-data", "dataVolume": {"metric": "labels_total", "minNewSamples": 10}}])
+    volume["status"] = {"model": {"version": "v0", "trainedAt": "2026-11-27T11:00:00"}}  # no offset
+    h.add(volume)
+    h.add(policy())
+    await h.cycle()
+    assert h.status()["triggers"][0]["state"] == "firing" and len(h.kube.created_jobs) == 1

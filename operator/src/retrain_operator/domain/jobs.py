@@ -29,6 +29,7 @@ LABEL_MODEL = "retrain.dev/model"
 ANNOTATION_TRIGGER = "retrain.dev/trigger"
 ANNOTATION_SEQUENCE = "retrain.dev/sequence"
 ANNOTATION_ACTION = "retrain.dev/action"
+ANNOTATION_VERSION = "retrain.dev/version"
 TERMINATION_LOG = "/dev/termination-log"
 SCRATCH = "/tmp"
 NON_ROOT_UID = 65532
@@ -140,6 +141,8 @@ def build_job(spec: PolicySpec, *, policy: PolicyRef, sequence: int, triggers: S
     }
     annotations = {ANNOTATION_TRIGGER: ",".join(triggers), ANNOTATION_SEQUENCE: str(sequence),
                    ANNOTATION_ACTION: "Promote" if promote is not None else "Train"}
+    if promote is not None:
+        annotations[ANNOTATION_VERSION] = promote
     container = {
         "name": "trainer",
         "image": trainer_image if promote is not None else training.image or trainer_image,

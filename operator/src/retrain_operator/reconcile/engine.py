@@ -28,6 +28,8 @@ from retrain_operator.domain.api import (
 )
 from retrain_operator.domain.decision import Decision, decide
 from retrain_operator.domain.jobs import (
+    ANNOTATION_ACTION,
+    ANNOTATION_VERSION,
     LABEL_POLICY_UID,
     JobOutcome,
     PolicyRef,
@@ -253,8 +255,7 @@ class Reconciler:
     async def _write(self, entry: PolicyEntry, stored: Mapping[str, Any], status: dict[str, Any]) -> bool:
         if not status_changed(stored, status):
             return False
-        # Keys that disappeared must be removed explicitly: a merge patch keeps what it does not name.
-        patch = {**{k: None for k in stored if k not in status}, **status}
+        patch = merge_diff(stored, status)
         result = await self._kube.patch_policy_status(entry.namespace, entry.name, patch)
         entry.body = {**entry.body, "status": result.get("status", status)}
         version = _version(result)
@@ -410,6 +411,14 @@ class Reconciler:
                     "startedAt": job["metadata"].get("creationTimestamp") or rfc3339_now(),
                 }
                 status["retrains"] = sequence + 1
+                if annotations.get(ANNOTATION_ACTION) == "Promote":
+                    # A rollback: follow it as one, never charge it, and do not start it again.
+                    version = annotations.get(ANNOTATION_VERSION, "")
+                    status["activeJob"].update(action="Promote", version=version)
+                    status["lastRollbackRequest"] = version
+                    await self._event(entry, reason="RollbackAdopted",
+                                      message=f"rollback Job {expected} was created but not recorded; following it")
+                    continue
                 if entry.spec is not None:
                     await self._spending.adopt(entry.namespace, entry.name, entry.spec, status, job=expected,
                                                now=parse_rfc3339(status["activeJob"]["startedAt"]) or _utcnow())
@@ -438,6 +447,11 @@ class Reconciler:
             message = f"creating Job {name} failed: {exc}"
             await self._spending.release(entry.namespace, spec, status, key=charge_key, now=now)
             return Decision("Wait", "JobCreateFailed", message, decision.triggers)
+        except Exception:
+            # Unknown whether the Job exists (a timeout, a lost connection): the reservation is released, and
+            # if the Job was created after all, the next cycle adopts it and charges it again, once.
+            await self._spending.release(entry.namespace, spec, status, key=charge_key, now=now)
+            raise
         status["activeJob"] = {"name": name, "trigger": ",".join(decision.triggers), "startedAt": rfc3339(now)}
         baseline, current = accuracy_now(spec, results, status)
         if baseline is not None and current is not None:
@@ -456,6 +470,22 @@ class Reconciler:
         for name in trimmed_jobs(jobs, successful=spec.history_limits.successful, failed=spec.history_limits.failed,
                                  keep=keep):
             await self._kube.delete_job(entry.namespace, name)
+
+
+def merge_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch that turns ``old`` into ``new``.
+
+    A merge patch keeps whatever it does not name, at every depth: a key that went away, even inside a
+    nested object such as activeJob or model, must be named with null, or the stored object keeps it.
+    """
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            patch[key] = merge_diff(before, value)
+        else:
+            patch[key] = value
+    return patch
 
 
 def model_record(result: Mapping[str, Any], *, finished: str) -> dict[str, Any]:

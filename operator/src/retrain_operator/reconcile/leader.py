@@ -82,7 +82,7 @@ class LeaderElector:
                         logger.info("took over Lease %s/%s from %s", self.namespace, self.name, holder)
         except (AlreadyExists, Conflict):
             pass  # another replica wrote first; it leads for now
-        except (ApiError, OSError) as exc:
+        except (ApiError, OSError, ValueError, TypeError) as exc:  # unreachable API, or a Lease we cannot read
             logger.warning("Lease %s/%s not renewed: %s", self.namespace, self.name, exc)
         if self.is_leader != was:
             logger.info("%s leadership of %s/%s", "gained" if self.is_leader else "lost", self.namespace, self.name)

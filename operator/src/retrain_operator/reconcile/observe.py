@@ -10,6 +10,7 @@ triggers that depended on it inconclusive with the reason; it never turns into a
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import defaultdict
@@ -31,6 +32,7 @@ from retrain_operator.domain.api import (
 from retrain_operator.domain.durations import format_duration
 from retrain_operator.domain.triggers import Observation
 
+logger = logging.getLogger(__name__)
 CHUNK = 200
 ObservationKey = tuple[str, str, str]  # namespace, policy name, trigger name
 
@@ -162,7 +164,10 @@ class Observer:
             for start in range(0, len(drift_members), CHUNK):
                 tasks.append(self._observe_drift(owner, drift_spec, drift_members[start:start + CHUNK],
                                                  labels=drift_labels, now=now, out=out))
-        await asyncio.gather(*tasks)
+        # One template's failure stays with its own triggers (they are "not observed"), never the whole cycle.
+        for failure in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(failure, BaseException):
+                logger.error("observing a query template failed", exc_info=failure)
         return out
 
     async def _gather(self, subject: Subject, members: Sequence[_Member], plan: Sequence[tuple[str, datetime]], *,
