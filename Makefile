@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 sandbox: system-deps $(STAMP)
-	$(BIN)/retrain-operator sandbox $(ARGS)
+	$(BIN)/python -m sandbox $(ARGS)
 
 check: $(STAMP)
 	$(BIN)/ruff check operator tests bench

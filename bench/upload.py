@@ -30,7 +30,7 @@ from botocore.config import Config
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "operator" / "src")]
 
-from retrain_operator.sandbox.s3 import S3Server, start_seaweedfs  # noqa: E402
+from sandbox.s3 import S3Server, start_seaweedfs  # noqa: E402
 from retrain_operator.trainer.config import RegistryConfig  # noqa: E402
 from retrain_operator.trainer.storage import TRANSFER_CONFIG, S3Store  # noqa: E402
 

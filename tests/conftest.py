@@ -8,6 +8,7 @@ import pytest
 
 from tests.support.prometheus import *  # noqa: F403  (fixtures)
 from tests.support.s3 import *  # noqa: F403  (fixtures)
+from tests.support.cluster import *  # noqa: F403  (fixtures)
 from tests.support.stack import stack  # noqa: F401  (fixture)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

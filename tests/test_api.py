@@ -237,7 +237,7 @@ def test_examples_parse(tmp_path: Path) -> None:
 
 def test_examples_pass_the_crd_schemas() -> None:
     """What the API server would say to `kubectl apply -f examples/`: every example is accepted as written."""
-    from retrain_operator.sandbox.apiserver import ApiServer
+    from sandbox.apiserver import ApiServer
 
     server = ApiServer.from_crd_files(sorted((ROOT / "crds").glob("*.yaml")))
     for path in sorted((ROOT / "examples").glob("*.yaml")):

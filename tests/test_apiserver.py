@@ -23,7 +23,7 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from retrain_operator.sandbox.apiserver import (
+from sandbox.apiserver import (
     ApiServer,
     RunningApi,
     merge_patch,

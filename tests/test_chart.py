@@ -34,7 +34,7 @@ from retrain_operator.adapters import kubernetes as kube_adapter
 from retrain_operator.domain import api
 from retrain_operator.domain.jobs import PolicyRef, build_job
 from retrain_operator.handlers import operator as handlers
-from retrain_operator.sandbox.apiserver import CustomSchema
+from sandbox.apiserver import CustomSchema
 from tests.policies import policy
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from scipy.spatial.distance import jensenshannon
 
-from retrain_operator.sandbox.prometheus import PrometheusServer
+from sandbox.prometheus import PrometheusServer
 from tests.support.histograms import dataset, edges_for, simulate
 from tests.support.stack import NAMESPACE, Stack, wait_for
 

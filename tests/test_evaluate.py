@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from retrain_operator.sandbox.prometheus import PrometheusServer, Series
+from sandbox.prometheus import PrometheusServer, Series
 from tests.policies import policy
 
 pytestmark = pytest.mark.integration

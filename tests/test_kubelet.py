@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from retrain_operator.sandbox.apiserver import LOG_ANNOTATION, RunningApi, serve_api
-from retrain_operator.sandbox.kubelet import LocalKubelet, expand
+from sandbox.apiserver import LOG_ANNOTATION, RunningApi, serve_api
+from sandbox.kubelet import LocalKubelet, expand
 
 JOBS = '/apis/batch/v1/namespaces/default/jobs'
 PODS = '/api/v1/namespaces/default/pods'

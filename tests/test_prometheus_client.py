@@ -35,7 +35,7 @@ from retrain_operator.adapters.prometheus import (
     parse_query_response,
     sanitize,
 )
-from retrain_operator.sandbox.prometheus import PrometheusServer, PushError, Series, start_prometheus
+from sandbox.prometheus import PrometheusServer, PushError, Series, start_prometheus
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -29,7 +29,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from retrain_operator.registry import layout
 from retrain_operator.registry.champion import encode_pointer, parse_pointer
-from retrain_operator.sandbox.s3 import S3Server
+from sandbox.s3 import S3Server
 from retrain_operator.trainer.champion import ChampionMoved, move_champion, new_pointer, read_champion, read_version
 from retrain_operator.trainer.config import parse_config
 from retrain_operator.trainer.errors import StorageError

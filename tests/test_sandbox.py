@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain_operator.sandbox.s3 import S3Server
+from sandbox.s3 import S3Server
 
 pytestmark = pytest.mark.integration
 

@@ -47,8 +47,8 @@ from retrain_operator.domain.jobs import NON_ROOT_UID, PolicyRef, build_job
 from retrain_operator.reconcile.engine import Reconciler
 from retrain_operator.reconcile.observe import Observer, QuerySource, Subject
 from retrain_operator.reconcile.scheduler import Endpoints, Scheduler
-from retrain_operator.sandbox.apiserver import RunningApi, serve_api
-from retrain_operator.sandbox.prometheus import PrometheusServer, Series
+from sandbox.apiserver import RunningApi, serve_api
+from sandbox.prometheus import PrometheusServer, Series
 from tests.policies import policy
 
 ROOT = Path(__file__).resolve().parents[1]

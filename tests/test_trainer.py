@@ -25,7 +25,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 
 from retrain_operator.registry import layout
-from retrain_operator.sandbox.s3 import S3Server
+from sandbox.s3 import S3Server
 from retrain_operator.trainer.config import parse_config
 from retrain_operator.trainer.errors import StorageError
 from retrain_operator.trainer.fit import DEFAULT_ALLOWLIST

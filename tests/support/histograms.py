@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.datasets import load_breast_cancer
 
-from retrain_operator.sandbox.prometheus import Series
+from sandbox.prometheus import Series
 
 STEP = 15.0
 FEATURES = {"radius": "mean radius", "texture": "mean texture", "smoothness": "mean smoothness"}

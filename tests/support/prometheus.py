@@ -1,4 +1,4 @@
-"""pytest fixtures around :mod:`retrain_operator.sandbox.prometheus`.
+"""pytest fixtures around :mod:`sandbox.prometheus`.
 
 One Prometheus serves the whole session because it starts in well under a second but holds state
 that tests would otherwise have to clean up; tests keep apart by putting a label value of their own
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain_operator.sandbox.prometheus import (
+from sandbox.prometheus import (
     PrometheusNotInstalled,
     PrometheusServer,
     find_binaries,

@@ -1,4 +1,4 @@
-"""pytest fixtures around :mod:`retrain_operator.sandbox.s3`: one SeaweedFS S3 server per session.
+"""pytest fixtures around :mod:`sandbox.s3`: one SeaweedFS S3 server per session.
 
 The server starts in about a second and tests keep apart by each creating buckets of their own
 (:func:`new_bucket`), so nothing needs cleaning between tests. A missing ``weed`` binary skips these
@@ -17,7 +17,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from retrain_operator.sandbox.s3 import S3Server, find_weed, start_seaweedfs
+from sandbox.s3 import S3Server, find_weed, start_seaweedfs
 
 __all__ = ["drop_buckets", "new_bucket", "s3_client", "s3_server"]
 

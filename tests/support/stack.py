@@ -15,10 +15,10 @@ import pytest
 import yaml
 from sklearn.datasets import load_breast_cancer
 
-from retrain_operator.sandbox.cluster import LocalCluster
-from retrain_operator.sandbox.processes import OperatorProcess, kubectl, venv_bin
-from retrain_operator.sandbox.prometheus import PrometheusServer, Series
-from retrain_operator.sandbox.s3 import S3Server
+from sandbox.cluster import LocalCluster
+from sandbox.processes import OperatorProcess, kubectl, venv_bin
+from sandbox.prometheus import PrometheusServer, Series
+from sandbox.s3 import S3Server
 from tests.support.s3 import new_bucket, s3_client
 
 __all__ = ["NAMESPACE", "Stack", "stack", "training_csv", "wait_for"]

@@ -1,4 +1,4 @@
-"""The ``retrain-operator`` command: run the operator, evaluate a policy offline, train, or run the sandbox."""
+"""The ``retrain-operator`` command: run the operator, evaluate a policy offline, or train (the Job's entrypoint)."""
 
 from __future__ import annotations
 
@@ -54,23 +54,16 @@ def _parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="the built-in trainer (the training Job's entrypoint)", add_help=False)
     train.add_argument("rest", nargs=argparse.REMAINDER)
-
-    sandbox = sub.add_parser("sandbox", help="run the whole loop locally", add_help=False)
-    sandbox.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # These two parse their own options (including --help), so they get the rest of the line untouched.
+    # The trainer parses its own options (including --help), so it gets the rest of the line untouched.
     if argv[:1] == ["train"]:
         from retrain_operator.trainer.main import main as train_main
 
         return int(train_main(argv[1:]))
-    if argv[:1] == ["sandbox"]:
-        from retrain_operator.sandbox.story import main as sandbox_main
-
-        return int(sandbox_main(argv[1:]))
     args = _parser().parse_args(argv)
     if args.command == "evaluate":
         return _evaluate(args)

@@ -25,11 +25,11 @@ from typing import Any
 
 import yaml
 
-from retrain_operator.sandbox.cluster import LocalCluster
-from retrain_operator.sandbox.demo_model import DemoModel, serve
-from retrain_operator.sandbox.processes import OperatorProcess, kubectl, venv_bin
-from retrain_operator.sandbox.prometheus import start_prometheus
-from retrain_operator.sandbox.s3 import start_seaweedfs
+from sandbox.cluster import LocalCluster
+from sandbox.demo_model import DemoModel, serve
+from sandbox.processes import OperatorProcess, kubectl, venv_bin
+from sandbox.prometheus import start_prometheus
+from sandbox.s3 import start_seaweedfs
 
 NAMESPACE = "demo"
 BUCKET = "models"

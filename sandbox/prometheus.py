@@ -457,7 +457,7 @@ def start_prometheus(
 
 
 def main() -> None:
-    """Run a sandbox Prometheus in the foreground: ``python -m retrain_operator.sandbox.prometheus DIR``."""
+    """Run a sandbox Prometheus in the foreground: ``python -m sandbox.prometheus DIR``."""
     workdir = Path(sys.argv[1] if len(sys.argv) > 1 else ".sandbox/prometheus").resolve()
     with start_prometheus(workdir, scrape_targets=sys.argv[2:]) as prom:
         print(f"prometheus ready at {prom.url} (pid {prom.process.pid}, data in {prom.data_dir})", flush=True)

@@ -44,7 +44,7 @@ from typing import Any, Final, Self
 
 import aiohttp
 
-from retrain_operator.sandbox.apiserver import LOG_ANNOTATION
+from sandbox.apiserver import LOG_ANNOTATION
 
 logger = logging.getLogger(__name__)
 

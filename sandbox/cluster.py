@@ -15,8 +15,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from retrain_operator.sandbox.apiserver import ApiServer, serve_api, write_kubeconfig
-from retrain_operator.sandbox.kubelet import LocalKubelet, PodRun
+from sandbox.apiserver import ApiServer, serve_api, write_kubeconfig
+from sandbox.kubelet import LocalKubelet, PodRun
 
 
 class LocalCluster:

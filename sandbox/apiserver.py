@@ -2091,7 +2091,7 @@ def write_kubeconfig(path: str | Path, url: str, namespace: str = 'default') -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Serve the API until interrupted: `python -m retrain_operator.sandbox.apiserver --crd crds/*.yaml`."""
+    """Serve the API until interrupted: `python -m sandbox.apiserver --crd crds/*.yaml`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument('--host', default='127.0.0.1')
     parser.add_argument('--port', type=int, default=0)
