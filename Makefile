@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: sandbox test check bench system-deps clean
+.PHONY: sandbox test check bench system-deps controlplane compat clean
 
 # Debian's prometheus package gives the real Prometheus server and promtool the tests and sandbox run.
 system-deps:
@@ -18,21 +18,33 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-sandbox: system-deps $(STAMP)
+# etcd, kube-apiserver, kube-controller-manager and kube-scheduler, built from the Go modules pinned in
+# hack/controlplane/go.mod into ~/.cache/retrain-operator (RETRAIN_CACHE) when missing. K8S=1.34.4 builds another release.
+controlplane:
+	@bash hack/controlplane/build.sh >/dev/null
+
+sandbox: system-deps $(STAMP) controlplane
 	$(BIN)/python -m sandbox $(ARGS)
 
 check: $(STAMP)
-	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff check operator sandbox tests bench hack
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: system-deps $(STAMP)
+test: system-deps $(STAMP) controlplane
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
+
+# The end-to-end suite on another Kubernetes release, e.g. the oldest supported: make compat K8S=1.34.4
+compat: system-deps $(STAMP)
+	@test -n "$(K8S)" || { echo "usage: make compat K8S=1.34.4" >&2; exit 2; }
+	K8S=$(K8S) bash hack/controlplane/build.sh >/dev/null
+	K8S=$(K8S) $(BIN)/pytest -ra -m integration $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --loop-seconds 140 --intervals 60
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/upload.py
+
 
 clean:
 	rm -rf $(VENV) .sandbox .pytest_cache .mypy_cache .ruff_cache

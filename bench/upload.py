@@ -30,9 +30,9 @@ from botocore.config import Config
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "operator" / "src")]
 
-from sandbox.s3 import S3Server, start_seaweedfs  # noqa: E402
 from retrain_operator.trainer.config import RegistryConfig  # noqa: E402
 from retrain_operator.trainer.storage import TRANSFER_CONFIG, S3Store  # noqa: E402
+from sandbox.s3 import S3Server, start_seaweedfs  # noqa: E402
 
 BUCKET = "bench-upload"
 MIB = 1024 * 1024

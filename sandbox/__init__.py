@@ -1,10 +1,8 @@
-"""A Kubernetes stand-in that runs on one machine, for tests and for the local sandbox.
+"""The local loop on one machine, for the tests and the sandbox (``python -m sandbox``); not part of the product.
 
-There is no cluster in CI or on a laptop, yet the operator must be exercised against the
-semantics it depends on. `apiserver` serves the Kubernetes API from memory with the behaviour of a
-real API server (resource versions, the status subresource, optimistic concurrency, watches that
-resume, garbage collection, schema validation with defaulting and pruning); `kubelet` plays the Job
-controller and the kubelet by running each Job's container command as a local process. Both speak
-plain HTTP on the loopback interface, so the operator, kubectl and the Python client need no
-special code paths. Their limits are listed in each module's docstring.
+`controlplane` builds and starts a real Kubernetes control plane (etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler) on loopback; `kubelet` is a node agent that runs the Pods
+bound to its Node as local processes and reports them through the API; `cluster` puts the two
+together and installs the operator from its chart; `prometheus` and `s3` run Debian's Prometheus and
+SeaweedFS; `story` is the sandbox's narrated demo. Their limits are listed in each module's docstring.
 """

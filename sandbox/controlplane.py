@@ -36,7 +36,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT: Final = ROOT / "hack" / "controlplane" / "build.sh"
@@ -118,8 +118,8 @@ def _certificate(*, subject: x509.Name, issuer: x509.Name, public_key: ec.Ellipt
             key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
             decipher_only=False), critical=True)
     else:
-        usages = [u for u, on in ((x509.ExtendedKeyUsageOID.SERVER_AUTH, server),
-                                  (x509.ExtendedKeyUsageOID.CLIENT_AUTH, client)) if on]
+        usages = [u for u, on in ((ExtendedKeyUsageOID.SERVER_AUTH, server),
+                                  (ExtendedKeyUsageOID.CLIENT_AUTH, client)) if on]
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
@@ -142,10 +142,10 @@ def make_pki(directory: Path) -> Pki:
               sa_key=directory / "sa.key", sa_pub=directory / "sa.pub")
     pki.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     _write_key(pki.ca_key, ca_key)
-    service_ip = next(ipaddress.ip_network(SERVICE_CIDR).hosts())
+    service_ip = next(ipaddress.IPv4Network(SERVICE_CIDR).hosts())
     sans = [x509.DNSName("localhost"), x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default"),
             x509.DNSName("kubernetes.default.svc"), x509.DNSName("kubernetes.default.svc.cluster.local"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(service_ip)]
+            x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")), x509.IPAddress(service_ip)]
     serving_key = ec.generate_private_key(ec.SECP256R1())
     serving = _certificate(subject=_name("kube-apiserver"), issuer=ca_name, public_key=serving_key.public_key(),
                            signer=ca_key, server=True, sans=sans)
@@ -297,11 +297,13 @@ class ControlPlane:
             "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", str(api_port),
             "--tls-cert-file", str(pki.serving_cert), "--tls-private-key-file", str(pki.serving_key),
             "--client-ca-file", str(pki.ca_cert), "--authorization-mode", "Node,RBAC",
+            # The Node authorizer leaves "a node changes only itself and its own Pods" to this plugin.
+            "--enable-admission-plugins", "NodeRestriction",
             "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
             "--service-account-key-file", str(pki.sa_pub), "--service-account-signing-key-file", str(pki.sa_key),
             "--service-account-max-token-expiration", "48h",
             "--service-cluster-ip-range", SERVICE_CIDR, "--endpoint-reconciler-type", "none",
-            "--allow-privileged", "false", "--cert-dir", str(self.workdir / "apiserver-certs"),
+            "--allow-privileged=false", "--cert-dir", str(self.workdir / "apiserver-certs"),
             "--profiling=false", "--v", "1",
         ], logs / "kube-apiserver.log"))
         admin_cert, admin_key = client_certificate(pki, "admin", user="sandbox-admin", groups=["system:masters"])

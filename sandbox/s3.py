@@ -96,8 +96,11 @@ def start_seaweedfs(
     weed: Path | None = None,
     ready_timeout: float = 30.0,
     stop_timeout: float = 5.0,
+    host: str = "127.0.0.1",
 ) -> Iterator[S3Server]:
     """Run ``weed mini`` with a fresh data directory under ``workdir`` until the block exits.
+
+    It listens on ``host`` only: loopback unless the sandbox serves Pods of another machine's cluster.
 
     Raises WeedNotFoundError when no binary is found and SeaweedFSError when the server does not answer
     ``/healthz`` within ``ready_timeout`` seconds; the error carries the tail of its log.
@@ -126,8 +129,8 @@ def start_seaweedfs(
             f"-logdir={data_dir / 'logs'}",
             "mini",
             f"-dir={data_dir}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
+            f"-ip={host}",
+            f"-ip.bind={host}",
             "-master.telemetry=false",
             f"-s3.config={s3_config}",
             "-s3.port.iceberg=0",
@@ -147,14 +150,14 @@ def start_seaweedfs(
             )
         s3_port = ports[_PORT_FLAGS.index("s3.port")]
         try:
-            _wait_ready(process, f"http://127.0.0.1:{s3_port}/healthz", ready_timeout, log_file)
+            _wait_ready(process, f"http://{host}:{s3_port}/healthz", ready_timeout, log_file)
         except SeaweedFSError as exc:
             _stop(process, stop_timeout, ports)
             last_error = exc
             continue
         try:
             yield S3Server(
-                endpoint=f"http://127.0.0.1:{s3_port}",
+                endpoint=f"http://{host}:{s3_port}",
                 access_key=keys["ak"],
                 secret_key=keys["sk"],
                 read_only_access_key=keys["ro_ak"],

@@ -1,8 +1,10 @@
-"""``retrain-operator sandbox``: the whole loop on one machine, told as it happens.
+"""``make sandbox`` (``python -m sandbox``): the whole loop on one machine, told as it happens.
 
-It starts S3 (SeaweedFS), a demo model service whose accuracy decays, Prometheus scraping it, the
-API emulator with a local kubelet, and the real operator process; applies a MetricsEndpoint and a
-RetrainPolicy with kubectl; then prints what happens: the trigger going pending and firing, the
+It starts S3 (SeaweedFS), a demo model service whose accuracy decays, Prometheus scraping it, a real
+Kubernetes control plane (etcd, kube-apiserver, controller manager, scheduler; built once from the Go
+modules) with the local kubelet, installs the operator's chart and runs the real operator process as
+the chart's ServiceAccount; applies a MetricsEndpoint and a RetrainPolicy with kubectl; then prints
+what happens: the trigger going pending and firing, the
 decision, the Job, the new model in S3, the status, and the accuracy recovering with the new model.
 It exits 0 when that story is complete (``--keep`` leaves everything running until Ctrl-C) and
 stops everything it started. Nothing here is used by the operator itself.
@@ -11,6 +13,7 @@ stops everything it started. Nothing here is used by the operator itself.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import io
 import json
@@ -25,18 +28,21 @@ from typing import Any
 
 import yaml
 
-from sandbox.cluster import LocalCluster
+from sandbox.cluster import OPERATOR_NAMESPACE, LocalCluster, install_operator, install_tenant
+from sandbox.controlplane import ControlPlaneError, build
 from sandbox.demo_model import DemoModel, serve
 from sandbox.processes import OperatorProcess, kubectl, venv_bin
 from sandbox.prometheus import start_prometheus
 from sandbox.s3 import start_seaweedfs
 
 NAMESPACE = "demo"
+# The chart in namespaced mode, watching the demo namespace.
+CHART_VALUES = {"watchNamespaces": [NAMESPACE]}
 BUCKET = "models"
 
 
 def _crd_dir() -> Path:
-    for candidate in (Path(__file__).resolve().parents[4] / "crds", Path.cwd() / "crds"):
+    for candidate in (Path(__file__).resolve().parents[1] / "crds", Path.cwd() / "crds"):
         if (candidate / "retrainpolicies.yaml").exists():
             return candidate
     raise SystemExit("error: crds/ not found; run the sandbox from the repository (make sandbox)")
@@ -91,6 +97,27 @@ def gated_policy(*, s3_endpoint: str) -> dict[str, Any]:
     return body
 
 
+def _cluster_of(kubeconfig: Path, workdir: Path) -> tuple[str, Path]:
+    """The server URL and CA file of the kubeconfig's current context (the CA written to ``workdir``)."""
+    result = kubectl(kubeconfig, "config", "view", "--raw", "--minify", "-o", "json")
+    if result.returncode != 0:
+        raise ValueError(result.stderr.strip() or "kubectl config view failed")
+    cluster = json.loads(result.stdout)["clusters"][0]["cluster"]
+    if "certificate-authority" in cluster:
+        return str(cluster["server"]), Path(cluster["certificate-authority"])
+    if "certificate-authority-data" not in cluster:
+        raise ValueError("the current context's cluster names no certificate authority")
+    ca = workdir / "cluster-ca.crt"
+    ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
+    return str(cluster["server"]), ca
+
+
+def _clean_up(kubeconfig: Path) -> None:
+    """On someone else's cluster, remove what the story made for itself (the CRDs and RBAC stay)."""
+    kubectl(kubeconfig, "delete", "namespace", NAMESPACE, "--wait=false", "--ignore-not-found")
+    kubectl(kubeconfig, "delete", "metricsendpoint", "sandbox", "--ignore-not-found")
+
+
 class Narrator:
     def __init__(self) -> None:
         self.started = time.monotonic()
@@ -112,17 +139,24 @@ def _demo_service(model: DemoModel, port: int) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="retrain-operator sandbox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path(".sandbox"), help="scratch directory (wiped first)")
     parser.add_argument("--keep", action="store_true", help="keep everything running after the story completes")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
+    parser.add_argument("--kubeconfig", type=Path, default=None,
+                        help="use this cluster (kind, minikube, ...) instead of starting a local control plane")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address at which that cluster's Pods reach this machine; S3 listens there")
+    parser.add_argument("--trainer-image", default="retrain-operator:dev",
+                        help="the training Jobs' image; on your own cluster one that it can pull or has loaded")
     args = parser.parse_args(argv)
     workdir: Path = args.workdir.resolve()
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     n = Narrator()
     with contextlib.ExitStack() as stack:
-        s3_server = stack.enter_context(start_seaweedfs(workdir / "s3"))
+        s3_server = stack.enter_context(start_seaweedfs(workdir / "s3", host=args.host))
         import boto3
 
         s3 = boto3.client("s3", endpoint_url=s3_server.endpoint, aws_access_key_id=s3_server.access_key,
@@ -138,13 +172,33 @@ def main(argv: list[str] | None = None) -> int:
         n.say(f"demo model serving at 127.0.0.1:{port}, accuracy {model.accuracy():.3f} and decaying; "
               f"Prometheus at {prom.url} scrapes it every second")
 
-        cluster = stack.enter_context(LocalCluster(workdir=workdir / "cluster", crd_paths=[],
-                                                   env_overrides={"PATH": f"{venv_bin()}:/usr/bin:/bin"}))
-        kubeconfig = cluster.kubeconfig
-        n.say(f"Kubernetes API (emulated) at {cluster.url}; kubeconfig {kubeconfig}")
+        if args.kubeconfig is None:
+            n.say("control plane: building etcd and Kubernetes from the Go modules if not cached (once, minutes)")
+            try:
+                bin_dir = build()
+                cluster = stack.enter_context(LocalCluster(workdir=workdir / "cluster", bin_dir=bin_dir,
+                                                           env_overrides={"PATH": f"{venv_bin()}:/usr/bin:/bin"}))
+            except ControlPlaneError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 1
+            kubeconfig = cluster.kubeconfig
+            assert cluster.control_plane.pki is not None
+            server, ca = cluster.url, cluster.control_plane.pki.ca_cert
+            n.say(f"Kubernetes API server at {server} (etcd, controller manager, scheduler, local kubelet); "
+                  f"admin kubeconfig {kubeconfig}")
+        else:
+            kubeconfig = args.kubeconfig.resolve()
+            try:
+                server, ca = _cluster_of(kubeconfig, workdir)
+            except ValueError as error:
+                print(f"error: --kubeconfig {kubeconfig}: {error}", file=sys.stderr)
+                return 1
+            n.say(f"your cluster at {server} (kubeconfig {kubeconfig}); Jobs run {args.trainer_image} and reach "
+                  f"S3 at {s3_server.endpoint}")
+            stack.callback(_clean_up, kubeconfig)
 
         def apply(docs: list[dict[str, Any]] | None = None, path: Path | None = None) -> None:
-            args_ = ["apply", "--validate=false", "-f", str(path) if path else "-"]
+            args_ = ["apply", "-f", str(path) if path else "-"]
             result = kubectl(kubeconfig, *args_, input=None if path else yaml.safe_dump_all(docs or []))
             if result.returncode != 0:
                 raise SystemExit(f"kubectl apply failed: {result.stderr}")
@@ -152,16 +206,24 @@ def main(argv: list[str] | None = None) -> int:
                 n.say(f"kubectl: {line}")
 
         apply(path=_crd_dir())
+        kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(_crd_dir()))
+        operator_kubeconfig = install_operator(kubeconfig, values=CHART_VALUES,
+                                               kubeconfig_path=workdir / "operator.kubeconfig", server=server, ca=ca)
+        n.say(f"chart installed (RBAC, ServiceAccount); the operator authenticates as that ServiceAccount "
+              f"({operator_kubeconfig})")
+        apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}])
+        account = install_tenant(kubeconfig, values=CHART_VALUES, namespace=NAMESPACE)
         apply([
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
             {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "churn-s3", "namespace": NAMESPACE},
              "stringData": {"AWS_ACCESS_KEY_ID": s3_server.access_key,
                             "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}},
             {"apiVersion": "retrain.dev/v1alpha1", "kind": "MetricsEndpoint", "metadata": {"name": "sandbox"},
              "spec": {"url": prom.url, "namespaceLabel": "namespace", "allowedNamespaces": [NAMESPACE]}},
         ])
-        operator = OperatorProcess(kubeconfig=kubeconfig, log_path=workdir / "operator.log",
-                                   args=["--operator-namespace", NAMESPACE, "--trainer-image", "retrain-operator:dev"])
+        operator = OperatorProcess(kubeconfig=operator_kubeconfig, log_path=workdir / "operator.log",
+                                   args=["--operator-namespace", OPERATOR_NAMESPACE, "--trainer-image",
+                                         args.trainer_image, "--training-service-account", account,
+                                         "--namespace", NAMESPACE])
         operator.start()
         stack.callback(operator.stop)
         n.say(f"operator started (pid {operator.process.pid if operator.process else '?'}), log {operator.log_path}")
@@ -222,7 +284,7 @@ def _watch(n: Narrator, *, kubeconfig: Path, operator: OperatorProcess, s3: Any,
         job = (status.get("activeJob") or {}).get("name")
         if job and seen.get("job") != job:
             seen["job"] = job
-            n.say(f"training Job {job} created; the local kubelet runs `retrain-operator train`")
+            n.say(f"training Job {job} created; its Pod runs `retrain-operator train`")
         last = status.get("lastRetrain") or {}
         if last and seen.get("last") != last.get("job"):
             seen["last"] = last.get("job")

@@ -6,10 +6,10 @@ import os
 
 import pytest
 
+from tests.support.cluster import *  # noqa: F403  (fixtures)
 from tests.support.prometheus import *  # noqa: F403  (fixtures)
 from tests.support.s3 import *  # noqa: F403  (fixtures)
-from tests.support.cluster import *  # noqa: F403  (fixtures)
-from tests.support.stack import stack  # noqa: F401  (fixture)
+from tests.support.stack import cluster, operator_kubeconfig, stack  # noqa: F401  (fixtures)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

@@ -234,13 +234,3 @@ def test_examples_parse(tmp_path: Path) -> None:
     for doc in (d for d in docs if d["kind"] == "RetrainBudget"):
         api.parse_budget_spec(doc["spec"])
 
-
-def test_examples_pass_the_crd_schemas() -> None:
-    """What the API server would say to `kubectl apply -f examples/`: every example is accepted as written."""
-    from sandbox.apiserver import ApiServer
-
-    server = ApiServer.from_crd_files(sorted((ROOT / "crds").glob("*.yaml")))
-    for path in sorted((ROOT / "examples").glob("*.yaml")):
-        for doc in (d for d in yaml.safe_load_all(path.read_text()) if d):
-            stored = server.put_object(doc)
-            assert stored["metadata"]["uid"], f"{path.name}: {doc['metadata']['name']} not stored"

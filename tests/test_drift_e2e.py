@@ -18,7 +18,7 @@ from scipy.spatial.distance import jensenshannon
 
 from sandbox.prometheus import PrometheusServer
 from tests.support.histograms import dataset, edges_for, simulate
-from tests.support.stack import NAMESPACE, Stack, wait_for
+from tests.support.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration
 HOUR = 3600.0
@@ -33,7 +33,7 @@ def drift_policy(model: str, **drift: Any) -> dict[str, Any]:
             "reference": {"source": "Window", "offset": "1h", "window": "1h"}, "threshold": 0.1,
             "minSamples": 100} | drift
     return {"apiVersion": "retrain.dev/v1alpha1", "kind": "RetrainPolicy",
-            "metadata": {"name": "drifty", "namespace": NAMESPACE},
+            "metadata": {"name": "drifty", "namespace": "team-a"},
             "spec": {"model": {"name": "m", "registry": {"bucket": "models"}},
                      "metrics": {"endpoint": "cli", "selector": {"model": model}},
                      "triggers": [{"name": "input-drift", "drift": spec}],
@@ -105,10 +105,10 @@ def test_bad_histograms_are_inconclusive(tmp_path: Path, prometheus: PrometheusS
 
 def test_operator_fires_on_shifted_history_after_for_and_not_on_the_control(stack: Stack) -> None:
     end = time.time()
-    shifted, _ = simulate(labels={"namespace": NAMESPACE, "model": f"{stack.model}-shifted"},
+    shifted, _ = simulate(labels={"namespace": stack.namespace, "model": f"{stack.model}-shifted"},
                           start=end - 2.5 * HOUR, end=end - 1, seed=1, shift_at=end - 40 * 60,
                           shift={"radius": 1.5}, edges=edges())
-    control, _ = simulate(labels={"namespace": NAMESPACE, "model": f"{stack.model}-control"},
+    control, _ = simulate(labels={"namespace": stack.namespace, "model": f"{stack.model}-control"},
                           start=end - 2.5 * HOUR, end=end - 1, seed=2, edges=edges())
     stack.prometheus.push(shifted + control)
     policies = []
@@ -138,7 +138,7 @@ def test_drift_against_the_champions_training_data(stack: Stack) -> None:
     end = time.time()
     feature_edges = edges()
     stack.push_accuracy(f"{stack.model}-model", [0.80] * 80)
-    shifted, _ = simulate(labels={"namespace": NAMESPACE, "model": f"{stack.model}-model"}, start=end - 40 * 60,
+    shifted, _ = simulate(labels={"namespace": stack.namespace, "model": f"{stack.model}-model"}, start=end - 40 * 60,
                           end=end - 1, seed=8, shift_at=end - 40 * 60, shift={"radius": 1.5}, edges=feature_edges,
                           column_names=True)
     stack.prometheus.push(shifted)

@@ -1,4 +1,4 @@
-"""Budgets end to end: the real operator process, the emulated API, the kubelet and Prometheus.
+"""Budgets end to end: the real operator process, the real control plane, the local kubelet and Prometheus.
 
 Two policies share a RetrainBudget with room for one more run and both fire: exactly one Job, the
 other reports OverBudget and retrains once the window rolls over. And a Job created just before a
@@ -15,15 +15,15 @@ import pytest
 
 from retrain_operator.domain.budget import window_bounds
 from retrain_operator.domain.jobs import LABEL_POLICY_UID, PolicyRef, job_name
-from tests.support.stack import NAMESPACE, Stack, wait_for
+from tests.support.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration
 WINDOW = 30
 
 
-def budget(runs: int) -> dict[str, Any]:
+def budget(stack: Stack, runs: int) -> dict[str, Any]:
     return {"apiVersion": "retrain.dev/v1alpha1", "kind": "RetrainBudget",
-            "metadata": {"name": "team", "namespace": NAMESPACE},
+            "metadata": {"name": "team", "namespace": stack.namespace},
             "spec": {"window": f"{WINDOW}s", "limits": {"runs": runs}, "prices": {"cpuHour": 0.05}}}
 
 
@@ -46,7 +46,7 @@ def test_two_policies_share_the_last_run_then_the_window_rolls(stack: Stack) -> 
     for name in ("left", "right"):
         stack.push_accuracy(f"{stack.model}-{name}", [0.80] * 80)
     stack.cluster.hold_jobs()
-    assert stack.apply(budget(1), shared(stack, "left"), shared(stack, "right")).returncode == 0
+    assert stack.apply(budget(stack, 1), shared(stack, "left"), shared(stack, "right")).returncode == 0
     jobs = wait_for("one Job", stack.jobs, timeout=30, log=stack.operator.log)
     decided = wait_for("both decisions", lambda: all(
         stack.status(n).get("lastDecision", {}).get("reason") in ("TrainingInProgress", "TriggerFiring", "OverBudget")
@@ -57,7 +57,7 @@ def test_two_policies_share_the_last_run_then_the_window_rolls(stack: Stack) -> 
     winner = jobs[0]["metadata"]["ownerReferences"][0]["name"]
     assert winner != loser
     assert "RetrainBudget team: runs 1+1 > 1" in stack.status(loser)["lastDecision"]["message"]
-    assert [c["key"] for c in ledger(stack)] == [f"{NAMESPACE}/{jobs[0]['metadata']['name']}"]
+    assert [c["key"] for c in ledger(stack)] == [f"{stack.namespace}/{jobs[0]['metadata']['name']}"]
     assert any(e["reason"] == "OverBudget" and e["involvedObject"]["name"] == loser for e in stack.events())
     stack.cluster.release_jobs()
 
@@ -77,16 +77,19 @@ def test_job_created_before_a_crash_is_charged_once_across_restarts(stack: Stack
     stack.push_accuracy(stack.model, [0.80] * 80)
     body = shared(stack, "churn")
     body["spec"]["metrics"]["selector"] = {"model": stack.model}
-    assert stack.apply(budget(5), body).returncode == 0
+    assert stack.apply(budget(stack, 5), body).returncode == 0
     uid = stack.get("retrainpolicies", "churn")["metadata"]["uid"]
-    name = job_name(PolicyRef(NAMESPACE, "churn", uid), 0)
+    name = job_name(PolicyRef(stack.namespace, "churn", uid), 0)
     # What a crash between creating the Job and recording anything leaves behind.
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {
-        "name": name, "namespace": NAMESPACE, "labels": {LABEL_POLICY_UID: uid, "retrain.dev/policy": "churn"},
+        "name": name, "namespace": stack.namespace, "labels": {LABEL_POLICY_UID: uid, "retrain.dev/policy": "churn"},
         "ownerReferences": [{"apiVersion": "retrain.dev/v1alpha1", "kind": "RetrainPolicy", "name": "churn",
                              "uid": uid, "controller": True}]},
-        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
-            {"name": "trainer", "image": "x", "command": ["python", "-c", "pass"]}]}}}}
+        "spec": {"template": {"spec": {
+            "restartPolicy": "Never", "serviceAccountName": stack.training_account,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "trainer", "image": "x", "command": ["python", "-c", "pass"], "securityContext": {
+                "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]}}}}
     assert stack.apply(job).returncode == 0
     for _ in range(2):
         stack.start_operator()
@@ -94,6 +97,6 @@ def test_job_created_before_a_crash_is_charged_once_across_restarts(stack: Stack
                  timeout=30, log=stack.operator.log)
         wait_for("the charge", lambda: ledger(stack), timeout=30, log=stack.operator.log)
         stack.operator.kill()
-        assert [c["key"] for c in ledger(stack)] == [f"{NAMESPACE}/{name}"]
+        assert [c["key"] for c in ledger(stack)] == [f"{stack.namespace}/{name}"]
     assert len(stack.jobs()) == 1
     stack.start_operator()

@@ -117,3 +117,17 @@ def test_trimming_keeps_the_newest_within_limits() -> None:
             job("f1", "Failed", "1"), job("f2", "Failed", "2"), {"metadata": {"name": "running"}, "status": {}}]
     assert trimmed_jobs(jobs, successful=2, failed=1, keep=None) == ["s1", "f1"]
     assert trimmed_jobs(jobs, successful=0, failed=0, keep="s3") == ["s1", "s2", "f1", "f2"]
+
+
+@pytest.mark.parametrize(("resources", "requests"), [
+    ({}, {"cpu": "500m", "memory": "512Mi"}),
+    ({"limits": {"memory": "256Mi"}}, {"cpu": "500m"}),  # Kubernetes defaults the memory request to its limit
+    ({"limits": {"cpu": "250m", "memory": "256Mi"}}, None),
+    ({"requests": {"cpu": "2"}, "limits": {"cpu": "4"}}, {"cpu": "2"}),
+])
+def test_default_requests_never_exceed_the_policys_limits(resources: dict[str, Any],
+                                                         requests: dict[str, str] | None) -> None:
+    job = make_job(training={"image": "t:1", "command": ["train"], "resources": resources})
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"].get("requests") == requests
+    assert container["resources"].get("limits") == resources.get("limits")

@@ -29,7 +29,6 @@ from sklearn.preprocessing import FunctionTransformer
 
 from retrain_operator.registry import layout
 from retrain_operator.registry.champion import encode_pointer, parse_pointer
-from sandbox.s3 import S3Server
 from retrain_operator.trainer.champion import ChampionMoved, move_champion, new_pointer, read_champion, read_version
 from retrain_operator.trainer.config import parse_config
 from retrain_operator.trainer.errors import StorageError
@@ -38,6 +37,7 @@ from retrain_operator.trainer.main import main
 from retrain_operator.trainer.modelio import dump_model, load_model
 from retrain_operator.trainer.run import train
 from retrain_operator.trainer.storage import ObjectInfo, S3Store, StoreError
+from sandbox.s3 import S3Server
 from tests.support.s3 import drop_buckets, new_bucket, s3_client
 
 FEATURES = list(load_breast_cancer().feature_names)

@@ -187,8 +187,12 @@ async def test_unreachable_prometheus_means_no_job_and_says_why(error: Exception
     assert conditions["MetricsAvailable"]["status"] == "False"
     assert conditions["MetricsAvailable"]["reason"] == "Unreachable"
     assert status["phase"] == "Degraded" and status["lastDecision"]["reason"] == "MetricsUnavailable"
-    assert status["triggers"][0]["value"] is None
+    assert "value" not in status["triggers"][0], "no value, never 0"
     assert [e["type"] for e in h.kube.events] == ["Warning"]
+    # No nulls are written (the API server prunes them), so the next identical cycle writes nothing.
+    writes = len(h.kube.status_writes)
+    await h.cycle()
+    assert len(h.kube.status_writes) == writes, "nothing changed, nothing written"
 
 
 async def test_no_data_for_a_model_is_inconclusive() -> None:

@@ -25,7 +25,6 @@ import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 
 from retrain_operator.registry import layout
-from sandbox.s3 import S3Server
 from retrain_operator.trainer.config import parse_config
 from retrain_operator.trainer.errors import StorageError
 from retrain_operator.trainer.fit import DEFAULT_ALLOWLIST
@@ -33,6 +32,7 @@ from retrain_operator.trainer.main import main
 from retrain_operator.trainer.modelio import load_model as load_skops
 from retrain_operator.trainer.run import train
 from retrain_operator.trainer.storage import ObjectInfo, S3Store, StoreError
+from sandbox.s3 import S3Server
 from tests.support.s3 import drop_buckets, new_bucket, s3_client
 
 SRC = Path(__file__).resolve().parents[1] / "operator" / "src"

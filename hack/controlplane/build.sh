@@ -28,17 +28,28 @@ command -v go >/dev/null 2>&1 || {
 mkdir -p "$bin" "$cache/logs"
 src="$here"
 if [ "$version" != "$pinned" ]; then
-  # Staging modules are published as v0.<minor>.<patch> for Kubernetes 1.<minor>.<patch>.
+  # Another release: a go.mod of the same shape, its replace list taken from that release's own
+  # go.mod (the staging modules differ between releases), each published as v0.<minor>.<patch>.
   src="$cache/src"
   mkdir -p "$src/etcd"
   cp "$here/tools.go" "$src/"
   cp "$here/etcd/main.go" "$src/etcd/"
-  staging="0.${version#1.}"
-  sed -e "s/^\tk8s.io\/kubernetes v.*/\tk8s.io\/kubernetes v$version/" \
-      -e "s/ => \(k8s.io\/[a-z-]*\) v0\.[0-9.]*$/ => \1 v$staging/" \
-      -e '/go.etcd.io\/etcd\/server\/v3/d' "$here/go.mod" > "$src/go.mod"
   log="$cache/logs/tidy.log"
-  (cd "$src" && go mod tidy) >"$log" 2>&1 || {
+  upstream="$(go mod download -json "k8s.io/kubernetes@v$version" 2>"$log" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
+  [ -n "$upstream" ] || { echo "controlplane: k8s.io/kubernetes v$version is not available; see $log" >&2; exit 1; }
+  {
+    echo "module retrain.dev/controlplane"
+    echo
+    sed -n 's/^go \(.*\)$/go \1/p' "$upstream"
+    echo
+    echo "require k8s.io/kubernetes v$version"
+    echo
+    echo "replace ("
+    sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\1#p' "$upstream" |
+      while read -r module; do printf '\t%s => %s v0.%s\n' "$module" "$module" "${version#1.}"; done
+    echo ")"
+  } > "$src/go.mod"
+  (cd "$src" && go mod tidy) >>"$log" 2>&1 || {
     echo "controlplane: resolving Kubernetes v$version failed; see $log" >&2; tail -5 "$log" >&2; exit 1; }
 fi
 ldflags="-s -w"

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from sandbox.controlplane import ControlPlane, ControlPlaneError, build
 from sandbox.processes import kubectl
@@ -37,7 +36,9 @@ class Kubectl:
         return kubectl(self.kubeconfig, *args, input=input, timeout=timeout)
 
     def apply(self, *docs: dict[str, Any], extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-        return self("apply", *extra, "-f", "-", input=yaml.safe_dump_all(docs))
+        # JSON documents, not YAML: PyYAML writes strings such as "y" bare, and kubectl would read them as
+        # booleans. Not a List either: kubectl validates a List on the client, not with the server's strict check.
+        return self("apply", *extra, "-f", "-", input="\n---\n".join(json.dumps(doc) for doc in docs))
 
     def get(self, kind: str, name: str | None = None, *, namespace: str | None = None) -> Any:
         scope = ["-n", namespace] if namespace else []

@@ -1,4 +1,11 @@
-"""The end-to-end stack: the real operator process, the local cluster, Prometheus and S3, for integration tests."""
+"""The end-to-end stack: the real operator process on the real control plane, Prometheus and S3.
+
+One control plane and one local kubelet serve the session (``cluster``); the operator is installed
+from its chart once (``operator_kubeconfig``: a token of the chart's ServiceAccount, so every call the
+operator makes is judged by the chart's RBAC). Each test gets a namespace of its own, a
+MetricsEndpoint admitting only it, what the chart gives a watched namespace (Role, RoleBinding,
+training ServiceAccount), and an operator process watching it with the chart's arguments.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +22,19 @@ import pytest
 import yaml
 from sklearn.datasets import load_breast_cancer
 
-from sandbox.cluster import LocalCluster
+from sandbox.cluster import OPERATOR_NAMESPACE, LocalCluster, install_operator, install_tenant
+from sandbox.controlplane import ControlPlane
 from sandbox.processes import OperatorProcess, kubectl, venv_bin
 from sandbox.prometheus import PrometheusServer, Series
 from sandbox.s3 import S3Server
 from tests.support.s3 import new_bucket, s3_client
 
-__all__ = ["NAMESPACE", "Stack", "stack", "training_csv", "wait_for"]
+__all__ = ["CHART_VALUES", "Stack", "cluster", "operator_kubeconfig", "stack", "training_csv", "wait_for"]
 ROOT = Path(__file__).resolve().parents[2]
-NAMESPACE = "team-a"
 T = TypeVar("T")
+# The chart as the tests install it: in namespaced mode (each test's namespace gets the chart's Role and
+# RoleBinding), with leader election (its Lease rules) for the replica test.
+CHART_VALUES: dict[str, Any] = {"leaderElection": {"enabled": True}, "watchNamespaces": ["tenants-come-later"]}
 
 
 def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float, log: Callable[[], str] = str) -> T:
@@ -50,6 +60,9 @@ def training_csv() -> str:
 @dataclass
 class Stack:
     cluster: LocalCluster
+    namespace: str
+    operator_kubeconfig: Path
+    training_account: str
     operator: OperatorProcess
     prometheus: PrometheusServer
     s3: S3Server
@@ -62,10 +75,12 @@ class Stack:
         return result
 
     def apply(self, *docs: dict[str, Any]) -> Any:
-        return self.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump_all(docs))
+        # JSON documents, not YAML: PyYAML writes strings such as "y" bare, and kubectl would read them as
+        # booleans. Not a List either: kubectl validates a List on the client, not with the server's strict check.
+        return self.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(doc) for doc in docs))
 
-    def get(self, kind: str, name: str | None = None, namespace: str = NAMESPACE) -> Any:
-        args = ["get", kind, *([name] if name else []), "-n", namespace, "-o", "json"]
+    def get(self, kind: str, name: str | None = None, namespace: str | None = None) -> Any:
+        args = ["get", kind, *([name] if name else []), "-n", namespace or self.namespace, "-o", "json"]
         result = self.kubectl(*args)
         if result.returncode != 0:
             return None
@@ -86,45 +101,75 @@ class Stack:
     def push_accuracy(self, model: str, values: list[float], *, step: float = 15.0) -> None:
         end = time.time() - 1
         samples = [(end - step * (len(values) - 1 - i), v) for i, v in enumerate(values)]
-        self.prometheus.push([Series("model_accuracy", {"namespace": NAMESPACE, "model": model}, samples)])
+        self.prometheus.push([Series("model_accuracy", {"namespace": self.namespace, "model": model}, samples)])
 
     def example_policy(self, name: str = "churn", model: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "churn-policy.yaml").read_text())
         body["metadata"]["name"] = name
+        body["metadata"]["namespace"] = self.namespace
+        body["spec"]["metrics"]["endpoint"] = self.namespace
         body["spec"]["model"]["registry"].update(endpoint=self.s3.endpoint, bucket=self.bucket)
         body["spec"]["metrics"]["selector"] = {"model": model or self.model}
         return body
 
     def start_operator(self, *extra: str, log: str = "operator.log") -> OperatorProcess:
         self.operator = OperatorProcess(
-            kubeconfig=self.cluster.kubeconfig, log_path=self.tmp / log,
-            args=["--operator-namespace", "retrain-system", "--trainer-image", "retrain-operator:test",
-                  "--training-service-account", "default", *extra]).start()
+            kubeconfig=self.operator_kubeconfig, log_path=self.tmp / log,
+            args=["--namespace", self.namespace, "--operator-namespace", OPERATOR_NAMESPACE,
+                  "--trainer-image", "retrain-operator:test", "--training-service-account", self.training_account,
+                  *extra]).start()
         return self.operator
+
+    def runs(self) -> list[Any]:
+        """What the kubelet ran for this test's namespace."""
+        return self.cluster.runs_in(self.namespace)
+
+
+@pytest.fixture(scope="session")
+def cluster(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """The session's control plane with the local kubelet, which runs Pods with this environment's PATH."""
+    env = {"PATH": f"{venv_bin()}:/usr/bin:/bin"}
+    with LocalCluster(workdir=tmp_path_factory.mktemp("cluster"), control_plane=control_plane,
+                      env_overrides=env) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The chart installed (all but its Deployment) and a kubeconfig of its ServiceAccount."""
+    pki = cluster.control_plane.pki
+    assert pki is not None
+    return install_operator(cluster.kubeconfig, values=CHART_VALUES, server=cluster.url, ca=pki.ca_cert,
+                            kubeconfig_path=tmp_path_factory.mktemp("operator") / "kubeconfig")
 
 
 @pytest.fixture
-def stack(tmp_path: Path, prometheus: PrometheusServer, s3_server: S3Server, prom_series_id: str) -> Iterator[Stack]:
+def stack(tmp_path: Path, cluster: LocalCluster, operator_kubeconfig: Path, unique_namespace: str,
+          prometheus: PrometheusServer, s3_server: S3Server, prom_series_id: str) -> Iterator[Stack]:
     s3 = s3_client(s3_server)
     bucket = new_bucket(s3, "e2e")
     s3.put_object(Bucket=bucket, Key="data/churn.csv", Body=training_csv().encode())
-    env = {"PATH": f"{venv_bin()}:/usr/bin:/bin"}
-    with LocalCluster(workdir=tmp_path / "cluster", crd_paths=[], env_overrides=env) as cluster:
-        stack = Stack(cluster, None, prometheus, s3_server, bucket, prom_series_id, tmp_path)  # type: ignore[arg-type]
-        applied = stack.kubectl("apply", "--validate=false", "-f", str(ROOT / "crds"))
-        assert applied.returncode == 0, applied.stderr
-        endpoint = yaml.safe_load((ROOT / "examples" / "metricsendpoint.yaml").read_text())
-        endpoint["spec"]["url"] = prometheus.url
-        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "churn-s3", "namespace": NAMESPACE},
-                  "stringData": {"AWS_ACCESS_KEY_ID": s3_server.access_key,
-                                 "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}}
-        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
-        applied = stack.apply(namespace, secret, endpoint)
-        assert applied.returncode == 0, applied.stderr
-        stack.start_operator()
-        try:
-            yield stack
-        finally:
-            stack.operator.stop()
-
-
+    namespace = unique_namespace
+    # Tenants' namespaces enforce the restricted Pod Security profile (docs/install.md): the real
+    # admission plugin then refuses any training Pod that does not meet it.
+    labelled = kubectl(cluster.kubeconfig, "label", "namespace", namespace,
+                       "pod-security.kubernetes.io/enforce=restricted")
+    assert labelled.returncode == 0, labelled.stderr
+    account = install_tenant(cluster.kubeconfig, values=CHART_VALUES, namespace=namespace)
+    stack = Stack(cluster, namespace, operator_kubeconfig, account, None,  # type: ignore[arg-type]
+                  prometheus, s3_server, bucket, prom_series_id, tmp_path)
+    endpoint = yaml.safe_load((ROOT / "examples" / "metricsendpoint.yaml").read_text())
+    endpoint["metadata"]["name"] = namespace
+    endpoint["spec"].update(url=prometheus.url, allowedNamespaces=[namespace])
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "churn-s3", "namespace": namespace},
+              "stringData": {"AWS_ACCESS_KEY_ID": s3_server.access_key,
+                             "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}}
+    applied = stack.apply(secret, endpoint)
+    assert applied.returncode == 0, applied.stderr
+    stack.start_operator()
+    try:
+        yield stack
+    finally:
+        stack.operator.stop()
+        cluster.release_jobs()
+        kubectl(cluster.kubeconfig, "delete", "metricsendpoint", namespace, "--wait=false")

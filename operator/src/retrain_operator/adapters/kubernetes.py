@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from retrain_operator.domain.api import BUDGET_PLURAL, ENDPOINT_PLURAL, GROUP, POLICY_PLURAL, VERSION
+from retrain_operator.domain.status import without_nulls
 
 
 class AlreadyExists(Exception):
@@ -314,7 +315,8 @@ class FakeKubeClient:
         ]
 
     async def patch_policy_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
-        merged = merge_patch(self.statuses.get((namespace, name), {}), status)
+        # As the API server stores it: nulls pruned from fields the CRD does not mark nullable.
+        merged = without_nulls(merge_patch(self.statuses.get((namespace, name), {}), status))
         self.statuses[(namespace, name)] = merged
         self.status_writes.append((namespace, name, copy.deepcopy(dict(status))))
         return {"metadata": {"namespace": namespace, "name": name}, "status": copy.deepcopy(merged)}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from retrain_operator.domain.api import API_VERSION, PolicySpec
+from retrain_operator.domain.api import API_VERSION, PolicySpec, TrainingSpec
 
 MANAGED_BY = "retrain-operator"
 LABEL_POLICY = "retrain.dev/policy"
@@ -35,6 +35,16 @@ SCRATCH = "/tmp"
 NON_ROOT_UID = 65532
 MAX_MESSAGE = 4096
 DEFAULT_REQUESTS = {"cpu": "500m", "memory": "512Mi"}
+
+
+def pod_requests(training: TrainingSpec) -> dict[str, str]:
+    """The training container's requests: the policy's own, else the defaults for what it sets no limit on.
+
+    Kubernetes defaults a missing request to its limit; a default request above a small limit would be refused.
+    """
+    if training.requests:
+        return dict(training.requests)
+    return {name: value for name, value in DEFAULT_REQUESTS.items() if name not in training.limits}
 
 
 @dataclass(frozen=True)
@@ -116,7 +126,7 @@ def build_job(spec: PolicySpec, *, policy: PolicyRef, sequence: int, triggers: S
     elif training.builtin is not None:
         config = trainer_config(spec, policy=policy, job=name, triggers=triggers)
         env.append({"name": "RETRAIN_TRAINER_CONFIG", "value": json.dumps(config, sort_keys=True)})
-        requested = {"requests": dict(training.requests) or dict(DEFAULT_REQUESTS), "limits": dict(training.limits)}
+        requested = {"requests": pod_requests(training), "limits": dict(training.limits)}
         env.append({"name": "RETRAIN_RESOURCES", "value": json.dumps(requested, sort_keys=True)})
         command = ["retrain-operator", "train"]
         args = []
@@ -129,7 +139,9 @@ def build_job(spec: PolicySpec, *, policy: PolicyRef, sequence: int, triggers: S
                         "valueFrom": {"secretKeyRef": {"name": var.secret_name, "key": var.secret_key}}})
         else:
             env.append({"name": var.name, "value": var.value or ""})
-    resources: dict[str, Any] = {"requests": dict(training.requests) or dict(DEFAULT_REQUESTS)}
+    resources: dict[str, Any] = {}
+    if pod_requests(training):
+        resources["requests"] = pod_requests(training)
     if training.limits:
         resources["limits"] = dict(training.limits)
     labels = {

@@ -151,6 +151,19 @@ def phase_for(*, valid: bool, suspended: bool, active_job: str | None, metrics_o
     return "Watching"
 
 
+def without_nulls(value: Any) -> Any:
+    """``value`` with every null dropped from its objects, at any depth (lists keep their length).
+
+    The API server prunes nulls from fields the CRD does not mark nullable, so a built status with
+    ``value: null`` would differ from the stored one forever and be written every cycle.
+    """
+    if isinstance(value, Mapping):
+        return {key: without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [without_nulls(item) for item in value]
+    return value
+
+
 def status_changed(stored: Mapping[str, Any] | None, built: Mapping[str, Any]) -> bool:
     """Whether writing ``built`` would change anything the stored status says."""
     stored = stored or {}

@@ -47,6 +47,7 @@ from retrain_operator.domain.status import (
     rfc3339,
     status_changed,
     trigger_status,
+    without_nulls,
 )
 from retrain_operator.domain.triggers import (
     Observation,
@@ -253,6 +254,7 @@ class Reconciler:
         return await self._write(entry, stored, status)
 
     async def _write(self, entry: PolicyEntry, stored: Mapping[str, Any], status: dict[str, Any]) -> bool:
+        status = without_nulls(status)
         if not status_changed(stored, status):
             return False
         patch = merge_diff(stored, status)

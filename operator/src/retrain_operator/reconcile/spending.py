@@ -30,7 +30,7 @@ from retrain_operator.domain.budget import (
     window_bounds,
 )
 from retrain_operator.domain.decision import Decision
-from retrain_operator.domain.jobs import DEFAULT_REQUESTS
+from retrain_operator.domain.jobs import pod_requests
 from retrain_operator.domain.status import parse_rfc3339
 from retrain_operator.domain.triggers import TriggerResult, baseline_for
 from retrain_operator.reconcile.budgets import Accountant
@@ -40,7 +40,7 @@ DEFAULT_DURATION = 600.0
 
 
 def resources_of(spec: PolicySpec) -> Resources:
-    return Resources.from_requests(dict(spec.training.requests) or DEFAULT_REQUESTS, spec.training.limits)
+    return Resources.from_requests(pod_requests(spec.training), spec.training.limits)
 
 
 def runs_of(status: Mapping[str, Any]) -> list[RunRecord]:
