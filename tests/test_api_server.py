@@ -37,6 +37,8 @@ from tests.policies import BASE, policy
 from tests.support.cluster import Kubectl
 from tests.test_chart import VARIANTS, WATCHED
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 CLUSTER_SCOPED = {"MetricsEndpoint"}

@@ -36,6 +36,8 @@ from sandbox.kubelet import (
 )
 from tests.support.cluster import Kubectl
 
+pytestmark = pytest.mark.integration
+
 NODE = "kubelet-test"
 # The kubelets of these tests register tainted Nodes, and these tests' Pods tolerate the taint: the
 # session's own node ("local", which runs the end-to-end tests' Jobs) and these never take each other's Pods.
