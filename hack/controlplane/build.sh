@@ -35,7 +35,8 @@ if [ "$version" != "$pinned" ]; then
   cp "$here/tools.go" "$src/"
   cp "$here/etcd/main.go" "$src/etcd/"
   log="$cache/logs/tidy.log"
-  upstream="$(go mod download -json "k8s.io/kubernetes@v$version" 2>"$log" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
+  upstream="$( (go mod download -json "k8s.io/kubernetes@v$version" 2>"$log" || true) |
+    sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
   [ -n "$upstream" ] || { echo "controlplane: k8s.io/kubernetes v$version is not available; see $log" >&2; exit 1; }
   {
     echo "module retrain.dev/controlplane"
