@@ -63,7 +63,7 @@ for c in "${missing[@]}"; do
   log="$cache/logs/build-$c.log"
   start=$(date +%s)
   echo "controlplane: building $c (Kubernetes v$version) into $bin" >&2
-  (cd "$src" && go build -trimpath -ldflags "$ldflags" -o "$bin/$c.tmp" "$pkg") >"$log" 2>&1 || {
+  (cd "$src" && go build -trimpath -buildvcs=false -ldflags "$ldflags" -o "$bin/$c.tmp" "$pkg") >"$log" 2>&1 || {
     echo "controlplane: building $c failed; see $log" >&2; tail -20 "$log" >&2; exit 1; }
   mv "$bin/$c.tmp" "$bin/$c"
   echo "controlplane: built $c in $(( $(date +%s) - start )) s" >&2
