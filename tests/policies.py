@@ -29,3 +29,17 @@ def policy(**spec_overrides: Any) -> dict[str, Any]:
     body = copy.deepcopy(BASE)
     body["spec"].update(copy.deepcopy(spec_overrides))
     return body
+
+
+def set_path(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of ``body`` with ``value`` at the dotted ``path`` (``triggers[0]`` indexes a list)."""
+    out = copy.deepcopy(body)
+    node: Any = out
+    parts = path.split(".")
+    for part in parts[:-1]:
+        name, _, index = part.partition("[")
+        node = node.setdefault(name, {})
+        if index:
+            node = node[int(index.rstrip("]"))]
+    node[parts[-1]] = value
+    return out

@@ -33,7 +33,7 @@ from hack.render_manifests import render_chart
 from retrain_operator.domain import api
 from retrain_operator.domain.api import InvalidSpec, parse_budget_spec, parse_endpoint_spec, parse_policy_spec
 from retrain_operator.domain.drift import STATISTIC_NAMES, get_statistic
-from tests.policies import BASE, policy
+from tests.policies import BASE, policy, set_path
 from tests.support.cluster import Kubectl
 from tests.test_chart import VARIANTS, WATCHED
 
@@ -74,20 +74,6 @@ def cleaned_up(admin: Kubectl, docs: list[dict[str, Any]]) -> Iterator[None]:
         for doc in docs:
             if doc["kind"] in CLUSTER_SCOPED:
                 admin("delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found", "--wait=false")
-
-
-def set_path(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """A copy of ``body`` with ``value`` at the dotted ``path`` (``triggers[0]`` indexes a list)."""
-    out = copy.deepcopy(body)
-    node: Any = out
-    parts = path.split(".")
-    for part in parts[:-1]:
-        name, _, index = part.partition("[")
-        node = node.setdefault(name, {})
-        if index:
-            node = node[int(index.rstrip("]"))]
-    node[parts[-1]] = value
-    return out
 
 
 # ----------------------------------------------------------------------------------------------

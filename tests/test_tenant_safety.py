@@ -19,7 +19,6 @@ Each escalation attempt is tried and must be refused with a reason a person can 
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 import socket
@@ -46,7 +45,7 @@ from retrain_operator.reconcile.engine import Reconciler
 from retrain_operator.reconcile.observe import Observer, QuerySource, Subject
 from retrain_operator.reconcile.scheduler import Endpoints, Scheduler
 from sandbox.prometheus import PrometheusServer, Series
-from tests.policies import policy
+from tests.policies import policy, set_path
 from tests.support.cluster import Kubectl
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -79,20 +78,6 @@ def problems_of(spec: Mapping[str, Any]) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------
 # The API refuses fields a pod spec would have
-
-def set_path(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """A copy of ``body`` with ``value`` at the dotted ``path`` (``env[0]`` indexes a list)."""
-    out = copy.deepcopy(body)
-    node: Any = out
-    parts = path.split(".")
-    for part in parts[:-1]:
-        name, _, index = part.partition("[")
-        node = node.setdefault(name, {})
-        if index:
-            node = node[int(index.rstrip("]"))]
-    node[parts[-1]] = value
-    return out
-
 
 def api_policy(namespace: str = "team-a") -> dict[str, Any]:
     body = policy(training={"image": "registry.example.com/team-a/trainer:1", "command": ["python", "train.py"],
