@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: sandbox test check bench system-deps controlplane compat clean
+.PHONY: sandbox test check bench bench-cluster system-deps controlplane compat clean
 
 # Debian's prometheus package gives the real Prometheus server and promtool the tests and sandbox run.
 system-deps:
@@ -45,6 +45,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/drift.py
 	$(BIN)/python bench/upload.py
 
+# The scale benchmark on the real stack: 1,000 and 10,000 policies against kube-apiserver + etcd, a real
+# Prometheus and the operator process as the chart's ServiceAccount (bench/cluster.py); exits 1 on idle writes.
+bench-cluster: system-deps $(STAMP) controlplane
+	$(BIN)/python bench/cluster.py --sizes 1000 10000 --intervals 2
 
 clean:
 	rm -rf $(VENV) .sandbox .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,11 @@
-"""The operator's own metrics after a reconciliation cycle: trigger values, firing states, budget usage."""
+"""The operator's own metrics: trigger values, firing states, budget usage, and the scheduler's evaluation lag."""
 
 from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
 
 from retrain_operator.reconcile import telemetry
 from tests.policies import policy
@@ -34,3 +39,29 @@ async def test_inconclusive_trigger_has_no_value() -> None:
     labels = {"namespace": "team-a", "policy": "telemetry-empty", "trigger": "accuracy-drop"}
     assert sample("retrain_trigger_value", **labels) is None
     assert sample("retrain_trigger_firing", **labels) == 0.0
+
+
+async def test_evaluation_lag_is_observed_from_when_the_policy_was_due() -> None:
+    h = Harness(ModelAccuracy({"telemetry-lag": 0.97}))
+    h.add(named("telemetry-lag", "uid-tl", model="telemetry-lag"))
+    key = ("team-a", "telemetry-lag")
+    # Due 2.5 s ago, as if the previous cycle had overrun: the loop must report that much lag.
+    h.scheduler._due[key] = time.monotonic() - 2.5
+    count = sample("retrain_evaluation_lag_seconds_count") or 0.0
+    total = sample("retrain_evaluation_lag_seconds_sum") or 0.0
+    below = sample("retrain_evaluation_lag_seconds_bucket", le="2.0") or 0.0
+    within = sample("retrain_evaluation_lag_seconds_bucket", le="5.0") or 0.0
+    task = asyncio.create_task(h.scheduler.run())
+    try:
+        deadline = time.monotonic() + 5
+        while h.scheduler.cycles < 1 and time.monotonic() < deadline:  # noqa: ASYNC110  (polls another task)
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert h.scheduler.cycles == 1
+    assert sample("retrain_evaluation_lag_seconds_count") == count + 1
+    lag = (sample("retrain_evaluation_lag_seconds_sum") or 0.0) - total
+    assert lag == pytest.approx(h.scheduler.lag[-1]) and 2.5 <= lag < 4.0
+    assert sample("retrain_evaluation_lag_seconds_bucket", le="2.0") == below
+    assert sample("retrain_evaluation_lag_seconds_bucket", le="5.0") == within + 1

@@ -225,7 +225,9 @@ class Scheduler:
                 due.append(key)
             if due:
                 for key in due:
-                    self.lag.append(max(0.0, now_mono - self._due[key]))
+                    lag = max(0.0, now_mono - self._due[key])
+                    self.lag.append(lag)
+                    telemetry.EVALUATION_LAG.observe(lag)
                 self.lag = self.lag[-10000:]
                 await self.run_cycle(due)
                 continue

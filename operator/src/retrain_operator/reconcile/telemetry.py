@@ -17,6 +17,12 @@ QUERIES = Counter("retrain_prometheus_queries_total", "Prometheus queries, by en
                   ["endpoint", "result"], registry=REGISTRY)
 QUERY_SECONDS = Histogram("retrain_prometheus_query_seconds", "Latency of Prometheus queries.", ["endpoint"],
                           registry=REGISTRY)
+# From 10 ms (a cycle that starts on time) to 30 s (half an interval late): fine enough around the
+# 5 s p99 target (DESIGN.md) for bench/cluster.py to read quantiles off the buckets.
+LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0)
+EVALUATION_LAG = Histogram("retrain_evaluation_lag_seconds",
+                           "Seconds from when a policy was due to when its evaluation started.",
+                           buckets=LAG_BUCKETS, registry=REGISTRY)
 JOBS = Counter("retrain_jobs_total", "Training Jobs started and finished, by outcome.", ["namespace", "outcome"],
                registry=REGISTRY)
 
