@@ -361,8 +361,10 @@ def test_a_missing_secret_holds_the_container_until_it_exists(
     admin.apply(job("unconfigured", ns, 'printf "%s" "$KEY" > "$TERMINATION_MESSAGE_PATH"', env=env))
 
     def waiting() -> dict[str, Any] | None:
+        # ContainerCreating comes first, as on a real node; then the kubelet finds the Secret missing.
         pods = pods_of(admin, ns, "unconfigured")
-        return pods[0] if pods and "waiting" in container_state(pods[0]) else None
+        reason = (container_state(pods[0]).get("waiting") or {}).get("reason") if pods else None
+        return pods[0] if reason == "CreateContainerConfigError" else None
 
     pod = wait_for(waiting, what="the container waiting for its Secret")
     assert container_state(pod)["waiting"] == {
