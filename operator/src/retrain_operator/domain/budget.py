@@ -26,6 +26,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from retrain_operator.domain.times import parse_rfc3339, rfc3339
+
 LEDGER_LIMIT = 200
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$")
@@ -92,13 +94,16 @@ class Charge:
     runs: int = 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "policy": self.policy, "at": _stamp(self.at), "state": self.state,
+        return {"key": self.key, "policy": self.policy, "at": rfc3339(self.at), "state": self.state,
                 "runs": self.runs, "cpuHours": round(self.cpu_hours, 6), "gpuHours": round(self.gpu_hours, 6),
                 "cost": round(self.cost, 6)}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Charge:
-        return cls(key=str(raw["key"]), policy=str(raw.get("policy", "")), at=_parse(str(raw["at"])),
+        at = parse_rfc3339(raw.get("at"))
+        if at is None:
+            raise ValueError(f"charge {raw.get('key')!r} has no time: at={raw.get('at')!r}")
+        return cls(key=str(raw["key"]), policy=str(raw.get("policy", "")), at=at,
                    state=str(raw.get("state", "Reserved")), cpu_hours=float(raw.get("cpuHours", 0)),
                    gpu_hours=float(raw.get("gpuHours", 0)), cost=float(raw.get("cost", 0)),
                    runs=int(raw.get("runs", 1)))
@@ -118,14 +123,6 @@ class Usage:
     def to_dict(self) -> dict[str, Any]:
         return {"runs": self.runs, "cpuHours": round(self.cpu_hours, 6), "gpuHours": round(self.gpu_hours, 6),
                 "cost": round(self.cost, 6)}
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def window_bounds(length_seconds: float, now: datetime) -> tuple[datetime, datetime]:
@@ -323,7 +320,7 @@ def spending_status(*, window: float, limits: Limits, ledger: Ledger, now: datet
     start, end = window_bounds(window, now)
     bounded = ledger.bounded(window_start=start)
     used = usage(bounded.charges, start=start, end=end)
-    return {"windowStart": _stamp(start), "windowEnd": _stamp(end), "used": used.to_dict(),
+    return {"windowStart": rfc3339(start), "windowEnd": rfc3339(end), "used": used.to_dict(),
             "remaining": remaining(limits, used), "ledger": bounded.to_list()}
 
 

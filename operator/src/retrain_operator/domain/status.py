@@ -9,29 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from retrain_operator.domain.decision import Decision
+from retrain_operator.domain.times import rfc3339
 from retrain_operator.domain.triggers import TriggerResult
 
 CONDITION_TYPES = ("Ready", "Valid", "MetricsAvailable", "RetrainNeeded", "Training")
 VALUE_DIGITS = 6
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_rfc3339(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    # Kubernetes writes UTC; a time without an offset (from a custom trainer, say) is read as UTC too.
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
 @dataclass(frozen=True)

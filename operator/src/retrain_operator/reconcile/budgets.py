@@ -19,6 +19,7 @@ from retrain_operator.adapters.kubernetes import Conflict, KubeClient
 from retrain_operator.domain.api import BudgetSpec, InvalidSpec, parse_budget_spec
 from retrain_operator.domain.budget import Charge, Ledger, exceeded, is_exhausted, spending_status, usage, window_bounds
 from retrain_operator.domain.status import Condition, merge_conditions
+from retrain_operator.domain.times import rfc3339
 from retrain_operator.reconcile import telemetry
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class Accountant:
         broken = exceeded(spec.limits, used, charge)
         if broken:
             return Verdict(False, f"RetrainBudget {name}: {', '.join(broken)} in the window ending "
-                                  f"{end.strftime('%Y-%m-%dT%H:%M:%SZ')}", spec)
+                                  f"{rfc3339(end)}", spec)
         return Verdict(True, f"RetrainBudget {name}: fits ({used.runs + 1} runs, cost {used.cost + charge.cost:.4g} "
                              "in this window)", spec)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from retrain_operator.adapters.kubernetes import AlreadyExists, ApiError, KubeClient
@@ -42,13 +42,12 @@ from retrain_operator.domain.status import (
     conditions_for,
     decision_status,
     merge_conditions,
-    parse_rfc3339,
     phase_for,
-    rfc3339,
     status_changed,
     trigger_status,
     without_nulls,
 )
+from retrain_operator.domain.times import parse_rfc3339, rfc3339, utcnow
 from retrain_operator.domain.triggers import (
     Observation,
     PreviousState,
@@ -177,7 +176,7 @@ class Reconciler:
                  on_job: Callable[[PolicyEntry, str], None] | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
         self._kube = kube
-        self.accountant = Accountant(kube=kube, clock=clock or _utcnow)
+        self.accountant = Accountant(kube=kube, clock=clock or utcnow)
         self._spending = Spending(accountant=self.accountant)
         self._trainer_image = trainer_image
         self._service_account = service_account
@@ -410,7 +409,7 @@ class Reconciler:
                 annotations = job["metadata"].get("annotations") or {}
                 status["activeJob"] = {
                     "name": expected, "trigger": annotations.get("retrain.dev/trigger", ""),
-                    "startedAt": job["metadata"].get("creationTimestamp") or rfc3339_now(),
+                    "startedAt": job["metadata"].get("creationTimestamp") or rfc3339(utcnow()),
                 }
                 status["retrains"] = sequence + 1
                 if annotations.get(ANNOTATION_ACTION) == "Promote":
@@ -423,7 +422,7 @@ class Reconciler:
                     continue
                 if entry.spec is not None:
                     await self._spending.adopt(entry.namespace, entry.name, entry.spec, status, job=expected,
-                                               now=parse_rfc3339(status["activeJob"]["startedAt"]) or _utcnow())
+                                               now=parse_rfc3339(status["activeJob"]["startedAt"]) or utcnow())
                 await self._event(entry, reason="RetrainAdopted",
                                   message=f"Job {expected} was created but not recorded; following it")
 
@@ -500,11 +499,3 @@ def model_record(result: Mapping[str, Any], *, finished: str) -> dict[str, Any]:
         **({"rows": int(result["rows"])} if isinstance(result.get("rows"), int) else {}),
         **({"reference": result["reference"]} if isinstance(result.get("reference"), Mapping) else {}),
     }
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def rfc3339_now() -> str:
-    return rfc3339(_utcnow())

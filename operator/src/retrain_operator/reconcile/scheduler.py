@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from retrain_operator.adapters.kubernetes import KubeClient
@@ -26,7 +26,7 @@ from retrain_operator.domain.api import (
     check_image,
     parse_endpoint_spec,
 )
-from retrain_operator.domain.status import parse_rfc3339
+from retrain_operator.domain.times import parse_rfc3339, utcnow
 from retrain_operator.domain.triggers import Observation
 from retrain_operator.reconcile import telemetry
 from retrain_operator.reconcile.engine import PolicyEntry, Reconciler
@@ -36,10 +36,6 @@ from retrain_operator.reconcile.observe import Observer, QuerySource, Subject
 logger = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Endpoints:

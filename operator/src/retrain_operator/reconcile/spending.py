@@ -31,7 +31,7 @@ from retrain_operator.domain.budget import (
 )
 from retrain_operator.domain.decision import Decision
 from retrain_operator.domain.jobs import pod_requests
-from retrain_operator.domain.status import parse_rfc3339
+from retrain_operator.domain.times import parse_rfc3339, rfc3339
 from retrain_operator.domain.triggers import TriggerResult, baseline_for
 from retrain_operator.reconcile.budgets import Accountant
 
@@ -121,7 +121,7 @@ class Spending:
                                                                                         end=end), charge)
             if broken:
                 return Decision("Wait", "OverBudget", f"policy limits: {', '.join(broken)} in the window ending "
-                                f"{end.strftime('%Y-%m-%dT%H:%M:%SZ')}", decision.triggers, decision.assessment)
+                                f"{rfc3339(end)}", decision.triggers, decision.assessment)
         if spec.decision.budget:
             check = self._accountant.reserve if reserve else self._accountant.check
             verdict = await check(namespace, spec.decision.budget, charge)
