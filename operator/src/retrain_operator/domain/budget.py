@@ -167,6 +167,29 @@ def exceeded(limits: Limits, used: Usage, charge: Charge) -> list[str]:
 
 
 @dataclass(frozen=True)
+class ChargeVerdict:
+    """Whether a charge fits the limits it is judged against, in words a person reads in the decision."""
+
+    fits: bool
+    message: str
+
+
+def judge_charge(limits: Limits, *, window: float, ledger: Ledger, charge: Charge, at: datetime,
+                 owner: str) -> ChargeVerdict:
+    """Does ``charge`` fit ``limits`` in the window containing ``at``, given what ``ledger`` holds?
+
+    ``owner`` names the limits in the message ("RetrainBudget team", "policy limits").
+    """
+    start, end = window_bounds(window, at)
+    used = usage(ledger.charges, start=start, end=end)
+    broken = exceeded(limits, used, charge)
+    if broken:
+        return ChargeVerdict(False, f"{owner}: {', '.join(broken)} in the window ending {rfc3339(end)}")
+    return ChargeVerdict(True, f"{owner}: fits ({used.runs + 1} runs, cost {used.cost + charge.cost:.4g} "
+                               "in this window)")
+
+
+@dataclass(frozen=True)
 class Ledger:
     """A bounded list of charges; the newest LEDGER_LIMIT are kept, every charge of the current window first."""
 

@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from retrain_operator.adapters.kubernetes import Conflict, KubeClient
 from retrain_operator.domain.api import BudgetSpec, InvalidSpec, parse_budget_spec
-from retrain_operator.domain.budget import Charge, Ledger, exceeded, is_exhausted, spending_status, usage, window_bounds
+from retrain_operator.domain.budget import (
+    Charge,
+    ChargeVerdict,
+    Ledger,
+    is_exhausted,
+    judge_charge,
+    spending_status,
+    usage,
+    window_bounds,
+)
 from retrain_operator.domain.status import Condition, merge_conditions
-from retrain_operator.domain.times import rfc3339
 from retrain_operator.reconcile import telemetry
 
 logger = logging.getLogger(__name__)
@@ -28,13 +35,6 @@ ATTEMPTS = 8
 
 class BudgetUnavailable(Exception):
     """The named budget does not exist or is invalid: retrains that name it are refused."""
-
-
-@dataclass(frozen=True)
-class Verdict:
-    ok: bool
-    message: str
-    spec: BudgetSpec | None = None
 
 
 def _ledger(body: dict[str, Any]) -> Ledger:
@@ -83,43 +83,38 @@ class Accountant:
         except BudgetUnavailable:
             return None
 
-    async def check(self, namespace: str, name: str, charge: Charge) -> Verdict:
+    async def check(self, namespace: str, name: str, charge: Charge) -> ChargeVerdict:
         """Would this charge fit? Read-only (for dry runs)."""
         try:
             body, spec = await self._read(namespace, name)
         except BudgetUnavailable as exc:
-            return Verdict(False, str(exc))
-        return self._verdict(name, spec, _ledger(body), charge)
+            return ChargeVerdict(False, str(exc))
+        return self._judge(name, spec, _ledger(body), charge)
 
-    def _verdict(self, name: str, spec: BudgetSpec, ledger: Ledger, charge: Charge) -> Verdict:
-        start, end = window_bounds(spec.window, charge.at)
-        used = usage(ledger.charges, start=start, end=end)
-        broken = exceeded(spec.limits, used, charge)
-        if broken:
-            return Verdict(False, f"RetrainBudget {name}: {', '.join(broken)} in the window ending "
-                                  f"{rfc3339(end)}", spec)
-        return Verdict(True, f"RetrainBudget {name}: fits ({used.runs + 1} runs, cost {used.cost + charge.cost:.4g} "
-                             "in this window)", spec)
+    @staticmethod
+    def _judge(name: str, spec: BudgetSpec, ledger: Ledger, charge: Charge) -> ChargeVerdict:
+        return judge_charge(spec.limits, window=spec.window, ledger=ledger, charge=charge, at=charge.at,
+                            owner=f"RetrainBudget {name}")
 
-    async def reserve(self, namespace: str, name: str, charge: Charge) -> Verdict:
+    async def reserve(self, namespace: str, name: str, charge: Charge) -> ChargeVerdict:
         """Reserve the charge if it fits; a charge already in the ledger counts as reserved."""
         for _ in range(ATTEMPTS):
             try:
                 body, spec = await self._read(namespace, name)
             except BudgetUnavailable as exc:
-                return Verdict(False, str(exc))
+                return ChargeVerdict(False, str(exc))
             ledger = _ledger(body)
             if ledger.find(charge.key) is not None:
-                return Verdict(True, f"RetrainBudget {name}: already charged for {charge.key}", spec)
-            verdict = self._verdict(name, spec, ledger, charge)
-            if not verdict.ok:
+                return ChargeVerdict(True, f"RetrainBudget {name}: already charged for {charge.key}")
+            verdict = self._judge(name, spec, ledger, charge)
+            if not verdict.fits:
                 return verdict
             try:
                 await self._write(body, spec, ledger.reserve(charge), now=self._clock())
                 return verdict
             except Conflict:
                 continue  # someone charged it in between: judge again against the fresh ledger
-        return Verdict(False, f"RetrainBudget {name}: too many concurrent charges, retrying next interval")
+        return ChargeVerdict(False, f"RetrainBudget {name}: too many concurrent charges, retrying next interval")
 
     async def update(self, namespace: str, name: str, change: Callable[[Ledger], Ledger]) -> None:
         """Apply a ledger change (settle, release) with the same optimistic retry."""

@@ -23,15 +23,13 @@ from retrain_operator.domain.budget import (
     RunRecord,
     assess,
     cost_of,
-    exceeded,
     expected_duration,
+    judge_charge,
     spending_status,
-    usage,
-    window_bounds,
 )
 from retrain_operator.domain.decision import Decision
 from retrain_operator.domain.jobs import pod_requests
-from retrain_operator.domain.times import parse_rfc3339, rfc3339
+from retrain_operator.domain.times import parse_rfc3339
 from retrain_operator.domain.triggers import TriggerResult, baseline_for
 from retrain_operator.reconcile.budgets import Accountant
 
@@ -116,16 +114,15 @@ class Spending:
         inline = spec.decision.limits
         if inline is not None:
             ledger = Ledger.from_list((status.get("spending") or {}).get("ledger"))
-            start, end = window_bounds(inline.window, now)
-            broken = [] if ledger.find(charge.key) else exceeded(inline.limits, usage(ledger.charges, start=start,
-                                                                                        end=end), charge)
-            if broken:
-                return Decision("Wait", "OverBudget", f"policy limits: {', '.join(broken)} in the window ending "
-                                f"{rfc3339(end)}", decision.triggers, decision.assessment)
+            if ledger.find(charge.key) is None:
+                verdict = judge_charge(inline.limits, window=inline.window, ledger=ledger, charge=charge, at=now,
+                                       owner="policy limits")
+                if not verdict.fits:
+                    return Decision("Wait", "OverBudget", verdict.message, decision.triggers, decision.assessment)
         if spec.decision.budget:
             check = self._accountant.reserve if reserve else self._accountant.check
             verdict = await check(namespace, spec.decision.budget, charge)
-            if not verdict.ok:
+            if not verdict.fits:
                 return Decision("Wait", "OverBudget", verdict.message, decision.triggers, decision.assessment)
         if reserve and inline is not None:
             ledger = Ledger.from_list((status.get("spending") or {}).get("ledger")).reserve(charge)
