@@ -22,10 +22,10 @@ from retrain_operator.domain.budget import (
     judge_charge,
     quantity,
     recovery_share,
-    spending_status,
     usage,
     window_bounds,
 )
+from retrain_operator.domain.budget_status import SpendingStatus
 
 NOW = datetime(2026, 11, 27, 15, 30, tzinfo=UTC)
 
@@ -105,8 +105,8 @@ def test_a_charge_is_judged_against_the_limits_of_its_window(earlier: int, verdi
 def test_spending_status_rolls_over_with_time() -> None:
     ledger = Ledger((charge("a", NOW),))
     limits = Limits(runs=2)
-    today = spending_status(window=86400, limits=limits, ledger=ledger, now=NOW)
-    tomorrow = spending_status(window=86400, limits=limits, ledger=ledger, now=NOW + timedelta(days=1))
+    today = SpendingStatus.of(window=86400, limits=limits, ledger=ledger, now=NOW).to_dict()
+    tomorrow = SpendingStatus.of(window=86400, limits=limits, ledger=ledger, now=NOW + timedelta(days=1)).to_dict()
     assert today["used"]["runs"] == 1 and today["remaining"] == {"runs": 1}
     assert tomorrow["used"]["runs"] == 0 and tomorrow["remaining"] == {"runs": 2}
     assert tomorrow["windowStart"] == "2026-11-28T00:00:00Z"

@@ -64,6 +64,8 @@ class Resources:
 
 @dataclass(frozen=True)
 class Prices:
+    """What an hour of each resource costs, and a fixed cost per retrain (people's time, a licence)."""
+
     cpu_hour: float = 0.0
     memory_gib_hour: float = 0.0
     gpu_hour: float = 0.0
@@ -111,6 +113,8 @@ class Charge:
 
 @dataclass(frozen=True)
 class Usage:
+    """What the charges of one window add up to."""
+
     runs: int = 0
     cpu_hours: float = 0.0
     gpu_hours: float = 0.0
@@ -123,6 +127,12 @@ class Usage:
     def to_dict(self) -> dict[str, Any]:
         return {"runs": self.runs, "cpuHours": round(self.cpu_hours, 6), "gpuHours": round(self.gpu_hours, 6),
                 "cost": round(self.cost, 6)}
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Usage:
+        raw = raw if isinstance(raw, Mapping) else {}
+        return cls(runs=int(raw.get("runs") or 0), cpu_hours=float(raw.get("cpuHours") or 0.0),
+                   gpu_hours=float(raw.get("gpuHours") or 0.0), cost=float(raw.get("cost") or 0.0))
 
 
 def window_bounds(length_seconds: float, now: datetime) -> tuple[datetime, datetime]:
@@ -235,6 +245,8 @@ class Ledger:
 
 @dataclass(frozen=True)
 class CostBenefitSpec:
+    """The gate's settings: what an accuracy point is worth per day, over what horizon, and the priors."""
+
     value_per_point_per_day: float
     horizon_days: float = 7.0
     min_net_benefit: float = 0.0
@@ -323,28 +335,6 @@ def assess(spec: CostBenefitSpec, *, resources: Resources, prices: Prices, runs:
                f"({duration / 60:.3g} min by {source}, human {human:g}); net {benefit - cost:.4g}, "
                f"minimum {spec.min_net_benefit:g}")
     return Assessment(cost, benefit, duration, source, share, n, drop, worth, message)
-
-
-def remaining(limits: Limits, used: Usage) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if limits.runs is not None:
-        out["runs"] = max(0, limits.runs - used.runs)
-    if limits.cpu_hours is not None:
-        out["cpuHours"] = round(max(0.0, limits.cpu_hours - used.cpu_hours), 6)
-    if limits.gpu_hours is not None:
-        out["gpuHours"] = round(max(0.0, limits.gpu_hours - used.gpu_hours), 6)
-    if limits.cost is not None:
-        out["cost"] = round(max(0.0, limits.cost - used.cost), 6)
-    return out
-
-
-def spending_status(*, window: float, limits: Limits, ledger: Ledger, now: datetime) -> dict[str, Any]:
-    """Usage of the current window, what remains, and the bounded ledger: the status of a budget."""
-    start, end = window_bounds(window, now)
-    bounded = ledger.bounded(window_start=start)
-    used = usage(bounded.charges, start=start, end=end)
-    return {"windowStart": rfc3339(start), "windowEnd": rfc3339(end), "used": used.to_dict(),
-            "remaining": remaining(limits, used), "ledger": bounded.to_list()}
 
 
 def is_exhausted(limits: Limits, used: Usage) -> list[str]:

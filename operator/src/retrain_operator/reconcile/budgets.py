@@ -4,7 +4,9 @@ Several policies (and several operator replicas) may charge one budget at the sa
 charge is a read-modify-write of the budget's status whose write tests the resourceVersion it read:
 when someone else wrote in between, the write is refused and the charge is re-evaluated against the
 fresh ledger. So two policies racing for the last run of a window cannot both get it. Charges are
-keyed by Job, so repeating one after a crash or a lost response changes nothing.
+keyed by Job, so repeating one after a crash or a lost response changes nothing. What fits is
+judged in the domain (``judge_charge``); this module only reads, retries and writes. Limits: a
+charge that loses the race ``ATTEMPTS`` times in a row is refused until the next interval.
 """
 
 from __future__ import annotations
@@ -16,17 +18,9 @@ from typing import Any
 
 from retrain_operator.adapters.kubernetes import Conflict, KubeClient
 from retrain_operator.domain.api import BudgetSpec, InvalidSpec, parse_budget_spec
-from retrain_operator.domain.budget import (
-    Charge,
-    ChargeVerdict,
-    Ledger,
-    is_exhausted,
-    judge_charge,
-    spending_status,
-    usage,
-    window_bounds,
-)
-from retrain_operator.domain.status import Condition, merge_conditions
+from retrain_operator.domain.budget import Charge, ChargeVerdict, Ledger, judge_charge
+from retrain_operator.domain.budget_status import BudgetStatus
+from retrain_operator.domain.status import status_changed
 from retrain_operator.reconcile import telemetry
 
 logger = logging.getLogger(__name__)
@@ -37,25 +31,13 @@ class BudgetUnavailable(Exception):
     """The named budget does not exist or is invalid: retrains that name it are refused."""
 
 
-def _ledger(body: dict[str, Any]) -> Ledger:
-    return Ledger.from_list((body.get("status") or {}).get("ledger"))
-
-
-def budget_status(spec: BudgetSpec, ledger: Ledger, *, previous: dict[str, Any], generation: int,
-                  now: datetime) -> dict[str, Any]:
-    status = spending_status(window=spec.window, limits=spec.limits, ledger=ledger, now=now)
-    start, end = window_bounds(spec.window, now)
-    used = usage(ledger.charges, start=start, end=end)
-    full = is_exhausted(spec.limits, used)
-    condition = (Condition("Exhausted", "True", "LimitReached", "used up: " + ", ".join(full)) if full else
-                 Condition("Exhausted", "False", "WithinLimits", "every limit has room in this window"))
-    status["conditions"] = merge_conditions(previous.get("conditions") or [], [condition], generation=generation,
-                                            now=now)
-    status["observedGeneration"] = generation
-    return status
-
-
 class Accountant:
+    """Charges retrains to shared RetrainBudgets: reads a budget, judges a charge, writes the budget's status.
+
+    Every write tests the resourceVersion it read (see the module docstring); the status written is
+    always rebuilt from the ledger and the clock, so a refresh that finds nothing new writes nothing.
+    """
+
     def __init__(self, *, kube: KubeClient, clock: Callable[[], datetime]) -> None:
         self._kube = kube
         self._clock = clock
@@ -69,13 +51,21 @@ class Accountant:
         except InvalidSpec as exc:
             raise BudgetUnavailable(f"RetrainBudget {namespace}/{name} is invalid: {exc}") from None
 
-    async def _write(self, body: dict[str, Any], spec: BudgetSpec, ledger: Ledger, *, now: datetime) -> None:
+    async def _write(self, body: dict[str, Any], spec: BudgetSpec, ledger: Ledger, *, now: datetime,
+                     only_if_changed: bool = False) -> bool:
+        """Write the status ``ledger`` gives at ``now``; raises Conflict when the budget changed since read."""
         meta = body["metadata"]
-        status = budget_status(spec, ledger, previous=body.get("status") or {},
-                               generation=int(meta.get("generation") or 0), now=now)
-        await self._kube.replace_budget_status(meta["namespace"], meta["name"], status,
+        stored = body.get("status") or {}
+        status = BudgetStatus.of(window=spec.window, limits=spec.limits, ledger=ledger,
+                                 previous=BudgetStatus.from_dict(stored),
+                                 generation=int(meta.get("generation") or 0), now=now)
+        telemetry.record_budget(meta["namespace"], meta["name"], status.used.to_dict())
+        built = status.to_dict()
+        if only_if_changed and not status_changed(stored, built):
+            return False
+        await self._kube.replace_budget_status(meta["namespace"], meta["name"], built,
                                                resource_version=str(meta["resourceVersion"]))
-        telemetry.record_budget(meta["namespace"], meta["name"], status["used"])
+        return True
 
     async def spec(self, namespace: str, name: str) -> BudgetSpec | None:
         try:
@@ -141,17 +131,11 @@ class Accountant:
             spec = parse_budget_spec(body.get("spec"))
         except InvalidSpec:
             return False
-        now = self._clock()
-        meta = body["metadata"]
-        status = budget_status(spec, _ledger(body), previous=body.get("status") or {},
-                               generation=int(meta.get("generation") or 0), now=now)
-        telemetry.record_budget(meta["namespace"], meta["name"], status["used"])
-        stored = body.get("status") or {}
-        if all(stored.get(k) == v for k, v in status.items()):
-            return False
         try:
-            await self._kube.replace_budget_status(meta["namespace"], meta["name"], status,
-                                                   resource_version=str(meta["resourceVersion"]))
+            return await self._write(body, spec, _ledger(body), now=self._clock(), only_if_changed=True)
         except Conflict:
             return False  # a newer version exists; its own event brings it back here
-        return True
+
+
+def _ledger(body: dict[str, Any]) -> Ledger:
+    return BudgetStatus.from_dict(body.get("status")).ledger

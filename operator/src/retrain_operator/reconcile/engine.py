@@ -40,6 +40,7 @@ from retrain_operator.domain.jobs import (
 )
 from retrain_operator.domain.status import (
     conditions_for,
+    conditions_from,
     decision_status,
     merge_conditions,
     phase_for,
@@ -236,11 +237,11 @@ class Reconciler:
         metrics_ok = not any(r.problem for r in results if r.type != "schedule")
         active = (status.get("activeJob") or {}).get("name")
         status["phase"] = phase_for(valid=True, suspended=spec.suspend, active_job=active, metrics_ok=metrics_ok)
-        status["conditions"] = merge_conditions(
-            stored.get("conditions") or [],
+        status["conditions"] = [c.to_dict() for c in merge_conditions(
+            conditions_from(stored.get("conditions")),
             conditions_for(valid_problems=[], results=results, decision=decision, active_job=active,
                            last_outcome=(status.get("lastRetrain") or {}).get("outcome")),
-            generation=entry.generation, now=now)
+            generation=entry.generation, now=now)]
         status["observedGeneration"] = entry.generation
         if self._on_decision is not None:
             self._on_decision(entry, decision)
@@ -275,12 +276,12 @@ class Reconciler:
         status["phase"] = "Invalid"
         status["triggers"] = []
         status["observedGeneration"] = entry.generation
-        status["conditions"] = merge_conditions(
-            stored.get("conditions") or [],
+        status["conditions"] = [c.to_dict() for c in merge_conditions(
+            conditions_from(stored.get("conditions")),
             conditions_for(valid_problems=problems, results=[], decision=decision,
                            active_job=(stored.get("activeJob") or {}).get("name"),
                            last_outcome=(stored.get("lastRetrain") or {}).get("outcome")),
-            generation=entry.generation, now=now)
+            generation=entry.generation, now=now)]
         if previous_decision.get("message") != message or previous_decision.get("reason") != "InvalidSpec":
             await self._event(entry, reason="InvalidSpec", message=message, warning=True)
         if self._on_decision is not None:

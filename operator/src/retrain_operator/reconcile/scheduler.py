@@ -26,6 +26,7 @@ from retrain_operator.domain.api import (
     check_image,
     parse_endpoint_spec,
 )
+from retrain_operator.domain.budget_status import BudgetStatus
 from retrain_operator.domain.times import parse_rfc3339, utcnow
 from retrain_operator.domain.triggers import Observation
 from retrain_operator.reconcile import telemetry
@@ -176,7 +177,7 @@ class Scheduler:
                 await self._reconciler.accountant.refresh(body)
             except Exception:
                 logger.exception("refreshing RetrainBudget %s/%s failed", *key)
-            window_end = parse_rfc3339((body.get("status") or {}).get("windowEnd"))
+            window_end = BudgetStatus.from_dict(body.get("status")).window_end
             self._budget_due[key] = window_end if window_end and window_end > now else now + timedelta(seconds=60)
 
     def wake(self, key: Key) -> None:

@@ -25,8 +25,8 @@ from retrain_operator.domain.budget import (
     cost_of,
     expected_duration,
     judge_charge,
-    spending_status,
 )
+from retrain_operator.domain.budget_status import SpendingStatus
 from retrain_operator.domain.decision import Decision
 from retrain_operator.domain.jobs import pod_requests
 from retrain_operator.domain.times import parse_rfc3339
@@ -126,7 +126,8 @@ class Spending:
                 return Decision("Wait", "OverBudget", verdict.message, decision.triggers, decision.assessment)
         if reserve and inline is not None:
             ledger = Ledger.from_list((status.get("spending") or {}).get("ledger")).reserve(charge)
-            status["spending"] = spending_status(window=inline.window, limits=inline.limits, ledger=ledger, now=now)
+            status["spending"] = SpendingStatus.of(window=inline.window, limits=inline.limits, ledger=ledger,
+                                                   now=now).to_dict()
         return decision
 
     async def adopt(self, namespace: str, name: str, spec: PolicySpec, status: dict[str, Any], *, job: str,
@@ -137,8 +138,8 @@ class Spending:
             await self._accountant.update(namespace, spec.decision.budget, lambda ledger: ledger.reserve(charge))
         if spec.decision.limits is not None:
             ledger = Ledger.from_list((status.get("spending") or {}).get("ledger")).reserve(charge)
-            status["spending"] = spending_status(window=spec.decision.limits.window,
-                                                 limits=spec.decision.limits.limits, ledger=ledger, now=now)
+            status["spending"] = SpendingStatus.of(window=spec.decision.limits.window,
+                                                 limits=spec.decision.limits.limits, ledger=ledger, now=now).to_dict()
 
     async def release(self, namespace: str, spec: PolicySpec, status: dict[str, Any], *, key: str,
                       now: datetime) -> None:
@@ -147,8 +148,8 @@ class Spending:
             await self._accountant.update(namespace, spec.decision.budget, lambda ledger: ledger.release(key))
         if spec.decision.limits is not None:
             ledger = Ledger.from_list((status.get("spending") or {}).get("ledger")).release(key)
-            status["spending"] = spending_status(window=spec.decision.limits.window,
-                                                 limits=spec.decision.limits.limits, ledger=ledger, now=now)
+            status["spending"] = SpendingStatus.of(window=spec.decision.limits.window,
+                                                 limits=spec.decision.limits.limits, ledger=ledger, now=now).to_dict()
 
     async def settle(self, namespace: str, name: str, spec: PolicySpec, status: dict[str, Any], *, job: str,
                      job_body: Mapping[str, Any] | None, started: datetime | None, finished: datetime,
@@ -170,8 +171,8 @@ class Spending:
             await self._accountant.update(namespace, spec.decision.budget, settle)
         if spec.decision.limits is not None:
             ledger = settle(Ledger.from_list((status.get("spending") or {}).get("ledger")))
-            status["spending"] = spending_status(window=spec.decision.limits.window,
-                                                 limits=spec.decision.limits.limits, ledger=ledger, now=now)
+            status["spending"] = SpendingStatus.of(window=spec.decision.limits.window,
+                                                 limits=spec.decision.limits.limits, ledger=ledger, now=now).to_dict()
         return seconds
 
     def roll(self, spec: PolicySpec, status: dict[str, Any], *, now: datetime) -> None:
@@ -180,8 +181,8 @@ class Spending:
             status.pop("spending", None)
             return
         ledger = Ledger.from_list((status.get("spending") or {}).get("ledger"))
-        status["spending"] = spending_status(window=spec.decision.limits.window, limits=spec.decision.limits.limits,
-                                             ledger=ledger, now=now)
+        status["spending"] = SpendingStatus.of(window=spec.decision.limits.window, limits=spec.decision.limits.limits,
+                                             ledger=ledger, now=now).to_dict()
 
 
 def record_history(status: dict[str, Any], entry: dict[str, Any]) -> None:
