@@ -15,18 +15,20 @@ from datetime import datetime
 from typing import Any
 
 from retrain_operator.adapters.kubernetes import AlreadyExists, ApiError, KubeClient
-from retrain_operator.domain.api import (
-    API_VERSION,
-    AccuracyDecay,
-    DataVolumeTrigger,
-    DriftTrigger,
-    InvalidSpec,
-    PolicySpec,
-    Problem,
-    QueryTrigger,
-    parse_policy_spec,
+from retrain_operator.domain.api import API_VERSION, InvalidSpec, PolicySpec, Problem, parse_policy_spec
+from retrain_operator.domain.decision import (
+    Decision,
+    Launch,
+    Requests,
+    decide,
+    force_to_honour,
+    invalid,
+    launched,
+    rollback_to_start,
+    rolling_back,
+    within_budget,
 )
-from retrain_operator.domain.decision import Decision, decide
+from retrain_operator.domain.evaluation import accuracy_now, evaluate_triggers
 from retrain_operator.domain.jobs import (
     ANNOTATION_ACTION,
     ANNOTATION_VERSION,
@@ -49,26 +51,15 @@ from retrain_operator.domain.status import (
     without_nulls,
 )
 from retrain_operator.domain.times import parse_rfc3339, rfc3339, utcnow
-from retrain_operator.domain.triggers import (
-    Observation,
-    PreviousState,
-    TriggerResult,
-    evaluate_accuracy,
-    evaluate_data_volume,
-    evaluate_drift,
-    evaluate_query,
-    evaluate_schedule,
-)
+from retrain_operator.domain.triggers import Observation, TriggerResult
 from retrain_operator.reconcile import telemetry
 from retrain_operator.reconcile.budgets import Accountant
-from retrain_operator.reconcile.spending import Spending, accuracy_now, record_history
+from retrain_operator.reconcile.spending import Spending, record_history
 
 logger = logging.getLogger(__name__)
 
 WARNING_REASONS = frozenset({"MetricsUnavailable", "JobCreateFailed", "InvalidSpec", "JobNameTaken", "OverBudget",
                              "RollbackFailed"})
-FORCE_ANNOTATION = "retrain.dev/force-retrain"
-ROLLBACK_ANNOTATION = "retrain.dev/rollback-to"
 
 
 @dataclass
@@ -131,46 +122,6 @@ def _version(body: Mapping[str, Any]) -> int | None:
         return None
 
 
-def previous_states(status: Mapping[str, Any]) -> dict[str, PreviousState]:
-    out = {}
-    for item in status.get("triggers") or []:
-        if isinstance(item, Mapping) and item.get("name"):
-            out[str(item["name"])] = PreviousState(item.get("state"), parse_rfc3339(item.get("since")))
-    return out
-
-
-def evaluate_triggers(spec: PolicySpec, *, observations: Mapping[str, Observation], status: Mapping[str, Any],
-                      created: datetime, now: datetime) -> list[TriggerResult]:
-    """Every trigger's result; shared by the operator and ``retrain-operator evaluate``."""
-    previous = previous_states(status)
-    model_score = (status.get("model") or {}).get("score")
-    last_start = parse_rfc3339((status.get("lastRetrain") or {}).get("startedAt"))
-    active_start = parse_rfc3339((status.get("activeJob") or {}).get("startedAt"))
-    reference = max([t for t in (created, last_start, active_start) if t is not None])
-    results = []
-    for trigger in spec.triggers:
-        before = previous.get(trigger.name, PreviousState())
-        observation = observations.get(trigger.name) or Observation.missing("NoData", "not observed")
-        if isinstance(trigger.kind, AccuracyDecay):
-            results.append(evaluate_accuracy(trigger, observation=observation,
-                                             model_score=float(model_score) if model_score is not None else None,
-                                             previous=before, now=now))
-        elif isinstance(trigger.kind, QueryTrigger):
-            results.append(evaluate_query(trigger, observation=observation, previous=before, now=now))
-        elif isinstance(trigger.kind, DriftTrigger):
-            champion_reference = (status.get("model") or {}).get("reference")
-            results.append(evaluate_drift(
-                trigger, observation=observation, previous=before, now=now,
-                model_reference=champion_reference if isinstance(champion_reference, Mapping) else None))
-        elif isinstance(trigger.kind, DataVolumeTrigger):
-            rows = (status.get("model") or {}).get("rows")
-            results.append(evaluate_data_volume(trigger, observation=observation, previous=before, now=now,
-                                                training_rows=float(rows) if rows else None))
-        else:
-            results.append(evaluate_schedule(trigger, reference=reference, now=now))
-    return results
-
-
 class Reconciler:
     def __init__(self, *, kube: KubeClient, trainer_image: str, service_account: str,
                  on_decision: Callable[[PolicyEntry, Decision], None] | None = None,
@@ -208,25 +159,26 @@ class Reconciler:
         telemetry.record_triggers(entry.namespace, entry.name, {r.name: (r.value, r.firing) for r in results})
         active = (status.get("activeJob") or {}).get("name")
         last_start = parse_rfc3339((status.get("lastRetrain") or {}).get("startedAt"))
-        annotations = entry.body["metadata"].get("annotations") or {}
-        forced = annotations.get(FORCE_ANNOTATION) or None
-        if forced == status.get("lastOverride"):
-            forced = None
-        rollback = annotations.get(ROLLBACK_ANNOTATION) or None
-        if rollback is not None and rollback != status.get("lastRollbackRequest") and not active and not spec.suspend:
+        requests = Requests.from_annotations(entry.body["metadata"].get("annotations") or {})
+        forced = force_to_honour(requests, last_override=status.get("lastOverride"))
+        rollback = rollback_to_start(requests, last_request=status.get("lastRollbackRequest"), active_job=active,
+                                     suspended=spec.suspend)
+        if rollback is not None:
             decision = await self._rollback(entry, spec, status, rollback, now=now)
         else:
             gate = await self._spending.gate(entry.namespace, spec, results=results, status=status)
             decision = decide(spec, results=results, active_job=active, last_retrain_start=last_start, now=now,
                               gate=gate, forced=forced)
-        if decision.action in ("Retrain", "WouldRetrain"):
+        if decision.retrains:
             job = job_name(entry.ref, int(status.get("retrains") or 0))
             charge = await self._spending.estimate(entry.namespace, entry.name, spec, status, job=job, now=now)
-            decision = await self._spending.admit(entry.namespace, spec, status, decision, charge=charge, now=now)
+            verdict = await self._spending.admit(entry.namespace, spec, status, charge=charge,
+                                                 reserve=decision.launches, now=now)
+            decision = within_budget(decision, verdict)
             if decision.launches:
                 decision = await self._launch(entry, spec, status, decision, now=now, charge_key=charge.key,
                                               results=results)
-            if forced and decision.action in ("Retrain", "WouldRetrain"):
+            if forced and decision.retrains:
                 status["lastOverride"] = forced
         self._spending.roll(spec, status, now=now)
         if finished_now:
@@ -269,8 +221,8 @@ class Reconciler:
     async def _write_invalid(self, entry: PolicyEntry, problems: Sequence[str], *, stored: Mapping[str, Any],
                              now: datetime) -> bool:
         status = dict(stored)
-        message = "; ".join(problems)
-        decision = Decision("None", "InvalidSpec", message)
+        decision = invalid(problems)
+        message = decision.message
         previous_decision = stored.get("lastDecision") or {}
         status["lastDecision"] = decision_status(previous_decision, decision, now=now)
         status["phase"] = "Invalid"
@@ -378,25 +330,22 @@ class Reconciler:
         sequence = int(status.get("retrains") or 0)
         body = build_job(spec, policy=entry.ref, sequence=sequence, triggers=["rollback"], promote=version,
                          trainer_image=self._trainer_image, service_account=self._service_account)
-        name = body["metadata"]["name"]
+        # A Job by this name is ours, created before a crash: the deterministic name says so.
+        launch = await self._create_job(entry, body, trust_name=True)
+        decision = rolling_back(version, launch)
+        name = launch.job
         status["lastRollbackRequest"] = version
-        try:
-            await self._kube.create_job(entry.namespace, body)
-        except AlreadyExists:
-            pass  # ours, created before a crash: the deterministic name says so
-        except ApiError as exc:
-            message = f"creating the rollback Job {name} failed: {exc}"
-            status["lastRollback"] = {"version": version, "job": name, "outcome": "Failed", "message": message[:512],
-                                      "finishedAt": rfc3339(now)}
-            return Decision("Wait", "RollbackFailed", message)
+        if not launch.running:
+            status["lastRollback"] = {"version": version, "job": name, "outcome": "Failed",
+                                      "message": decision.message[:512], "finishedAt": rfc3339(now)}
+            return decision
         status["activeJob"] = {"name": name, "trigger": "rollback", "action": "Promote", "version": version,
                                "startedAt": rfc3339(now)}
         status["retrains"] = sequence + 1
         status["lastRollback"] = {"version": version, "job": name, "outcome": "Running",
                                   "message": f"moving the champion to {version}"}
-        message = f"retrain.dev/rollback-to={version!r}: started Job {name} to make it the champion"
-        await self._event(entry, reason="RollbackStarted", message=message)
-        return Decision("Wait", "RollbackInProgress", message)
+        await self._event(entry, reason="RollbackStarted", message=decision.message)
+        return decision
 
     async def _adopt_unrecorded(self, entry: PolicyEntry, status: dict[str, Any]) -> None:
         """A Job created just before a crash has no record in status: find it by its labels and adopt it."""
@@ -427,44 +376,50 @@ class Reconciler:
                 await self._event(entry, reason="RetrainAdopted",
                                   message=f"Job {expected} was created but not recorded; following it")
 
+    async def _create_job(self, entry: PolicyEntry, body: Mapping[str, Any], *, trust_name: bool = False) -> Launch:
+        """Create a Job and say what happened; a Job already there is ours if its labels (or ``trust_name``) say so."""
+        name = str(body["metadata"]["name"])
+        try:
+            await self._kube.create_job(entry.namespace, body)
+        except AlreadyExists:
+            if trust_name:
+                return Launch(name, "Adopted")
+            existing = await self._kube.get_job(entry.namespace, name)
+            labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
+            return Launch(name, "Adopted" if labels.get(LABEL_POLICY_UID) == entry.uid else "NameTaken")
+        except ApiError as exc:
+            return Launch(name, "Failed", str(exc))
+        return Launch(name, "Created")
+
     async def _launch(self, entry: PolicyEntry, spec: PolicySpec, status: dict[str, Any], decision: Decision, *,
                       now: datetime, charge_key: str, results: Sequence[TriggerResult]) -> Decision:
+        """Create the training Job; when it cannot run, the reservation made for it is released."""
         sequence = int(status.get("retrains") or 0)
         body = build_job(spec, policy=entry.ref, sequence=sequence, triggers=decision.triggers,
                          trainer_image=self._trainer_image, service_account=self._service_account)
-        name = body["metadata"]["name"]
         try:
-            await self._kube.create_job(entry.namespace, body)
-            adopted = False
-        except AlreadyExists:
-            existing = await self._kube.get_job(entry.namespace, name)
-            labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
-            if labels.get(LABEL_POLICY_UID) != entry.uid:
-                message = f"a Job named {name} exists and does not belong to this policy; delete or rename it"
-                await self._event(entry, reason="JobNameTaken", message=message, warning=True)
-                await self._spending.release(entry.namespace, spec, status, key=charge_key, now=now)
-                return Decision("Wait", "JobNameTaken", message, decision.triggers)
-            adopted = True
-        except ApiError as exc:
-            message = f"creating Job {name} failed: {exc}"
-            await self._spending.release(entry.namespace, spec, status, key=charge_key, now=now)
-            return Decision("Wait", "JobCreateFailed", message, decision.triggers)
+            launch = await self._create_job(entry, body)
         except Exception:
             # Unknown whether the Job exists (a timeout, a lost connection): the reservation is released, and
             # if the Job was created after all, the next cycle adopts it and charges it again, once.
             await self._spending.release(entry.namespace, spec, status, key=charge_key, now=now)
             raise
-        status["activeJob"] = {"name": name, "trigger": ",".join(decision.triggers), "startedAt": rfc3339(now)}
-        baseline, current = accuracy_now(spec, results, status)
+        decision = launched(decision, launch)
+        if not launch.running:
+            if launch.outcome == "NameTaken":
+                await self._event(entry, reason="JobNameTaken", message=decision.message, warning=True)
+            await self._spending.release(entry.namespace, spec, status, key=charge_key, now=now)
+            return decision
+        status["activeJob"] = {"name": launch.job, "trigger": ",".join(decision.triggers), "startedAt": rfc3339(now)}
+        model_score = (status.get("model") or {}).get("score")
+        baseline, current = accuracy_now(spec, results, float(model_score) if model_score is not None else None)
         if baseline is not None and current is not None:
             status["activeJob"].update(accuracyBefore=round(current, 6), baselineBefore=round(baseline, 6))
         status["retrains"] = sequence + 1
-        verb = "adopted existing" if adopted else "started"
-        await self._event(entry, reason="RetrainStarted", message=f"{verb} Job {name}: {decision.message}")
+        await self._event(entry, reason="RetrainStarted", message=decision.message)
         if self._on_job is not None:
             self._on_job(entry, "Started")
-        return Decision("Retrain", decision.reason, f"{verb} Job {name}: {decision.message}", decision.triggers,
-                        decision.assessment)
+        return decision
 
     async def _trim(self, entry: PolicyEntry, spec: PolicySpec, status: Mapping[str, Any]) -> None:
         jobs = await self._kube.list_jobs(entry.namespace, f"{LABEL_POLICY_UID}={entry.uid}")

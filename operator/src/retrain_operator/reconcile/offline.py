@@ -15,8 +15,8 @@ from typing import Any
 from retrain_operator.adapters.prometheus import PrometheusClient
 from retrain_operator.domain.api import EndpointSpec, parse_policy_spec
 from retrain_operator.domain.decision import decide
+from retrain_operator.domain.evaluation import evaluate_triggers
 from retrain_operator.domain.times import parse_rfc3339
-from retrain_operator.reconcile.engine import evaluate_triggers
 from retrain_operator.reconcile.observe import Observer, QuerySource, Subject
 
 

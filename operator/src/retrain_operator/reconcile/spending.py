@@ -13,10 +13,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from retrain_operator.domain.api import AccuracyDecay, PolicySpec
+from retrain_operator.domain.api import PolicySpec
 from retrain_operator.domain.budget import (
     Assessment,
     Charge,
+    ChargeVerdict,
     Ledger,
     Prices,
     Resources,
@@ -27,10 +28,10 @@ from retrain_operator.domain.budget import (
     judge_charge,
 )
 from retrain_operator.domain.budget_status import SpendingStatus
-from retrain_operator.domain.decision import Decision
+from retrain_operator.domain.evaluation import accuracy_now
 from retrain_operator.domain.jobs import pod_requests
 from retrain_operator.domain.times import parse_rfc3339
-from retrain_operator.domain.triggers import TriggerResult, baseline_for
+from retrain_operator.domain.triggers import TriggerResult
 from retrain_operator.reconcile.budgets import Accountant
 
 HISTORY_LIMIT = 20
@@ -51,18 +52,8 @@ def runs_of(status: Mapping[str, Any]) -> list[RunRecord]:
     return out
 
 
-def accuracy_now(spec: PolicySpec, results: Sequence[TriggerResult],
-                 status: Mapping[str, Any]) -> tuple[float | None, float | None]:
-    """Baseline and current accuracy from the first accuracyDecay trigger that has a value."""
-    model_score = (status.get("model") or {}).get("score")
-    for trigger, result in zip(spec.triggers, results, strict=True):
-        if isinstance(trigger.kind, AccuracyDecay) and result.value is not None:
-            baseline, _ = baseline_for(trigger.kind, float(model_score) if model_score is not None else None)
-            return baseline, result.value
-    return None, None
-
-
 PRICE_TTL = 10.0
+WITHIN_LIMITS = ChargeVerdict(True, "within every limit")
 
 
 class Spending:
@@ -89,7 +80,8 @@ class Spending:
                    status: Mapping[str, Any]) -> Assessment | None:
         if spec.decision.cost_benefit is None or not any(r.firing for r in results):
             return None
-        baseline, current = accuracy_now(spec, results, status)
+        model_score = (status.get("model") or {}).get("score")
+        baseline, current = accuracy_now(spec, results, float(model_score) if model_score is not None else None)
         return assess(spec.decision.cost_benefit, resources=resources_of(spec),
                       prices=await self.prices(namespace, spec), runs=runs_of(status), baseline=baseline,
                       current=current)
@@ -107,10 +99,10 @@ class Spending:
         return Charge(key=f"{namespace}/{job}", policy=f"{namespace}/{name}", at=now, state="Reserved",
                       cpu_hours=cpu, gpu_hours=gpu, cost=money)
 
-    async def admit(self, namespace: str, spec: PolicySpec, status: dict[str, Any], decision: Decision, *,
-                    charge: Charge, now: datetime) -> Decision:
-        """Refuse (OverBudget) or let through a retrain; a real launch reserves in both ledgers."""
-        reserve = decision.launches
+    async def admit(self, namespace: str, spec: PolicySpec, status: dict[str, Any], *, charge: Charge,
+                    reserve: bool, now: datetime) -> ChargeVerdict:
+        """The verdict of the policy's limits, then of its budget, on ``charge``; with ``reserve`` the charge is
+        reserved in both ledgers (a dry run only asks)."""
         inline = spec.decision.limits
         if inline is not None:
             ledger = Ledger.from_list((status.get("spending") or {}).get("ledger"))
@@ -118,17 +110,17 @@ class Spending:
                 verdict = judge_charge(inline.limits, window=inline.window, ledger=ledger, charge=charge, at=now,
                                        owner="policy limits")
                 if not verdict.fits:
-                    return Decision("Wait", "OverBudget", verdict.message, decision.triggers, decision.assessment)
+                    return verdict
         if spec.decision.budget:
-            check = self._accountant.reserve if reserve else self._accountant.check
-            verdict = await check(namespace, spec.decision.budget, charge)
+            ask = self._accountant.reserve if reserve else self._accountant.check
+            verdict = await ask(namespace, spec.decision.budget, charge)
             if not verdict.fits:
-                return Decision("Wait", "OverBudget", verdict.message, decision.triggers, decision.assessment)
+                return verdict
         if reserve and inline is not None:
             ledger = Ledger.from_list((status.get("spending") or {}).get("ledger")).reserve(charge)
             status["spending"] = SpendingStatus.of(window=inline.window, limits=inline.limits, ledger=ledger,
                                                    now=now).to_dict()
-        return decision
+        return WITHIN_LIMITS
 
     async def adopt(self, namespace: str, name: str, spec: PolicySpec, status: dict[str, Any], *, job: str,
                     now: datetime) -> None:
