@@ -72,7 +72,8 @@ class Harness:
         await self.scheduler.run_cycle(list(self.scheduler.entries))
 
     def status(self, name: str = "churn", namespace: str = "team-a") -> dict[str, Any]:
-        return self.scheduler.entries[(namespace, name)].status
+        """The policy's status as the API server holds it after the last write."""
+        return self.scheduler.entries[(namespace, name)].stored_status
 
     def finish_job(self, name: str, *, succeeded: bool, result: dict[str, Any]) -> None:
         job = self.kube.jobs[("team-a", name)]
@@ -334,7 +335,7 @@ async def test_unusable_endpoint_makes_triggers_inconclusive_not_crash() -> None
     scheduler.upsert_endpoint("default", {"url": "http://prom:9090", "auth": {"bearerTokenSecret": {"name": "gone"}}})
     scheduler.upsert_policy(policy())
     await scheduler.run_cycle(list(scheduler.entries))
-    status = scheduler.entries[("team-a", "churn")].status
+    status = scheduler.entries[("team-a", "churn")].stored_status
     metrics = {c["type"]: c for c in status["conditions"]}["MetricsAvailable"]
     assert metrics["reason"] == "EndpointUnavailable" and "retrain-system/gone" in metrics["message"]
     assert kube.created_jobs == []

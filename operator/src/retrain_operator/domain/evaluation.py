@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 from retrain_operator.domain.api import AccuracyDecay, DataVolumeTrigger, DriftTrigger, PolicySpec, QueryTrigger
-from retrain_operator.domain.times import parse_rfc3339
+from retrain_operator.domain.policy_status import PolicyStatus
 from retrain_operator.domain.triggers import (
     Observation,
     PreviousState,
@@ -28,39 +27,28 @@ from retrain_operator.domain.triggers import (
 )
 
 
-def previous_states(status: Mapping[str, Any]) -> dict[str, PreviousState]:
-    out = {}
-    for item in status.get("triggers") or []:
-        if isinstance(item, Mapping) and item.get("name"):
-            out[str(item["name"])] = PreviousState(item.get("state"), parse_rfc3339(item.get("since")))
-    return out
-
-
-def evaluate_triggers(spec: PolicySpec, *, observations: Mapping[str, Observation], status: Mapping[str, Any],
+def evaluate_triggers(spec: PolicySpec, *, observations: Mapping[str, Observation], status: PolicyStatus,
                       created: datetime, now: datetime) -> list[TriggerResult]:
     """Every trigger's result, in the order of the spec."""
-    previous = previous_states(status)
-    model_score = (status.get("model") or {}).get("score")
-    last_start = parse_rfc3339((status.get("lastRetrain") or {}).get("startedAt"))
-    active_start = parse_rfc3339((status.get("activeJob") or {}).get("startedAt"))
-    reference = max([t for t in (created, last_start, active_start) if t is not None])
+    previous = status.previous_states()
+    model = status.model
+    active = status.active_job
+    starts = (created, status.last_retrain_started, active.started if active is not None else None)
+    reference = max(t for t in starts if t is not None)
     results = []
     for trigger in spec.triggers:
         before = previous.get(trigger.name, PreviousState())
         observation = observations.get(trigger.name) or Observation.missing("NoData", "not observed")
         if isinstance(trigger.kind, AccuracyDecay):
-            results.append(evaluate_accuracy(trigger, observation=observation,
-                                             model_score=float(model_score) if model_score is not None else None,
+            results.append(evaluate_accuracy(trigger, observation=observation, model_score=status.model_score,
                                              previous=before, now=now))
         elif isinstance(trigger.kind, QueryTrigger):
             results.append(evaluate_query(trigger, observation=observation, previous=before, now=now))
         elif isinstance(trigger.kind, DriftTrigger):
-            champion_reference = (status.get("model") or {}).get("reference")
-            results.append(evaluate_drift(
-                trigger, observation=observation, previous=before, now=now,
-                model_reference=champion_reference if isinstance(champion_reference, Mapping) else None))
+            results.append(evaluate_drift(trigger, observation=observation, previous=before, now=now,
+                                          model_reference=model.reference if model is not None else None))
         elif isinstance(trigger.kind, DataVolumeTrigger):
-            rows = (status.get("model") or {}).get("rows")
+            rows = model.rows if model is not None else None
             results.append(evaluate_data_volume(trigger, observation=observation, previous=before, now=now,
                                                 training_rows=float(rows) if rows else None))
         else:

@@ -16,12 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from retrain_operator.domain.decision import Decision
 from retrain_operator.domain.times import rfc3339
-from retrain_operator.domain.triggers import TriggerResult
 
 MESSAGE_LIMIT = 1024
-VALUE_DIGITS = 6
 
 
 @dataclass(frozen=True)
@@ -77,99 +74,6 @@ def merge_conditions(previous: Sequence[ConditionRecord], current: Sequence[Cond
                                    message=cond.message[:MESSAGE_LIMIT], last_transition_time=since,
                                    observed_generation=generation))
     return tuple(out)
-
-
-def trigger_status(results: Sequence[TriggerResult]) -> list[dict[str, Any]]:
-    out = []
-    for r in results:
-        item: dict[str, Any] = {
-            "name": r.name, "type": r.type, "state": r.state,
-            "value": None if r.value is None else round(r.value, VALUE_DIGITS),
-            "threshold": None if r.threshold is None else round(r.threshold, VALUE_DIGITS),
-            "message": r.message[:512],
-        }
-        if r.since is not None:
-            item["since"] = rfc3339(r.since)
-        if r.details.get("features"):
-            item["features"] = list(r.details["features"])
-        if r.details.get("learnedThreshold"):
-            item["learnedThreshold"] = dict(r.details["learnedThreshold"])
-        out.append(item)
-    return out
-
-
-def decision_status(previous: Mapping[str, Any] | None, decision: Decision, *, now: datetime) -> dict[str, Any]:
-    """The decision record; its time is when this decision was first taken, kept while it stands.
-
-    Every launch is a decision of its own, so a Retrain always carries the time it was taken.
-    """
-    same = previous is not None and decision.action != "Retrain" and all(
-        previous.get(k) == v for k, v in (("action", decision.action), ("reason", decision.reason))
-    )
-    time = str(previous["time"]) if same and previous and previous.get("time") else rfc3339(now)
-    record: dict[str, Any] = {"time": time, "action": decision.action, "reason": decision.reason,
-                              "message": decision.message[:1024]}
-    if decision.assessment is not None:
-        record["costBenefit"] = decision.assessment.to_dict()
-    return record
-
-
-def conditions_for(*, valid_problems: Sequence[str], results: Sequence[TriggerResult], decision: Decision | None,
-                   active_job: str | None, last_outcome: str | None) -> list[Condition]:
-    """The five standard conditions; Ready summarises the others."""
-    if valid_problems:
-        text = "; ".join(valid_problems)
-        valid = Condition("Valid", "False", "InvalidSpec", text)
-    else:
-        valid = Condition("Valid", "True", "SpecValid", "the spec is valid")
-    metric_results = [r for r in results if r.type != "schedule"]
-    missing = [r for r in metric_results if r.problem is not None]
-    if valid_problems:
-        metrics = Condition("MetricsAvailable", "Unknown", "NotEvaluated", "the spec is invalid")
-    elif not metric_results:
-        metrics = Condition("MetricsAvailable", "True", "NoMetricTriggers", "no trigger reads metrics")
-    elif missing:
-        first = missing[0]
-        metrics = Condition("MetricsAvailable", "False", first.problem or "NoData",
-                            "; ".join(f"{r.name}: {r.message}" for r in missing))
-    else:
-        metrics = Condition("MetricsAvailable", "True", "QueriesSucceeded", "every trigger has a value")
-    firing = [r for r in results if r.firing]
-    if firing:
-        needed = Condition("RetrainNeeded", "True", "TriggerFiring",
-                           "; ".join(f"{r.name}: {r.message}" for r in firing))
-    elif valid_problems:
-        needed = Condition("RetrainNeeded", "Unknown", "NotEvaluated", "the spec is invalid")
-    else:
-        needed = Condition("RetrainNeeded", "False", "NoTriggerFiring", "no trigger is firing")
-    if active_job:
-        training = Condition("Training", "True", "JobRunning", f"Job {active_job} is running")
-    elif last_outcome == "Succeeded":
-        training = Condition("Training", "False", "JobSucceeded", "the last training Job succeeded")
-    elif last_outcome == "Failed":
-        training = Condition("Training", "False", "JobFailed", "the last training Job failed")
-    else:
-        training = Condition("Training", "False", "NoJob", "no training Job has run")
-    if valid_problems:
-        ready = Condition("Ready", "False", "InvalidSpec", valid.message)
-    elif metrics.status == "False":
-        ready = Condition("Ready", "False", "MetricsUnavailable", metrics.message)
-    else:
-        reason = decision.reason if decision else "Evaluated"
-        ready = Condition("Ready", "True", reason, decision.message if decision else "evaluated")
-    return [ready, valid, metrics, needed, training]
-
-
-def phase_for(*, valid: bool, suspended: bool, active_job: str | None, metrics_ok: bool) -> str:
-    if not valid:
-        return "Invalid"
-    if active_job:
-        return "Training"
-    if suspended:
-        return "Suspended"
-    if not metrics_ok:
-        return "Degraded"
-    return "Watching"
 
 
 def records(raw: Any) -> list[Mapping[str, Any]]:

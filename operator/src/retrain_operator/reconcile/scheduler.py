@@ -27,7 +27,7 @@ from retrain_operator.domain.api import (
     parse_endpoint_spec,
 )
 from retrain_operator.domain.budget_status import BudgetStatus
-from retrain_operator.domain.times import parse_rfc3339, utcnow
+from retrain_operator.domain.times import utcnow
 from retrain_operator.domain.triggers import Observation
 from retrain_operator.reconcile import telemetry
 from retrain_operator.reconcile.engine import PolicyEntry, Reconciler
@@ -266,10 +266,10 @@ class Scheduler:
                 endpoint_problems[key] = problems
             else:
                 assert endpoint is not None
-                trained = parse_rfc3339((entry.status.get("model") or {}).get("trainedAt"))
-                created = parse_rfc3339(entry.body["metadata"].get("creationTimestamp"))
+                model = entry.status.model
+                trained = model.trained if model is not None else None
                 subjects.append(Subject(entry.namespace, entry.name, entry.spec, name, endpoint,
-                                        model_trained_at=trained or created))
+                                        model_trained_at=trained or entry.created))
         try:
             observed = await self.observer.observe(subjects, now=now)
         except Exception:
