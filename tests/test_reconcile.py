@@ -17,6 +17,7 @@ from retrain_operator.domain.jobs import LABEL_POLICY_UID, PolicyRef, job_name
 from retrain_operator.reconcile.engine import Reconciler
 from retrain_operator.reconcile.observe import Observer, QuerySource
 from retrain_operator.reconcile.scheduler import Endpoints, Scheduler
+from retrain_operator.reconcile.telemetry import Telemetry
 from tests.policies import policy
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -54,6 +55,7 @@ class Harness:
         self.kube = FakeKubeClient()
         self.source = source
         self.now = NOW
+        self.telemetry = Telemetry()
         endpoints = Endpoints(kube=self.kube, operator_namespace="retrain-system")
 
         async def source_for(_: str) -> QuerySource:
@@ -61,8 +63,9 @@ class Harness:
 
         self.scheduler = Scheduler(
             reconciler=Reconciler(kube=self.kube, trainer_image="img", service_account="trainer",
-                                  clock=lambda: self.now),
-            endpoints=endpoints, clock=lambda: self.now, observer=Observer(source_for=source_for))
+                                  telemetry=self.telemetry, clock=lambda: self.now),
+            endpoints=endpoints, clock=lambda: self.now,
+            observer=Observer(source_for=source_for, on_query=self.telemetry.query))
         self.scheduler.upsert_endpoint("default", endpoint or {"url": "http://prom:9090"})
 
     def add(self, body: dict[str, Any]) -> None:

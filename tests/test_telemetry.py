@@ -1,4 +1,4 @@
-"""The operator's own metrics after a reconciliation cycle: trigger values, firing states, budget usage."""
+"""The operator's own metrics after a reconciliation cycle: trigger values, firing states, budget usage, decisions."""
 
 from __future__ import annotations
 
@@ -34,3 +34,21 @@ async def test_inconclusive_trigger_has_no_value() -> None:
     labels = {"namespace": "team-a", "policy": "telemetry-empty", "trigger": "accuracy-drop"}
     assert sample("retrain_trigger_value", **labels) is None
     assert sample("retrain_trigger_firing", **labels) == 0.0
+
+
+async def test_decisions_jobs_and_queries_are_counted_by_the_injected_telemetry() -> None:
+    h = Harness(ModelAccuracy({"telemetry-c": 0.80}))
+    h.add(named("telemetry-c", "uid-tc", model="telemetry-c"))
+    before = {
+        "evaluations": sample("retrain_evaluations_total", namespace="team-a") or 0.0,
+        "decisions": sample("retrain_decisions_total", namespace="team-a", action="Retrain",
+                            reason="TriggerFiring") or 0.0,
+        "jobs": sample("retrain_jobs_total", namespace="team-a", outcome="Started") or 0.0,
+        "queries": sample("retrain_prometheus_queries_total", endpoint="default", result="Success") or 0.0,
+    }
+    await h.cycle()
+    assert sample("retrain_evaluations_total", namespace="team-a") == before["evaluations"] + 1
+    assert sample("retrain_decisions_total", namespace="team-a", action="Retrain",
+                  reason="TriggerFiring") == before["decisions"] + 1
+    assert sample("retrain_jobs_total", namespace="team-a", outcome="Started") == before["jobs"] + 1
+    assert sample("retrain_prometheus_queries_total", endpoint="default", result="Success") == before["queries"] + 3

@@ -21,7 +21,7 @@ from retrain_operator.domain.api import BudgetSpec, InvalidSpec, parse_budget_sp
 from retrain_operator.domain.budget import Charge, ChargeVerdict, Ledger, judge_charge
 from retrain_operator.domain.budget_status import BudgetStatus
 from retrain_operator.domain.status import status_changed
-from retrain_operator.reconcile import telemetry
+from retrain_operator.reconcile.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
 ATTEMPTS = 8
@@ -38,9 +38,10 @@ class Accountant:
     always rebuilt from the ledger and the clock, so a refresh that finds nothing new writes nothing.
     """
 
-    def __init__(self, *, kube: KubeClient, clock: Callable[[], datetime]) -> None:
+    def __init__(self, *, kube: KubeClient, clock: Callable[[], datetime], telemetry: Telemetry) -> None:
         self._kube = kube
         self._clock = clock
+        self._telemetry = telemetry
 
     async def _read(self, namespace: str, name: str) -> tuple[dict[str, Any], BudgetSpec]:
         body = await self._kube.get_budget(namespace, name)
@@ -59,7 +60,7 @@ class Accountant:
         status = BudgetStatus.of(window=spec.window, limits=spec.limits, ledger=ledger,
                                  previous=BudgetStatus.from_dict(stored),
                                  generation=int(meta.get("generation") or 0), now=now)
-        telemetry.record_budget(meta["namespace"], meta["name"], status.used.to_dict())
+        self._telemetry.budget(meta["namespace"], meta["name"], status.used)
         built = status.to_dict()
         if only_if_changed and not status_changed(stored, built):
             return False

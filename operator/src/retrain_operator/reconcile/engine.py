@@ -46,9 +46,9 @@ from retrain_operator.domain.policy_status import ActiveJob, HistoryEntry, Polic
 from retrain_operator.domain.status import merge_diff, status_changed
 from retrain_operator.domain.times import parse_rfc3339, rfc3339, utcnow
 from retrain_operator.domain.triggers import Observation, TriggerResult
-from retrain_operator.reconcile import telemetry
 from retrain_operator.reconcile.budgets import Accountant
 from retrain_operator.reconcile.spending import Spending
+from retrain_operator.reconcile.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -133,21 +133,18 @@ class Reconciler:
     """Brings one policy up to date per call: follows its Job, evaluates, acts on the decision, writes status once.
 
     It holds the ports (Kubernetes; the budgets through its Accountant), the settings every training
-    Job gets (trainer image, service account). What it knows about a policy between calls is in
-    the ``PolicyEntry`` and in the policy's status, nowhere else.
+    Job gets (trainer image, service account) and the operator's telemetry. What it knows about a
+    policy between calls is in the ``PolicyEntry`` and in the policy's status, nowhere else.
     """
 
     def __init__(self, *, kube: KubeClient, trainer_image: str, service_account: str,
-                 on_decision: Callable[[PolicyEntry, Decision], None] | None = None,
-                 on_job: Callable[[PolicyEntry, str], None] | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 telemetry: Telemetry | None = None, clock: Callable[[], datetime] | None = None) -> None:
         self._kube = kube
-        self.accountant = Accountant(kube=kube, clock=clock or utcnow)
+        self.telemetry = telemetry or Telemetry()
+        self.accountant = Accountant(kube=kube, clock=clock or utcnow, telemetry=self.telemetry)
         self._spending = Spending(accountant=self.accountant)
         self._trainer_image = trainer_image
         self._service_account = service_account
-        self._on_decision = on_decision
-        self._on_job = on_job
 
     async def _event(self, entry: PolicyEntry, *, reason: str, message: str, warning: bool = False) -> None:
         involved = {"apiVersion": API_VERSION, "kind": "RetrainPolicy", "metadata": entry.body["metadata"]}
@@ -170,7 +167,7 @@ class Reconciler:
         status, finished_now = await self._follow_job(entry, spec, before, now=now)
         results = evaluate_triggers(spec, observations=observations, status=status, created=entry.created or now,
                                     now=now)
-        telemetry.record_triggers(entry.namespace, entry.name, {r.name: (r.value, r.firing) for r in results})
+        self.telemetry.triggers(entry.namespace, entry.name, {r.name: (r.value, r.firing) for r in results})
         requests = Requests.from_annotations(entry.annotations)
         rollback = rollback_to_start(requests, last_request=status.last_rollback_request,
                                      active_job=status.active_name, suspended=spec.suspend)
@@ -188,8 +185,7 @@ class Reconciler:
 
     async def _announce(self, entry: PolicyEntry, decision: Decision, *, previous: str | None) -> None:
         """Count the decision; log and post an event when its reason changed (firing needs no event of its own)."""
-        if self._on_decision is not None:
-            self._on_decision(entry, decision)
+        self.telemetry.decided(entry.namespace, decision)
         if previous != decision.reason or decision.launches:
             logger.info("%s/%s: %s (%s): %s", entry.namespace, entry.name, decision.action, decision.reason,
                         decision.message)
@@ -218,8 +214,7 @@ class Reconciler:
         previous = before.last_decision
         if previous is None or previous.message != decision.message or previous.reason != "InvalidSpec":
             await self._event(entry, reason="InvalidSpec", message=decision.message, warning=True)
-        if self._on_decision is not None:
-            self._on_decision(entry, decision)
+        self.telemetry.decided(entry.namespace, decision)
         return await self._write(entry, stored, status)
 
     async def _retrain(self, entry: PolicyEntry, spec: PolicySpec, status: PolicyStatus, *,
@@ -275,8 +270,7 @@ class Reconciler:
         succeeded = record.outcome == "Succeeded"
         await self._event(entry, reason="RetrainSucceeded" if succeeded else "RetrainFailed",
                           message=f"Job {active.name}: {record.message}", warning=not succeeded)
-        if self._on_job is not None:
-            self._on_job(entry, record.outcome)
+        self.telemetry.job(entry.namespace, record.outcome)
         return status, True
 
     async def _rollback(self, entry: PolicyEntry, spec: PolicySpec, status: PolicyStatus, *, version: str,
@@ -363,8 +357,7 @@ class Reconciler:
             accuracy_before=None if current is None else round(current, 6),
             baseline_before=None if baseline is None else round(baseline, 6)))
         await self._event(entry, reason="RetrainStarted", message=decision.message)
-        if self._on_job is not None:
-            self._on_job(entry, "Started")
+        self.telemetry.job(entry.namespace, "Started")
         return status, decision
 
     async def _trim(self, entry: PolicyEntry, spec: PolicySpec, status: PolicyStatus) -> None:

@@ -29,7 +29,6 @@ from retrain_operator.domain.api import (
 from retrain_operator.domain.budget_status import BudgetStatus
 from retrain_operator.domain.times import utcnow
 from retrain_operator.domain.triggers import Observation
-from retrain_operator.reconcile import telemetry
 from retrain_operator.reconcile.engine import PolicyEntry, Reconciler
 from retrain_operator.reconcile.leader import LeaderElector
 from retrain_operator.reconcile.observe import Observer, QuerySource, Subject
@@ -140,7 +139,7 @@ class Scheduler:
     def remove_policy(self, namespace: str, name: str) -> None:
         self.entries.pop((namespace, name), None)
         self._due.pop((namespace, name), None)
-        telemetry.forget_policy(namespace, name)
+        self._reconciler.telemetry.forget_policy(namespace, name)
 
     def upsert_endpoint(self, name: str, spec: Any) -> None:
         self._endpoints.upsert(name, spec)
