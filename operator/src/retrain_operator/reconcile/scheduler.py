@@ -104,6 +104,8 @@ class Endpoints:
 
 
 class Scheduler:
+    """The one loop that evaluates every due policy and keeps RetrainBudgets' windows current (see the module)."""
+
     def __init__(self, *, reconciler: Reconciler, endpoints: Endpoints, clock: Callable[[], datetime] = utcnow,
                  max_parallel: int = 32, observer: Observer | None = None,
                  elector: LeaderElector | None = None, allowed_images: Sequence[str] = ()) -> None:
