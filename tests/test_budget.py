@@ -9,6 +9,7 @@ import pytest
 from retrain_operator.domain.budget import (
     LEDGER_LIMIT,
     Charge,
+    ChargeVerdict,
     CostBenefitSpec,
     Ledger,
     Limits,
@@ -18,12 +19,13 @@ from retrain_operator.domain.budget import (
     assess,
     cost_of,
     exceeded,
+    judge_charge,
     quantity,
     recovery_share,
-    spending_status,
     usage,
     window_bounds,
 )
+from retrain_operator.domain.budget_status import SpendingStatus
 
 NOW = datetime(2026, 11, 27, 15, 30, tzinfo=UTC)
 
@@ -89,11 +91,22 @@ def test_exceeded_names_each_limit_with_numbers() -> None:
     assert exceeded(Limits(runs=2, cost=11.0), used, charge("b", NOW, cost=3.0)) == []
 
 
+@pytest.mark.parametrize(("earlier", "verdict"), [
+    (0, ChargeVerdict(True, "RetrainBudget team: fits (1 runs, cost 1 in this window)")),
+    (1, ChargeVerdict(False, "RetrainBudget team: runs 1+1 > 1 in the window ending 2026-11-28T00:00:00Z")),
+])
+def test_a_charge_is_judged_against_the_limits_of_its_window(earlier: int, verdict: ChargeVerdict) -> None:
+    ledger = Ledger((*[charge(f"ns/old-{i}", NOW - timedelta(hours=1)) for i in range(earlier)],
+                     charge("ns/yesterday", NOW - timedelta(days=1))))
+    assert judge_charge(Limits(runs=1), window=86400, ledger=ledger, charge=charge("ns/new", NOW), at=NOW,
+                        owner="RetrainBudget team") == verdict
+
+
 def test_spending_status_rolls_over_with_time() -> None:
     ledger = Ledger((charge("a", NOW),))
     limits = Limits(runs=2)
-    today = spending_status(window=86400, limits=limits, ledger=ledger, now=NOW)
-    tomorrow = spending_status(window=86400, limits=limits, ledger=ledger, now=NOW + timedelta(days=1))
+    today = SpendingStatus.of(window=86400, limits=limits, ledger=ledger, now=NOW).to_dict()
+    tomorrow = SpendingStatus.of(window=86400, limits=limits, ledger=ledger, now=NOW + timedelta(days=1)).to_dict()
     assert today["used"]["runs"] == 1 and today["remaining"] == {"runs": 1}
     assert tomorrow["used"]["runs"] == 0 and tomorrow["remaining"] == {"runs": 2}
     assert tomorrow["windowStart"] == "2026-11-28T00:00:00Z"

@@ -17,6 +17,7 @@ from retrain_operator.domain.jobs import LABEL_POLICY_UID, PolicyRef, job_name
 from retrain_operator.reconcile.engine import Reconciler
 from retrain_operator.reconcile.observe import Observer, QuerySource
 from retrain_operator.reconcile.scheduler import Endpoints, Scheduler
+from retrain_operator.reconcile.telemetry import Telemetry
 from tests.policies import policy
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -54,6 +55,7 @@ class Harness:
         self.kube = FakeKubeClient()
         self.source = source
         self.now = NOW
+        self.telemetry = Telemetry()
         endpoints = Endpoints(kube=self.kube, operator_namespace="retrain-system")
 
         async def source_for(_: str) -> QuerySource:
@@ -61,8 +63,9 @@ class Harness:
 
         self.scheduler = Scheduler(
             reconciler=Reconciler(kube=self.kube, trainer_image="img", service_account="trainer",
-                                  clock=lambda: self.now),
-            endpoints=endpoints, clock=lambda: self.now, observer=Observer(source_for=source_for))
+                                  telemetry=self.telemetry, clock=lambda: self.now),
+            endpoints=endpoints, clock=lambda: self.now,
+            observer=Observer(source_for=source_for, on_query=self.telemetry.query))
         self.scheduler.upsert_endpoint("default", endpoint or {"url": "http://prom:9090"})
 
     def add(self, body: dict[str, Any]) -> None:
@@ -72,7 +75,8 @@ class Harness:
         await self.scheduler.run_cycle(list(self.scheduler.entries))
 
     def status(self, name: str = "churn", namespace: str = "team-a") -> dict[str, Any]:
-        return self.scheduler.entries[(namespace, name)].status
+        """The policy's status as the API server holds it after the last write."""
+        return self.scheduler.entries[(namespace, name)].stored_status
 
     def finish_job(self, name: str, *, succeeded: bool, result: dict[str, Any]) -> None:
         job = self.kube.jobs[("team-a", name)]
@@ -334,7 +338,7 @@ async def test_unusable_endpoint_makes_triggers_inconclusive_not_crash() -> None
     scheduler.upsert_endpoint("default", {"url": "http://prom:9090", "auth": {"bearerTokenSecret": {"name": "gone"}}})
     scheduler.upsert_policy(policy())
     await scheduler.run_cycle(list(scheduler.entries))
-    status = scheduler.entries[("team-a", "churn")].status
+    status = scheduler.entries[("team-a", "churn")].stored_status
     metrics = {c["type"]: c for c in status["conditions"]}["MetricsAvailable"]
     assert metrics["reason"] == "EndpointUnavailable" and "retrain-system/gone" in metrics["message"]
     assert kube.created_jobs == []

@@ -1,4 +1,4 @@
-"""The operator's own metrics: trigger values, firing states, budget usage, and the scheduler's evaluation lag."""
+"""The operator's own metrics: trigger values, firing states, budget usage, decisions, and the scheduler's lag."""
 
 from __future__ import annotations
 
@@ -65,3 +65,21 @@ async def test_evaluation_lag_is_observed_from_when_the_policy_was_due() -> None
     assert lag == pytest.approx(h.scheduler.lag[-1]) and 2.5 <= lag < 4.0
     assert sample("retrain_evaluation_lag_seconds_bucket", le="2.0") == below
     assert sample("retrain_evaluation_lag_seconds_bucket", le="5.0") == within + 1
+
+
+async def test_decisions_jobs_and_queries_are_counted_by_the_injected_telemetry() -> None:
+    h = Harness(ModelAccuracy({"telemetry-c": 0.80}))
+    h.add(named("telemetry-c", "uid-tc", model="telemetry-c"))
+    before = {
+        "evaluations": sample("retrain_evaluations_total", namespace="team-a") or 0.0,
+        "decisions": sample("retrain_decisions_total", namespace="team-a", action="Retrain",
+                            reason="TriggerFiring") or 0.0,
+        "jobs": sample("retrain_jobs_total", namespace="team-a", outcome="Started") or 0.0,
+        "queries": sample("retrain_prometheus_queries_total", endpoint="default", result="Success") or 0.0,
+    }
+    await h.cycle()
+    assert sample("retrain_evaluations_total", namespace="team-a") == before["evaluations"] + 1
+    assert sample("retrain_decisions_total", namespace="team-a", action="Retrain",
+                  reason="TriggerFiring") == before["decisions"] + 1
+    assert sample("retrain_jobs_total", namespace="team-a", outcome="Started") == before["jobs"] + 1
+    assert sample("retrain_prometheus_queries_total", endpoint="default", result="Success") == before["queries"] + 3

@@ -401,7 +401,7 @@ async def test_a_refused_policy_makes_no_query_and_no_job(endpoint: dict[str, An
     scheduler.upsert_endpoint("default", endpoint)
     scheduler.upsert_policy(policy(triggers=triggers) if triggers else policy())
     await scheduler.run_cycle(list(scheduler.entries))
-    status = scheduler.entries[("team-a", "churn")].status
+    status = scheduler.entries[("team-a", "churn")].stored_status
     assert source.calls == [] and kube.created_jobs == []
     assert status["phase"] == "Invalid"
     valid = {c["type"]: c for c in status["conditions"]}["Valid"]
@@ -549,7 +549,7 @@ async def test_the_operator_never_calls_the_registry_endpoint_of_a_policy() -> N
                 {"outcome": "Succeeded", "version": "v1", "modelUri": f"{url}/models/v1", "score": 0.99})}}}]}}
         clock[0] = NOW + timedelta(minutes=2)
         await scheduler.run_cycle(list(scheduler.entries))
-        assert scheduler.entries[("team-a", "churn")].status["lastRetrain"]["outcome"] == "Succeeded"
+        assert scheduler.entries[("team-a", "churn")].stored_status["lastRetrain"]["outcome"] == "Succeeded"
         # A connection, even one that closed at once, would wait in the listen queue.
         with pytest.raises(BlockingIOError):
             listener.accept()

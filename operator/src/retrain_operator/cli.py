@@ -130,22 +130,16 @@ def _run(args: argparse.Namespace) -> int:
 
     endpoints = Endpoints(kube=kube, operator_namespace=args.operator_namespace)
 
-    def on_decision(entry: Any, decision: Any) -> None:
-        telemetry.EVALUATIONS.labels(entry.namespace).inc()
-        telemetry.DECISIONS.labels(entry.namespace, decision.action, decision.reason).inc()
-
-    def on_job(entry: Any, outcome: str) -> None:
-        telemetry.JOBS.labels(entry.namespace, outcome).inc()
-
+    recorder = telemetry.Telemetry()
     reconciler = Reconciler(kube=kube, trainer_image=args.trainer_image,
-                            service_account=args.training_service_account, on_decision=on_decision, on_job=on_job)
+                            service_account=args.training_service_account, telemetry=recorder)
     elector = None
     if args.leader_election:
         identity = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         elector = LeaderElector(kube=kube, namespace=args.operator_namespace, name=args.lease_name,
                                 identity=identity, lease_seconds=args.lease_seconds)
     scheduler = Scheduler(reconciler=reconciler, endpoints=endpoints, max_parallel=args.max_parallel,
-                          observer=Observer(source_for=endpoints.source, on_query=telemetry.on_query),
+                          observer=Observer(source_for=endpoints.source, on_query=recorder.query),
                           elector=elector, allowed_images=args.allowed_image_prefix)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr="0.0.0.0", registry=telemetry.REGISTRY)

@@ -15,11 +15,12 @@ import json
 import socket
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from retrain_operator.domain.api import BUDGET_PLURAL, ENDPOINT_PLURAL, GROUP, POLICY_PLURAL, VERSION
 from retrain_operator.domain.status import without_nulls
+from retrain_operator.domain.times import rfc3339, utcnow
 
 
 class AlreadyExists(Exception):
@@ -63,7 +64,7 @@ class KubeClient(Protocol):
 
 def event_body(*, involved: Mapping[str, Any], type: str, reason: str, message: str, now: datetime) -> dict[str, Any]:
     meta = involved.get("metadata") or {}
-    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = rfc3339(now)
     return {
         "apiVersion": "v1",
         "kind": "Event",
@@ -173,7 +174,7 @@ class ApiKubeClient:
         return result
 
     async def create_event(self, *, involved: Mapping[str, Any], type: str, reason: str, message: str) -> None:
-        body = event_body(involved=involved, type=type, reason=reason, message=message, now=datetime.now(UTC))
+        body = event_body(involved=involved, type=type, reason=reason, message=message, now=utcnow())
         namespace = body["metadata"]["namespace"] or "default"
         await self._call(self._core.create_namespaced_event, namespace, body)
 
@@ -291,7 +292,7 @@ class FakeKubeClient:
             raise AlreadyExists(name)
         job = copy.deepcopy(dict(body))
         job["metadata"]["uid"] = str(uuid.uuid4())
-        job["metadata"]["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        job["metadata"]["creationTimestamp"] = rfc3339(utcnow())
         self.jobs[(namespace, name)] = job
         self.created_jobs.append(name)
         return copy.deepcopy(job)
@@ -323,7 +324,7 @@ class FakeKubeClient:
 
     async def create_event(self, *, involved: Mapping[str, Any], type: str, reason: str, message: str) -> None:
         self.events.append(
-            event_body(involved=involved, type=type, reason=reason, message=message, now=datetime.now(UTC))
+            event_body(involved=involved, type=type, reason=reason, message=message, now=utcnow())
         )
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from retrain_operator.domain.times import parse_rfc3339, rfc3339
+
 LEDGER_LIMIT = 200
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$")
@@ -62,6 +64,8 @@ class Resources:
 
 @dataclass(frozen=True)
 class Prices:
+    """What an hour of each resource costs, and a fixed cost per retrain (people's time, a licence)."""
+
     cpu_hour: float = 0.0
     memory_gib_hour: float = 0.0
     gpu_hour: float = 0.0
@@ -92,13 +96,16 @@ class Charge:
     runs: int = 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "policy": self.policy, "at": _stamp(self.at), "state": self.state,
+        return {"key": self.key, "policy": self.policy, "at": rfc3339(self.at), "state": self.state,
                 "runs": self.runs, "cpuHours": round(self.cpu_hours, 6), "gpuHours": round(self.gpu_hours, 6),
                 "cost": round(self.cost, 6)}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Charge:
-        return cls(key=str(raw["key"]), policy=str(raw.get("policy", "")), at=_parse(str(raw["at"])),
+        at = parse_rfc3339(raw.get("at"))
+        if at is None:
+            raise ValueError(f"charge {raw.get('key')!r} has no time: at={raw.get('at')!r}")
+        return cls(key=str(raw["key"]), policy=str(raw.get("policy", "")), at=at,
                    state=str(raw.get("state", "Reserved")), cpu_hours=float(raw.get("cpuHours", 0)),
                    gpu_hours=float(raw.get("gpuHours", 0)), cost=float(raw.get("cost", 0)),
                    runs=int(raw.get("runs", 1)))
@@ -106,6 +113,8 @@ class Charge:
 
 @dataclass(frozen=True)
 class Usage:
+    """What the charges of one window add up to."""
+
     runs: int = 0
     cpu_hours: float = 0.0
     gpu_hours: float = 0.0
@@ -119,13 +128,11 @@ class Usage:
         return {"runs": self.runs, "cpuHours": round(self.cpu_hours, 6), "gpuHours": round(self.gpu_hours, 6),
                 "cost": round(self.cost, 6)}
 
-
-def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    @classmethod
+    def from_dict(cls, raw: Any) -> Usage:
+        raw = raw if isinstance(raw, Mapping) else {}
+        return cls(runs=int(raw.get("runs") or 0), cpu_hours=float(raw.get("cpuHours") or 0.0),
+                   gpu_hours=float(raw.get("gpuHours") or 0.0), cost=float(raw.get("cost") or 0.0))
 
 
 def window_bounds(length_seconds: float, now: datetime) -> tuple[datetime, datetime]:
@@ -167,6 +174,29 @@ def exceeded(limits: Limits, used: Usage, charge: Charge) -> list[str]:
     if limits.cost is not None and after.cost > limits.cost + 1e-9:
         out.append(f"cost {used.cost:.4g}+{charge.cost:.4g} > {limits.cost:g}")
     return out
+
+
+@dataclass(frozen=True)
+class ChargeVerdict:
+    """Whether a charge fits the limits it is judged against, in words a person reads in the decision."""
+
+    fits: bool
+    message: str
+
+
+def judge_charge(limits: Limits, *, window: float, ledger: Ledger, charge: Charge, at: datetime,
+                 owner: str) -> ChargeVerdict:
+    """Does ``charge`` fit ``limits`` in the window containing ``at``, given what ``ledger`` holds?
+
+    ``owner`` names the limits in the message ("RetrainBudget team", "policy limits").
+    """
+    start, end = window_bounds(window, at)
+    used = usage(ledger.charges, start=start, end=end)
+    broken = exceeded(limits, used, charge)
+    if broken:
+        return ChargeVerdict(False, f"{owner}: {', '.join(broken)} in the window ending {rfc3339(end)}")
+    return ChargeVerdict(True, f"{owner}: fits ({used.runs + 1} runs, cost {used.cost + charge.cost:.4g} "
+                               "in this window)")
 
 
 @dataclass(frozen=True)
@@ -215,6 +245,8 @@ class Ledger:
 
 @dataclass(frozen=True)
 class CostBenefitSpec:
+    """The gate's settings: what an accuracy point is worth per day, over what horizon, and the priors."""
+
     value_per_point_per_day: float
     horizon_days: float = 7.0
     min_net_benefit: float = 0.0
@@ -303,28 +335,6 @@ def assess(spec: CostBenefitSpec, *, resources: Resources, prices: Prices, runs:
                f"({duration / 60:.3g} min by {source}, human {human:g}); net {benefit - cost:.4g}, "
                f"minimum {spec.min_net_benefit:g}")
     return Assessment(cost, benefit, duration, source, share, n, drop, worth, message)
-
-
-def remaining(limits: Limits, used: Usage) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if limits.runs is not None:
-        out["runs"] = max(0, limits.runs - used.runs)
-    if limits.cpu_hours is not None:
-        out["cpuHours"] = round(max(0.0, limits.cpu_hours - used.cpu_hours), 6)
-    if limits.gpu_hours is not None:
-        out["gpuHours"] = round(max(0.0, limits.gpu_hours - used.gpu_hours), 6)
-    if limits.cost is not None:
-        out["cost"] = round(max(0.0, limits.cost - used.cost), 6)
-    return out
-
-
-def spending_status(*, window: float, limits: Limits, ledger: Ledger, now: datetime) -> dict[str, Any]:
-    """Usage of the current window, what remains, and the bounded ledger: the status of a budget."""
-    start, end = window_bounds(window, now)
-    bounded = ledger.bounded(window_start=start)
-    used = usage(bounded.charges, start=start, end=end)
-    return {"windowStart": _stamp(start), "windowEnd": _stamp(end), "used": used.to_dict(),
-            "remaining": remaining(limits, used), "ledger": bounded.to_list()}
 
 
 def is_exhausted(limits: Limits, used: Usage) -> list[str]:

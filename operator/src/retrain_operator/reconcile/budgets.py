@@ -4,22 +4,24 @@ Several policies (and several operator replicas) may charge one budget at the sa
 charge is a read-modify-write of the budget's status whose write tests the resourceVersion it read:
 when someone else wrote in between, the write is refused and the charge is re-evaluated against the
 fresh ledger. So two policies racing for the last run of a window cannot both get it. Charges are
-keyed by Job, so repeating one after a crash or a lost response changes nothing.
+keyed by Job, so repeating one after a crash or a lost response changes nothing. What fits is
+judged in the domain (``judge_charge``); this module only reads, retries and writes. Limits: a
+charge that loses the race ``ATTEMPTS`` times in a row is refused until the next interval.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from retrain_operator.adapters.kubernetes import Conflict, KubeClient
 from retrain_operator.domain.api import BudgetSpec, InvalidSpec, parse_budget_spec
-from retrain_operator.domain.budget import Charge, Ledger, exceeded, is_exhausted, spending_status, usage, window_bounds
-from retrain_operator.domain.status import Condition, merge_conditions
-from retrain_operator.reconcile import telemetry
+from retrain_operator.domain.budget import Charge, ChargeVerdict, Ledger, judge_charge
+from retrain_operator.domain.budget_status import BudgetStatus
+from retrain_operator.domain.status import status_changed
+from retrain_operator.reconcile.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
 ATTEMPTS = 8
@@ -29,35 +31,17 @@ class BudgetUnavailable(Exception):
     """The named budget does not exist or is invalid: retrains that name it are refused."""
 
 
-@dataclass(frozen=True)
-class Verdict:
-    ok: bool
-    message: str
-    spec: BudgetSpec | None = None
-
-
-def _ledger(body: dict[str, Any]) -> Ledger:
-    return Ledger.from_list((body.get("status") or {}).get("ledger"))
-
-
-def budget_status(spec: BudgetSpec, ledger: Ledger, *, previous: dict[str, Any], generation: int,
-                  now: datetime) -> dict[str, Any]:
-    status = spending_status(window=spec.window, limits=spec.limits, ledger=ledger, now=now)
-    start, end = window_bounds(spec.window, now)
-    used = usage(ledger.charges, start=start, end=end)
-    full = is_exhausted(spec.limits, used)
-    condition = (Condition("Exhausted", "True", "LimitReached", "used up: " + ", ".join(full)) if full else
-                 Condition("Exhausted", "False", "WithinLimits", "every limit has room in this window"))
-    status["conditions"] = merge_conditions(previous.get("conditions") or [], [condition], generation=generation,
-                                            now=now)
-    status["observedGeneration"] = generation
-    return status
-
-
 class Accountant:
-    def __init__(self, *, kube: KubeClient, clock: Callable[[], datetime]) -> None:
+    """Charges retrains to shared RetrainBudgets: reads a budget, judges a charge, writes the budget's status.
+
+    Every write tests the resourceVersion it read (see the module docstring); the status written is
+    always rebuilt from the ledger and the clock, so a refresh that finds nothing new writes nothing.
+    """
+
+    def __init__(self, *, kube: KubeClient, clock: Callable[[], datetime], telemetry: Telemetry) -> None:
         self._kube = kube
         self._clock = clock
+        self._telemetry = telemetry
 
     async def _read(self, namespace: str, name: str) -> tuple[dict[str, Any], BudgetSpec]:
         body = await self._kube.get_budget(namespace, name)
@@ -68,13 +52,21 @@ class Accountant:
         except InvalidSpec as exc:
             raise BudgetUnavailable(f"RetrainBudget {namespace}/{name} is invalid: {exc}") from None
 
-    async def _write(self, body: dict[str, Any], spec: BudgetSpec, ledger: Ledger, *, now: datetime) -> None:
+    async def _write(self, body: dict[str, Any], spec: BudgetSpec, ledger: Ledger, *, now: datetime,
+                     only_if_changed: bool = False) -> bool:
+        """Write the status ``ledger`` gives at ``now``; raises Conflict when the budget changed since read."""
         meta = body["metadata"]
-        status = budget_status(spec, ledger, previous=body.get("status") or {},
-                               generation=int(meta.get("generation") or 0), now=now)
-        await self._kube.replace_budget_status(meta["namespace"], meta["name"], status,
+        stored = body.get("status") or {}
+        status = BudgetStatus.of(window=spec.window, limits=spec.limits, ledger=ledger,
+                                 previous=BudgetStatus.from_dict(stored),
+                                 generation=int(meta.get("generation") or 0), now=now)
+        self._telemetry.budget(meta["namespace"], meta["name"], status.used)
+        built = status.to_dict()
+        if only_if_changed and not status_changed(stored, built):
+            return False
+        await self._kube.replace_budget_status(meta["namespace"], meta["name"], built,
                                                resource_version=str(meta["resourceVersion"]))
-        telemetry.record_budget(meta["namespace"], meta["name"], status["used"])
+        return True
 
     async def spec(self, namespace: str, name: str) -> BudgetSpec | None:
         try:
@@ -82,43 +74,38 @@ class Accountant:
         except BudgetUnavailable:
             return None
 
-    async def check(self, namespace: str, name: str, charge: Charge) -> Verdict:
+    async def check(self, namespace: str, name: str, charge: Charge) -> ChargeVerdict:
         """Would this charge fit? Read-only (for dry runs)."""
         try:
             body, spec = await self._read(namespace, name)
         except BudgetUnavailable as exc:
-            return Verdict(False, str(exc))
-        return self._verdict(name, spec, _ledger(body), charge)
+            return ChargeVerdict(False, str(exc))
+        return self._judge(name, spec, _ledger(body), charge)
 
-    def _verdict(self, name: str, spec: BudgetSpec, ledger: Ledger, charge: Charge) -> Verdict:
-        start, end = window_bounds(spec.window, charge.at)
-        used = usage(ledger.charges, start=start, end=end)
-        broken = exceeded(spec.limits, used, charge)
-        if broken:
-            return Verdict(False, f"RetrainBudget {name}: {', '.join(broken)} in the window ending "
-                                  f"{end.strftime('%Y-%m-%dT%H:%M:%SZ')}", spec)
-        return Verdict(True, f"RetrainBudget {name}: fits ({used.runs + 1} runs, cost {used.cost + charge.cost:.4g} "
-                             "in this window)", spec)
+    @staticmethod
+    def _judge(name: str, spec: BudgetSpec, ledger: Ledger, charge: Charge) -> ChargeVerdict:
+        return judge_charge(spec.limits, window=spec.window, ledger=ledger, charge=charge, at=charge.at,
+                            owner=f"RetrainBudget {name}")
 
-    async def reserve(self, namespace: str, name: str, charge: Charge) -> Verdict:
+    async def reserve(self, namespace: str, name: str, charge: Charge) -> ChargeVerdict:
         """Reserve the charge if it fits; a charge already in the ledger counts as reserved."""
         for _ in range(ATTEMPTS):
             try:
                 body, spec = await self._read(namespace, name)
             except BudgetUnavailable as exc:
-                return Verdict(False, str(exc))
+                return ChargeVerdict(False, str(exc))
             ledger = _ledger(body)
             if ledger.find(charge.key) is not None:
-                return Verdict(True, f"RetrainBudget {name}: already charged for {charge.key}", spec)
-            verdict = self._verdict(name, spec, ledger, charge)
-            if not verdict.ok:
+                return ChargeVerdict(True, f"RetrainBudget {name}: already charged for {charge.key}")
+            verdict = self._judge(name, spec, ledger, charge)
+            if not verdict.fits:
                 return verdict
             try:
                 await self._write(body, spec, ledger.reserve(charge), now=self._clock())
                 return verdict
             except Conflict:
                 continue  # someone charged it in between: judge again against the fresh ledger
-        return Verdict(False, f"RetrainBudget {name}: too many concurrent charges, retrying next interval")
+        return ChargeVerdict(False, f"RetrainBudget {name}: too many concurrent charges, retrying next interval")
 
     async def update(self, namespace: str, name: str, change: Callable[[Ledger], Ledger]) -> None:
         """Apply a ledger change (settle, release) with the same optimistic retry."""
@@ -145,17 +132,11 @@ class Accountant:
             spec = parse_budget_spec(body.get("spec"))
         except InvalidSpec:
             return False
-        now = self._clock()
-        meta = body["metadata"]
-        status = budget_status(spec, _ledger(body), previous=body.get("status") or {},
-                               generation=int(meta.get("generation") or 0), now=now)
-        telemetry.record_budget(meta["namespace"], meta["name"], status["used"])
-        stored = body.get("status") or {}
-        if all(stored.get(k) == v for k, v in status.items()):
-            return False
         try:
-            await self._kube.replace_budget_status(meta["namespace"], meta["name"], status,
-                                                   resource_version=str(meta["resourceVersion"]))
+            return await self._write(body, spec, _ledger(body), now=self._clock(), only_if_changed=True)
         except Conflict:
             return False  # a newer version exists; its own event brings it back here
-        return True
+
+
+def _ledger(body: dict[str, Any]) -> Ledger:
+    return BudgetStatus.from_dict(body.get("status")).ledger

@@ -1,9 +1,11 @@
-"""Reconciliation of one policy: follow its Job, evaluate, decide, act, and write status once.
+"""Reconciliation of one policy: follow its Job, evaluate, let the domain decide, act, and write status once.
 
-Everything that decides is in ``domain``; this module only gathers the inputs (the observations,
-the Job and its pods), calls the pure functions, performs the one action the decision asks for,
-and writes the status it built, only if it differs from the stored one. Events mark changes: a
-new decision reason, a Job started, a Job finished, a spec found invalid.
+Everything that decides is in ``domain``; this module only gathers the facts (the observations,
+the Job and its pods, the annotations, the budgets' verdicts), calls the pure functions, performs
+the one action the decision asks for, and writes the status it built, only if it differs from the
+stored one. The status is a ``PolicyStatus`` value that each step returns anew; nothing else
+writes it. Events mark changes: a new decision reason, a Job started, a Job finished, a spec
+found invalid. Limits: one policy at a time; the scheduler runs many of these concurrently.
 """
 
 from __future__ import annotations
@@ -11,64 +13,47 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from retrain_operator.adapters.kubernetes import AlreadyExists, ApiError, KubeClient
-from retrain_operator.domain.api import (
-    API_VERSION,
-    AccuracyDecay,
-    DataVolumeTrigger,
-    DriftTrigger,
-    InvalidSpec,
-    PolicySpec,
-    Problem,
-    QueryTrigger,
-    parse_policy_spec,
+from retrain_operator.domain.api import API_VERSION, InvalidSpec, PolicySpec, Problem, parse_policy_spec
+from retrain_operator.domain.decision import (
+    Decision,
+    Launch,
+    Requests,
+    decide,
+    force_to_honour,
+    invalid,
+    launched,
+    rollback_to_start,
+    rolling_back,
+    within_budget,
 )
-from retrain_operator.domain.decision import Decision, decide
+from retrain_operator.domain.evaluation import accuracy_now, evaluate_triggers
 from retrain_operator.domain.jobs import (
     ANNOTATION_ACTION,
+    ANNOTATION_TRIGGER,
     ANNOTATION_VERSION,
     LABEL_POLICY_UID,
-    JobOutcome,
     PolicyRef,
     build_job,
     job_name,
     read_outcome,
     trimmed_jobs,
 )
-from retrain_operator.domain.status import (
-    conditions_for,
-    decision_status,
-    merge_conditions,
-    parse_rfc3339,
-    phase_for,
-    rfc3339,
-    status_changed,
-    trigger_status,
-    without_nulls,
-)
-from retrain_operator.domain.triggers import (
-    Observation,
-    PreviousState,
-    TriggerResult,
-    evaluate_accuracy,
-    evaluate_data_volume,
-    evaluate_drift,
-    evaluate_query,
-    evaluate_schedule,
-)
-from retrain_operator.reconcile import telemetry
+from retrain_operator.domain.policy_status import ActiveJob, HistoryEntry, PolicyStatus, RetrainRecord, rollback_result
+from retrain_operator.domain.status import merge_diff, status_changed
+from retrain_operator.domain.times import parse_rfc3339, rfc3339, utcnow
+from retrain_operator.domain.triggers import Observation, TriggerResult
 from retrain_operator.reconcile.budgets import Accountant
-from retrain_operator.reconcile.spending import Spending, accuracy_now, record_history
+from retrain_operator.reconcile.spending import Spending
+from retrain_operator.reconcile.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
 
 WARNING_REASONS = frozenset({"MetricsUnavailable", "JobCreateFailed", "InvalidSpec", "JobNameTaken", "OverBudget",
                              "RollbackFailed"})
-FORCE_ANNOTATION = "retrain.dev/force-retrain"
-ROLLBACK_ANNOTATION = "retrain.dev/rollback-to"
 
 
 @dataclass
@@ -99,8 +84,21 @@ class PolicyEntry:
         return int(self.body["metadata"].get("generation") or 0)
 
     @property
-    def status(self) -> dict[str, Any]:
+    def created(self) -> datetime | None:
+        return parse_rfc3339(self.body["metadata"].get("creationTimestamp"))
+
+    @property
+    def annotations(self) -> Mapping[str, str]:
+        return dict(self.body["metadata"].get("annotations") or {})
+
+    @property
+    def stored_status(self) -> dict[str, Any]:
+        """The status as the API server holds it: what the one diff is taken against."""
         return dict(self.body.get("status") or {})
+
+    @property
+    def status(self) -> PolicyStatus:
+        return PolicyStatus.from_dict(self.body.get("status"))
 
     @property
     def ref(self) -> PolicyRef:
@@ -131,58 +129,22 @@ def _version(body: Mapping[str, Any]) -> int | None:
         return None
 
 
-def previous_states(status: Mapping[str, Any]) -> dict[str, PreviousState]:
-    out = {}
-    for item in status.get("triggers") or []:
-        if isinstance(item, Mapping) and item.get("name"):
-            out[str(item["name"])] = PreviousState(item.get("state"), parse_rfc3339(item.get("since")))
-    return out
-
-
-def evaluate_triggers(spec: PolicySpec, *, observations: Mapping[str, Observation], status: Mapping[str, Any],
-                      created: datetime, now: datetime) -> list[TriggerResult]:
-    """Every trigger's result; shared by the operator and ``retrain-operator evaluate``."""
-    previous = previous_states(status)
-    model_score = (status.get("model") or {}).get("score")
-    last_start = parse_rfc3339((status.get("lastRetrain") or {}).get("startedAt"))
-    active_start = parse_rfc3339((status.get("activeJob") or {}).get("startedAt"))
-    reference = max([t for t in (created, last_start, active_start) if t is not None])
-    results = []
-    for trigger in spec.triggers:
-        before = previous.get(trigger.name, PreviousState())
-        observation = observations.get(trigger.name) or Observation.missing("NoData", "not observed")
-        if isinstance(trigger.kind, AccuracyDecay):
-            results.append(evaluate_accuracy(trigger, observation=observation,
-                                             model_score=float(model_score) if model_score is not None else None,
-                                             previous=before, now=now))
-        elif isinstance(trigger.kind, QueryTrigger):
-            results.append(evaluate_query(trigger, observation=observation, previous=before, now=now))
-        elif isinstance(trigger.kind, DriftTrigger):
-            champion_reference = (status.get("model") or {}).get("reference")
-            results.append(evaluate_drift(
-                trigger, observation=observation, previous=before, now=now,
-                model_reference=champion_reference if isinstance(champion_reference, Mapping) else None))
-        elif isinstance(trigger.kind, DataVolumeTrigger):
-            rows = (status.get("model") or {}).get("rows")
-            results.append(evaluate_data_volume(trigger, observation=observation, previous=before, now=now,
-                                                training_rows=float(rows) if rows else None))
-        else:
-            results.append(evaluate_schedule(trigger, reference=reference, now=now))
-    return results
-
-
 class Reconciler:
+    """Brings one policy up to date per call: follows its Job, evaluates, acts on the decision, writes status once.
+
+    It holds the ports (Kubernetes; the budgets through its Accountant), the settings every training
+    Job gets (trainer image, service account) and the operator's telemetry. What it knows about a
+    policy between calls is in the ``PolicyEntry`` and in the policy's status, nowhere else.
+    """
+
     def __init__(self, *, kube: KubeClient, trainer_image: str, service_account: str,
-                 on_decision: Callable[[PolicyEntry, Decision], None] | None = None,
-                 on_job: Callable[[PolicyEntry, str], None] | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 telemetry: Telemetry | None = None, clock: Callable[[], datetime] | None = None) -> None:
         self._kube = kube
-        self.accountant = Accountant(kube=kube, clock=clock or _utcnow)
+        self.telemetry = telemetry or Telemetry()
+        self.accountant = Accountant(kube=kube, clock=clock or utcnow, telemetry=self.telemetry)
         self._spending = Spending(accountant=self.accountant)
         self._trainer_image = trainer_image
         self._service_account = service_account
-        self._on_decision = on_decision
-        self._on_job = on_job
 
     async def _event(self, entry: PolicyEntry, *, reason: str, message: str, warning: bool = False) -> None:
         involved = {"apiVersion": API_VERSION, "kind": "RetrainPolicy", "metadata": entry.body["metadata"]}
@@ -196,70 +158,48 @@ class Reconciler:
                         endpoint_problems: Sequence[Problem], now: datetime) -> bool:
         """Bring one policy up to date; return whether its status was written."""
         entry.parse()
-        stored = entry.status
-        status = dict(stored)
+        stored = entry.stored_status
+        before = PolicyStatus.from_dict(stored)
         problems = [str(p) for p in (entry.problems or list(endpoint_problems))]
         if entry.spec is None or problems:
             return await self._write_invalid(entry, problems, stored=stored, now=now)
         spec = entry.spec
-        finished_now = await self._follow_job(entry, spec, status, now=now)
-        created = parse_rfc3339(entry.body["metadata"].get("creationTimestamp")) or now
-        results = evaluate_triggers(spec, observations=observations, status=status, created=created, now=now)
-        telemetry.record_triggers(entry.namespace, entry.name, {r.name: (r.value, r.firing) for r in results})
-        active = (status.get("activeJob") or {}).get("name")
-        last_start = parse_rfc3339((status.get("lastRetrain") or {}).get("startedAt"))
-        annotations = entry.body["metadata"].get("annotations") or {}
-        forced = annotations.get(FORCE_ANNOTATION) or None
-        if forced == status.get("lastOverride"):
-            forced = None
-        rollback = annotations.get(ROLLBACK_ANNOTATION) or None
-        if rollback is not None and rollback != status.get("lastRollbackRequest") and not active and not spec.suspend:
-            decision = await self._rollback(entry, spec, status, rollback, now=now)
+        status, finished_now = await self._follow_job(entry, spec, before, now=now)
+        results = evaluate_triggers(spec, observations=observations, status=status, created=entry.created or now,
+                                    now=now)
+        self.telemetry.triggers(entry.namespace, entry.name, {r.name: (r.value, r.firing) for r in results})
+        requests = Requests.from_annotations(entry.annotations)
+        rollback = rollback_to_start(requests, last_request=status.last_rollback_request,
+                                     active_job=status.active_name, suspended=spec.suspend)
+        if rollback is not None:
+            status, decision = await self._rollback(entry, spec, status, version=rollback, now=now)
         else:
-            gate = await self._spending.gate(entry.namespace, spec, results=results, status=status)
-            decision = decide(spec, results=results, active_job=active, last_retrain_start=last_start, now=now,
-                              gate=gate, forced=forced)
-        if decision.action in ("Retrain", "WouldRetrain"):
-            job = job_name(entry.ref, int(status.get("retrains") or 0))
-            charge = await self._spending.estimate(entry.namespace, entry.name, spec, status, job=job, now=now)
-            decision = await self._spending.admit(entry.namespace, spec, status, decision, charge=charge, now=now)
-            if decision.launches:
-                decision = await self._launch(entry, spec, status, decision, now=now, charge_key=charge.key,
-                                              results=results)
-            if forced and decision.action in ("Retrain", "WouldRetrain"):
-                status["lastOverride"] = forced
-        self._spending.roll(spec, status, now=now)
+            status, decision = await self._retrain(entry, spec, status, results=results, requests=requests, now=now)
+        status = status.charged(spec.decision.limits, now=now)  # the window rolls even when nothing is charged
         if finished_now:
             await self._trim(entry, spec, status)
-        previous_decision = stored.get("lastDecision") or {}
-        status["lastDecision"] = decision_status(previous_decision, decision, now=now)
-        status["triggers"] = trigger_status(results)
-        metrics_ok = not any(r.problem for r in results if r.type != "schedule")
-        active = (status.get("activeJob") or {}).get("name")
-        status["phase"] = phase_for(valid=True, suspended=spec.suspend, active_job=active, metrics_ok=metrics_ok)
-        status["conditions"] = merge_conditions(
-            stored.get("conditions") or [],
-            conditions_for(valid_problems=[], results=results, decision=decision, active_job=active,
-                           last_outcome=(status.get("lastRetrain") or {}).get("outcome")),
-            generation=entry.generation, now=now)
-        status["observedGeneration"] = entry.generation
-        if self._on_decision is not None:
-            self._on_decision(entry, decision)
-        if previous_decision.get("reason") != decision.reason or decision.launches:
-            logger.info("%s/%s: %s (%s): %s", entry.namespace, entry.name, decision.action, decision.reason,
-                        decision.message)
-        if previous_decision.get("reason") != decision.reason and decision.reason != "TriggerFiring":
-            await self._event(entry, reason=decision.reason, message=decision.message,
-                              warning=decision.reason in WARNING_REASONS)
+        status = status.evaluated(results=results, decision=decision, suspended=spec.suspend,
+                                  generation=entry.generation, now=now)
+        await self._announce(entry, decision, previous=before.last_decision.reason if before.last_decision else None)
         return await self._write(entry, stored, status)
 
-    async def _write(self, entry: PolicyEntry, stored: Mapping[str, Any], status: dict[str, Any]) -> bool:
-        status = without_nulls(status)
-        if not status_changed(stored, status):
+    async def _announce(self, entry: PolicyEntry, decision: Decision, *, previous: str | None) -> None:
+        """Count the decision; log and post an event when its reason changed (firing needs no event of its own)."""
+        self.telemetry.decided(entry.namespace, decision)
+        if previous != decision.reason or decision.launches:
+            logger.info("%s/%s: %s (%s): %s", entry.namespace, entry.name, decision.action, decision.reason,
+                        decision.message)
+        if previous != decision.reason and decision.reason != "TriggerFiring":
+            await self._event(entry, reason=decision.reason, message=decision.message,
+                              warning=decision.reason in WARNING_REASONS)
+
+    async def _write(self, entry: PolicyEntry, stored: Mapping[str, Any], status: PolicyStatus) -> bool:
+        """The one status write: the merge patch from what the server holds to what was built, if they differ."""
+        built = status.to_dict()
+        if not status_changed(stored, built):
             return False
-        patch = merge_diff(stored, status)
-        result = await self._kube.patch_policy_status(entry.namespace, entry.name, patch)
-        entry.body = {**entry.body, "status": result.get("status", status)}
+        result = await self._kube.patch_policy_status(entry.namespace, entry.name, merge_diff(stored, built))
+        entry.body = {**entry.body, "status": result.get("status", built)}
         version = _version(result)
         if version is not None:
             entry.status_version = version
@@ -268,243 +208,161 @@ class Reconciler:
 
     async def _write_invalid(self, entry: PolicyEntry, problems: Sequence[str], *, stored: Mapping[str, Any],
                              now: datetime) -> bool:
-        status = dict(stored)
-        message = "; ".join(problems)
-        decision = Decision("None", "InvalidSpec", message)
-        previous_decision = stored.get("lastDecision") or {}
-        status["lastDecision"] = decision_status(previous_decision, decision, now=now)
-        status["phase"] = "Invalid"
-        status["triggers"] = []
-        status["observedGeneration"] = entry.generation
-        status["conditions"] = merge_conditions(
-            stored.get("conditions") or [],
-            conditions_for(valid_problems=problems, results=[], decision=decision,
-                           active_job=(stored.get("activeJob") or {}).get("name"),
-                           last_outcome=(stored.get("lastRetrain") or {}).get("outcome")),
-            generation=entry.generation, now=now)
-        if previous_decision.get("message") != message or previous_decision.get("reason") != "InvalidSpec":
-            await self._event(entry, reason="InvalidSpec", message=message, warning=True)
-        if self._on_decision is not None:
-            self._on_decision(entry, decision)
+        before = PolicyStatus.from_dict(stored)
+        decision = invalid(problems)
+        status = before.invalid(problems=problems, decision=decision, generation=entry.generation, now=now)
+        previous = before.last_decision
+        if previous is None or previous.message != decision.message or previous.reason != "InvalidSpec":
+            await self._event(entry, reason="InvalidSpec", message=decision.message, warning=True)
+        self.telemetry.decided(entry.namespace, decision)
         return await self._write(entry, stored, status)
 
-    async def _follow_job(self, entry: PolicyEntry, spec: PolicySpec, status: dict[str, Any], *,
-                          now: datetime) -> bool:
-        """Record the outcome of the active Job if it has ended; adopt an unrecorded Job after a crash."""
+    async def _retrain(self, entry: PolicyEntry, spec: PolicySpec, status: PolicyStatus, *,
+                       results: Sequence[TriggerResult], requests: Requests,
+                       now: datetime) -> tuple[PolicyStatus, Decision]:
+        """Decide on the triggers; a retrain must then pass the limits and budgets, and its Job is created."""
+        forced = force_to_honour(requests, last_override=status.last_override)
+        gate = await self._spending.gate(entry.namespace, spec, results=results, status=status)
+        decision = decide(spec, results=results, active_job=status.active_name,
+                          last_retrain_start=status.last_retrain_started, now=now, gate=gate, forced=forced)
+        if not decision.retrains:
+            return status, decision
+        charge = await self._spending.estimate(entry.ref, spec, status, job=job_name(entry.ref, status.retrains),
+                                               now=now)
+        status, verdict = await self._spending.admit(entry.namespace, spec, status, charge=charge,
+                                                     reserve=decision.launches, now=now)
+        decision = within_budget(decision, verdict)
+        if decision.launches:
+            status, decision = await self._launch(entry, spec, status, decision=decision, charge_key=charge.key,
+                                                  results=results, now=now)
+        if forced and decision.retrains:
+            status = status.override_honoured(forced)
+        return status, decision
+
+    async def _follow_job(self, entry: PolicyEntry, spec: PolicySpec, status: PolicyStatus, *,
+                          now: datetime) -> tuple[PolicyStatus, bool]:
+        """Record the outcome of the active Job if it has ended (and say so); adopt an unrecorded Job after a crash."""
         if not entry.scanned_jobs:
-            await self._adopt_unrecorded(entry, status)
+            status = await self._adopt_unrecorded(entry, status, now=now)
             entry.scanned_jobs = True
-        active = status.get("activeJob") or {}
-        name = active.get("name")
-        if not name:
-            return False
-        job = await self._kube.get_job(entry.namespace, name)
+        active = status.active_job
+        if active is None:
+            return status, False
+        job = await self._kube.get_job(entry.namespace, active.name)
         if job is None:
-            status["lastRetrain"] = {
-                "job": name, "trigger": active.get("trigger", ""), "startedAt": active.get("startedAt"),
-                "finishedAt": rfc3339(now), "outcome": "Failed",
-                "message": "the Job disappeared before it finished (deleted?)",
-            }
-            status.pop("activeJob", None)
-            await self._spending.settle(entry.namespace, entry.name, spec, status, job=name, job_body=None,
-                                        started=parse_rfc3339(active.get("startedAt")), finished=now, now=now)
-            await self._event(entry, reason="RetrainFailed", message=f"Job {name} disappeared", warning=True)
-            return True
-        pods = await self._kube.list_pods(entry.namespace, f"job-name={name}")
-        outcome = read_outcome(job, pods)
+            status, _ = await self._spending.settle(entry.ref, spec, status.job_lost(now=now), job=active.name,
+                                                    job_body=None, started=active.started, finished=now, now=now)
+            await self._event(entry, reason="RetrainFailed", message=f"Job {active.name} disappeared", warning=True)
+            return status, True
+        outcome = read_outcome(job, await self._kube.list_pods(entry.namespace, f"job-name={active.name}"))
         if not outcome.finished:
-            return False
-        if active.get("action") == "Promote":
-            await self._finish_rollback(entry, status, active, outcome, now=now)
-            return True
-        result = outcome.result
-        record: dict[str, Any] = {
-            "job": name, "trigger": active.get("trigger", ""), "startedAt": active.get("startedAt"),
-            "finishedAt": rfc3339(outcome.finished_at or now),
-            "outcome": "Succeeded" if outcome.succeeded else "Failed",
-            "message": outcome.message[:512] or ("model trained" if outcome.succeeded else "failed"),
-        }
-        if outcome.succeeded and result.get("version"):
-            record["modelVersion"] = str(result["version"])
-            if isinstance(result.get("score"), int | float):
-                record["score"] = float(result["score"])
-            # A trainer without a promotion gate (a custom image) promotes what it reports.
-            promoted = bool(result.get("promoted", True))
-            record["promoted"] = promoted
-            if result.get("promotionReason"):
-                record["promotionReason"] = str(result["promotionReason"])[:512]
-            if promoted:
-                status["model"] = model_record(result, finished=record["finishedAt"])
-            if not record["message"] or record["message"] == "training Job completed":
-                verb = "trained and promoted" if promoted else "trained, kept as a candidate"
-                record["message"] = (f"model {result['version']} {verb}, {result.get('metric', 'score')} "
-                                     f"{result.get('score')}")
-        status["lastRetrain"] = record
-        seconds = await self._spending.settle(
-            entry.namespace, entry.name, spec, status, job=name, job_body=job,
-            started=parse_rfc3339(active.get("startedAt")), finished=outcome.finished_at or now, now=now)
-        record_history(status, {
-            "job": name, "durationSeconds": round(seconds, 1), "outcome": record["outcome"],
-            **{k: active[k] for k in ("accuracyBefore", "baselineBefore") if k in active},
-            **({"scoreAfter": record["score"]} if "score" in record else {}),
-        })
-        status.pop("activeJob", None)
-        if outcome.succeeded:
-            await self._event(entry, reason="RetrainSucceeded", message=f"Job {name}: {record['message']}")
-        else:
-            await self._event(entry, reason="RetrainFailed", message=f"Job {name}: {record['message']}", warning=True)
-        if self._on_job is not None:
-            self._on_job(entry, record["outcome"])
-        return True
+            return status, False
+        if active.is_rollback:
+            moved, message = rollback_result(outcome)
+            await self._event(entry, reason="RolledBack" if moved else "RollbackFailed",
+                              message=f"Job {active.name}: {message}", warning=not moved)
+            return status.rollback_finished(outcome, now=now), True
+        record = RetrainRecord.finished(active, outcome, now=now)
+        status, seconds = await self._spending.settle(
+            entry.ref, spec, status.training_finished(record, result=outcome.result), job=active.name, job_body=job,
+            started=active.started, finished=outcome.finished_at or now, now=now)
+        status = status.with_history(HistoryEntry.of(record, active, seconds=seconds))
+        succeeded = record.outcome == "Succeeded"
+        await self._event(entry, reason="RetrainSucceeded" if succeeded else "RetrainFailed",
+                          message=f"Job {active.name}: {record.message}", warning=not succeeded)
+        self.telemetry.job(entry.namespace, record.outcome)
+        return status, True
 
-    async def _finish_rollback(self, entry: PolicyEntry, status: dict[str, Any], active: Mapping[str, Any],
-                               outcome: JobOutcome, *, now: datetime) -> None:
-        name, version = str(active["name"]), str(active.get("version", ""))
-        finished = rfc3339(outcome.finished_at or now)
-        if outcome.succeeded and outcome.result.get("version"):
-            status["model"] = model_record(outcome.result, finished=finished)
-            message = f"champion is now {outcome.result['version']}"
-            await self._event(entry, reason="RolledBack", message=f"Job {name}: {message}")
-        else:
-            message = outcome.message or "the promote Job failed"
-            await self._event(entry, reason="RollbackFailed", message=f"Job {name}: {message}", warning=True)
-        status["lastRollback"] = {"version": version, "job": name, "finishedAt": finished, "message": message[:512],
-                                  "outcome": "Succeeded" if outcome.succeeded else "Failed"}
-        status.pop("activeJob", None)
-
-    async def _rollback(self, entry: PolicyEntry, spec: PolicySpec, status: dict[str, Any], version: str, *,
-                        now: datetime) -> Decision:
+    async def _rollback(self, entry: PolicyEntry, spec: PolicySpec, status: PolicyStatus, *, version: str,
+                        now: datetime) -> tuple[PolicyStatus, Decision]:
         """Launch the Job that points the champion back at ``version`` (the trainer checks it is complete)."""
-        sequence = int(status.get("retrains") or 0)
-        body = build_job(spec, policy=entry.ref, sequence=sequence, triggers=["rollback"], promote=version,
+        body = build_job(spec, policy=entry.ref, sequence=status.retrains, triggers=["rollback"], promote=version,
                          trainer_image=self._trainer_image, service_account=self._service_account)
-        name = body["metadata"]["name"]
-        status["lastRollbackRequest"] = version
-        try:
-            await self._kube.create_job(entry.namespace, body)
-        except AlreadyExists:
-            pass  # ours, created before a crash: the deterministic name says so
-        except ApiError as exc:
-            message = f"creating the rollback Job {name} failed: {exc}"
-            status["lastRollback"] = {"version": version, "job": name, "outcome": "Failed", "message": message[:512],
-                                      "finishedAt": rfc3339(now)}
-            return Decision("Wait", "RollbackFailed", message)
-        status["activeJob"] = {"name": name, "trigger": "rollback", "action": "Promote", "version": version,
-                               "startedAt": rfc3339(now)}
-        status["retrains"] = sequence + 1
-        status["lastRollback"] = {"version": version, "job": name, "outcome": "Running",
-                                  "message": f"moving the champion to {version}"}
-        message = f"retrain.dev/rollback-to={version!r}: started Job {name} to make it the champion"
-        await self._event(entry, reason="RollbackStarted", message=message)
-        return Decision("Wait", "RollbackInProgress", message)
+        # A Job by this name is ours, created before a crash: the deterministic name says so.
+        launch = await self._create_job(entry, body, trust_name=True)
+        decision = rolling_back(version, launch)
+        status = status.rollback_requested(version)
+        if not launch.running:
+            return status.rollback_not_started(version=version, job=launch.job, message=decision.message,
+                                               now=now), decision
+        await self._event(entry, reason="RollbackStarted", message=decision.message)
+        return status.rollback_started(version=version, job=launch.job, now=now), decision
 
-    async def _adopt_unrecorded(self, entry: PolicyEntry, status: dict[str, Any]) -> None:
+    async def _adopt_unrecorded(self, entry: PolicyEntry, status: PolicyStatus, *, now: datetime) -> PolicyStatus:
         """A Job created just before a crash has no record in status: find it by its labels and adopt it."""
-        if (status.get("activeJob") or {}).get("name"):
-            return
-        sequence = int(status.get("retrains") or 0)
-        expected = job_name(entry.ref, sequence)
-        jobs = await self._kube.list_jobs(entry.namespace, f"{LABEL_POLICY_UID}={entry.uid}")
-        for job in jobs:
-            if job["metadata"]["name"] == expected:
-                annotations = job["metadata"].get("annotations") or {}
-                status["activeJob"] = {
-                    "name": expected, "trigger": annotations.get("retrain.dev/trigger", ""),
-                    "startedAt": job["metadata"].get("creationTimestamp") or rfc3339_now(),
-                }
-                status["retrains"] = sequence + 1
-                if annotations.get(ANNOTATION_ACTION) == "Promote":
-                    # A rollback: follow it as one, never charge it, and do not start it again.
-                    version = annotations.get(ANNOTATION_VERSION, "")
-                    status["activeJob"].update(action="Promote", version=version)
-                    status["lastRollbackRequest"] = version
-                    await self._event(entry, reason="RollbackAdopted",
-                                      message=f"rollback Job {expected} was created but not recorded; following it")
-                    continue
-                if entry.spec is not None:
-                    await self._spending.adopt(entry.namespace, entry.name, entry.spec, status, job=expected,
-                                               now=parse_rfc3339(status["activeJob"]["startedAt"]) or _utcnow())
-                await self._event(entry, reason="RetrainAdopted",
-                                  message=f"Job {expected} was created but not recorded; following it")
+        if status.active_job is not None:
+            return status
+        expected = job_name(entry.ref, status.retrains)
+        for job in await self._kube.list_jobs(entry.namespace, f"{LABEL_POLICY_UID}={entry.uid}"):
+            if job["metadata"]["name"] != expected:
+                continue
+            annotations = job["metadata"].get("annotations") or {}
+            started_at = str(job["metadata"].get("creationTimestamp") or rfc3339(now))
+            trigger = str(annotations.get(ANNOTATION_TRIGGER, ""))
+            if annotations.get(ANNOTATION_ACTION) == "Promote":
+                # A rollback: follow it as one, never charge it, and do not start it again.
+                version = str(annotations.get(ANNOTATION_VERSION, ""))
+                status = status.job_started(ActiveJob(name=expected, trigger=trigger, started_at=started_at,
+                                                      action="Promote", version=version))
+                status = status.rollback_requested(version)
+                await self._event(entry, reason="RollbackAdopted",
+                                  message=f"rollback Job {expected} was created but not recorded; following it")
+                continue
+            status = status.job_started(ActiveJob(name=expected, trigger=trigger, started_at=started_at))
+            if entry.spec is not None:
+                status = await self._spending.adopt(entry.ref, entry.spec, status, job=expected,
+                                                    now=parse_rfc3339(started_at) or now)
+            await self._event(entry, reason="RetrainAdopted",
+                              message=f"Job {expected} was created but not recorded; following it")
+        return status
 
-    async def _launch(self, entry: PolicyEntry, spec: PolicySpec, status: dict[str, Any], decision: Decision, *,
-                      now: datetime, charge_key: str, results: Sequence[TriggerResult]) -> Decision:
-        sequence = int(status.get("retrains") or 0)
-        body = build_job(spec, policy=entry.ref, sequence=sequence, triggers=decision.triggers,
-                         trainer_image=self._trainer_image, service_account=self._service_account)
-        name = body["metadata"]["name"]
+    async def _create_job(self, entry: PolicyEntry, body: Mapping[str, Any], *, trust_name: bool = False) -> Launch:
+        """Create a Job and say what happened; a Job already there is ours if its labels (or ``trust_name``) say so."""
+        name = str(body["metadata"]["name"])
         try:
             await self._kube.create_job(entry.namespace, body)
-            adopted = False
         except AlreadyExists:
+            if trust_name:
+                return Launch(name, "Adopted")
             existing = await self._kube.get_job(entry.namespace, name)
             labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
-            if labels.get(LABEL_POLICY_UID) != entry.uid:
-                message = f"a Job named {name} exists and does not belong to this policy; delete or rename it"
-                await self._event(entry, reason="JobNameTaken", message=message, warning=True)
-                await self._spending.release(entry.namespace, spec, status, key=charge_key, now=now)
-                return Decision("Wait", "JobNameTaken", message, decision.triggers)
-            adopted = True
+            return Launch(name, "Adopted" if labels.get(LABEL_POLICY_UID) == entry.uid else "NameTaken")
         except ApiError as exc:
-            message = f"creating Job {name} failed: {exc}"
-            await self._spending.release(entry.namespace, spec, status, key=charge_key, now=now)
-            return Decision("Wait", "JobCreateFailed", message, decision.triggers)
+            return Launch(name, "Failed", str(exc))
+        return Launch(name, "Created")
+
+    async def _launch(self, entry: PolicyEntry, spec: PolicySpec, status: PolicyStatus, *, decision: Decision,
+                      charge_key: str, results: Sequence[TriggerResult],
+                      now: datetime) -> tuple[PolicyStatus, Decision]:
+        """Create the training Job; when it cannot run, the reservation made for it is released."""
+        body = build_job(spec, policy=entry.ref, sequence=status.retrains, triggers=decision.triggers,
+                         trainer_image=self._trainer_image, service_account=self._service_account)
+        try:
+            launch = await self._create_job(entry, body)
         except Exception:
             # Unknown whether the Job exists (a timeout, a lost connection): the reservation is released, and
             # if the Job was created after all, the next cycle adopts it and charges it again, once.
             await self._spending.release(entry.namespace, spec, status, key=charge_key, now=now)
             raise
-        status["activeJob"] = {"name": name, "trigger": ",".join(decision.triggers), "startedAt": rfc3339(now)}
-        baseline, current = accuracy_now(spec, results, status)
-        if baseline is not None and current is not None:
-            status["activeJob"].update(accuracyBefore=round(current, 6), baselineBefore=round(baseline, 6))
-        status["retrains"] = sequence + 1
-        verb = "adopted existing" if adopted else "started"
-        await self._event(entry, reason="RetrainStarted", message=f"{verb} Job {name}: {decision.message}")
-        if self._on_job is not None:
-            self._on_job(entry, "Started")
-        return Decision("Retrain", decision.reason, f"{verb} Job {name}: {decision.message}", decision.triggers,
-                        decision.assessment)
+        decision = launched(decision, launch)
+        if not launch.running:
+            if launch.outcome == "NameTaken":
+                await self._event(entry, reason="JobNameTaken", message=decision.message, warning=True)
+            return await self._spending.release(entry.namespace, spec, status, key=charge_key, now=now), decision
+        baseline, current = accuracy_now(spec, results, status.model_score)
+        if baseline is None or current is None:
+            baseline = current = None  # the history entry learns from both or from neither
+        status = status.job_started(ActiveJob(
+            name=launch.job, trigger=",".join(decision.triggers), started_at=rfc3339(now),
+            accuracy_before=None if current is None else round(current, 6),
+            baseline_before=None if baseline is None else round(baseline, 6)))
+        await self._event(entry, reason="RetrainStarted", message=decision.message)
+        self.telemetry.job(entry.namespace, "Started")
+        return status, decision
 
-    async def _trim(self, entry: PolicyEntry, spec: PolicySpec, status: Mapping[str, Any]) -> None:
+    async def _trim(self, entry: PolicyEntry, spec: PolicySpec, status: PolicyStatus) -> None:
         jobs = await self._kube.list_jobs(entry.namespace, f"{LABEL_POLICY_UID}={entry.uid}")
-        keep = (status.get("lastRetrain") or {}).get("job")
+        keep = status.last_retrain.job if status.last_retrain is not None else None
         for name in trimmed_jobs(jobs, successful=spec.history_limits.successful, failed=spec.history_limits.failed,
                                  keep=keep):
             await self._kube.delete_job(entry.namespace, name)
-
-
-def merge_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """The merge patch that turns ``old`` into ``new``.
-
-    A merge patch keeps whatever it does not name, at every depth: a key that went away, even inside a
-    nested object such as activeJob or model, must be named with null, or the stored object keeps it.
-    """
-    patch: dict[str, Any] = {key: None for key in old if key not in new}
-    for key, value in new.items():
-        before = old.get(key)
-        if isinstance(value, Mapping) and isinstance(before, Mapping):
-            patch[key] = merge_diff(before, value)
-        else:
-            patch[key] = value
-    return patch
-
-
-def model_record(result: Mapping[str, Any], *, finished: str) -> dict[str, Any]:
-    """status.model from a trainer's result: the champion now serving."""
-    return {
-        "version": str(result["version"]), "uri": str(result.get("modelUri", "")),
-        "metric": str(result.get("metric", "")),
-        **({"score": float(result["score"])} if isinstance(result.get("score"), int | float) else {}),
-        "trainedAt": str(result.get("trainedAt") or finished),
-        **({"rows": int(result["rows"])} if isinstance(result.get("rows"), int) else {}),
-        **({"reference": result["reference"]} if isinstance(result.get("reference"), Mapping) else {}),
-    }
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def rfc3339_now() -> str:
-    return rfc3339(_utcnow())

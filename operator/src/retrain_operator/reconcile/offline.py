@@ -15,8 +15,9 @@ from typing import Any
 from retrain_operator.adapters.prometheus import PrometheusClient
 from retrain_operator.domain.api import EndpointSpec, parse_policy_spec
 from retrain_operator.domain.decision import decide
-from retrain_operator.domain.status import parse_rfc3339
-from retrain_operator.reconcile.engine import evaluate_triggers
+from retrain_operator.domain.evaluation import evaluate_triggers
+from retrain_operator.domain.policy_status import PolicyStatus
+from retrain_operator.domain.times import parse_rfc3339
 from retrain_operator.reconcile.observe import Observer, QuerySource, Subject
 
 
@@ -27,7 +28,7 @@ async def evaluate_policy(body: Mapping[str, Any], *, prometheus_url: str, at: d
     meta = body.get("metadata") or {}
     namespace = str(meta.get("namespace") or "default")
     name = str(meta.get("name") or "policy")
-    status = dict(body.get("status") or {})
+    status = PolicyStatus.from_dict(body.get("status"))
     endpoint = EndpointSpec(url=prometheus_url.rstrip("/"), timeout=query_timeout, allow_raw_queries=True,
                             namespace_label=namespace_label)
     client = PrometheusClient(url=endpoint.url, timeout=query_timeout, headers={}, bearer_token=None, basic_auth=None,
@@ -44,8 +45,8 @@ async def evaluate_policy(body: Mapping[str, Any], *, prometheus_url: str, at: d
     observations = {trigger: obs for (_, _, trigger), obs in observed.items()}
     created = parse_rfc3339(meta.get("creationTimestamp")) or at
     results = evaluate_triggers(spec, observations=observations, status=status, created=created, now=at)
-    decision = decide(spec, results=results, active_job=(status.get("activeJob") or {}).get("name"),
-                      last_retrain_start=parse_rfc3339((status.get("lastRetrain") or {}).get("startedAt")), now=at)
+    decision = decide(spec, results=results, active_job=status.active_name,
+                      last_retrain_start=status.last_retrain_started, now=at)
     return {
         "policy": f"{namespace}/{name}",
         "at": at.isoformat(),

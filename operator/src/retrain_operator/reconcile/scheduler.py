@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from retrain_operator.adapters.kubernetes import KubeClient
@@ -26,9 +26,9 @@ from retrain_operator.domain.api import (
     check_image,
     parse_endpoint_spec,
 )
-from retrain_operator.domain.status import parse_rfc3339
+from retrain_operator.domain.budget_status import BudgetStatus
+from retrain_operator.domain.times import utcnow
 from retrain_operator.domain.triggers import Observation
-from retrain_operator.reconcile import telemetry
 from retrain_operator.reconcile.engine import PolicyEntry, Reconciler
 from retrain_operator.reconcile.leader import LeaderElector
 from retrain_operator.reconcile.observe import Observer, QuerySource, Subject
@@ -36,10 +36,6 @@ from retrain_operator.reconcile.observe import Observer, QuerySource, Subject
 logger = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Endpoints:
@@ -108,6 +104,8 @@ class Endpoints:
 
 
 class Scheduler:
+    """The one loop that evaluates every due policy and keeps RetrainBudgets' windows current (see the module)."""
+
     def __init__(self, *, reconciler: Reconciler, endpoints: Endpoints, clock: Callable[[], datetime] = utcnow,
                  max_parallel: int = 32, observer: Observer | None = None,
                  elector: LeaderElector | None = None, allowed_images: Sequence[str] = ()) -> None:
@@ -143,7 +141,7 @@ class Scheduler:
     def remove_policy(self, namespace: str, name: str) -> None:
         self.entries.pop((namespace, name), None)
         self._due.pop((namespace, name), None)
-        telemetry.forget_policy(namespace, name)
+        self._reconciler.telemetry.forget_policy(namespace, name)
 
     def upsert_endpoint(self, name: str, spec: Any) -> None:
         self._endpoints.upsert(name, spec)
@@ -180,7 +178,7 @@ class Scheduler:
                 await self._reconciler.accountant.refresh(body)
             except Exception:
                 logger.exception("refreshing RetrainBudget %s/%s failed", *key)
-            window_end = parse_rfc3339((body.get("status") or {}).get("windowEnd"))
+            window_end = BudgetStatus.from_dict(body.get("status")).window_end
             self._budget_due[key] = window_end if window_end and window_end > now else now + timedelta(seconds=60)
 
     def wake(self, key: Key) -> None:
@@ -227,7 +225,7 @@ class Scheduler:
                 for key in due:
                     lag = max(0.0, now_mono - self._due[key])
                     self.lag.append(lag)
-                    telemetry.EVALUATION_LAG.observe(lag)
+                    self._reconciler.telemetry.lagged(lag)
                 self.lag = self.lag[-10000:]
                 await self.run_cycle(due)
                 continue
@@ -271,10 +269,10 @@ class Scheduler:
                 endpoint_problems[key] = problems
             else:
                 assert endpoint is not None
-                trained = parse_rfc3339((entry.status.get("model") or {}).get("trainedAt"))
-                created = parse_rfc3339(entry.body["metadata"].get("creationTimestamp"))
+                model = entry.status.model
+                trained = model.trained if model is not None else None
                 subjects.append(Subject(entry.namespace, entry.name, entry.spec, name, endpoint,
-                                        model_trained_at=trained or created))
+                                        model_trained_at=trained or entry.created))
         try:
             observed = await self.observer.observe(subjects, now=now)
         except Exception:

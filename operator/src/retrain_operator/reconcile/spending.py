@@ -1,9 +1,12 @@
 """What a retrain costs and whether it may be spent: the gate's inputs, the budgets, the ledgers.
 
-The pure rules are in ``domain.budget``; this module finds their inputs (the policy's resources,
-its price list, its past runs, the accuracy drop) and keeps the two ledgers: the shared
-RetrainBudget's (through the Accountant, with optimistic concurrency) and the policy's own, kept in
-its status because only this policy's reconciliation ever writes it.
+The pure rules are in ``domain.budget`` (what a retrain costs, whether a charge fits) and
+``domain.decision`` (what a refusal means for the decision); this module finds their inputs (the
+policy's resources, its price list, its past runs, the accuracy drop) and keeps the two ledgers:
+the shared RetrainBudget's (through the Accountant, with optimistic concurrency) and the policy's
+own, kept in its status because only this policy's reconciliation ever writes it. Every method
+that touches the policy's own ledger takes its ``PolicyStatus`` and returns the new one. Limits:
+a budget's price list is cached for ``PRICE_TTL`` seconds, so a price change applies a little late.
 """
 
 from __future__ import annotations
@@ -13,61 +16,38 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from retrain_operator.domain.api import AccuracyDecay, PolicySpec
+from retrain_operator.domain.api import PolicySpec
 from retrain_operator.domain.budget import (
     Assessment,
     Charge,
+    ChargeVerdict,
     Ledger,
     Prices,
     Resources,
-    RunRecord,
     assess,
     cost_of,
-    exceeded,
     expected_duration,
-    spending_status,
-    usage,
-    window_bounds,
+    judge_charge,
 )
-from retrain_operator.domain.decision import Decision
-from retrain_operator.domain.jobs import pod_requests
-from retrain_operator.domain.status import parse_rfc3339
-from retrain_operator.domain.triggers import TriggerResult, baseline_for
+from retrain_operator.domain.evaluation import accuracy_now
+from retrain_operator.domain.jobs import PolicyRef, pod_requests
+from retrain_operator.domain.policy_status import PolicyStatus
+from retrain_operator.domain.times import parse_rfc3339
+from retrain_operator.domain.triggers import TriggerResult
 from retrain_operator.reconcile.budgets import Accountant
 
-HISTORY_LIMIT = 20
 DEFAULT_DURATION = 600.0
+PRICE_TTL = 10.0
+WITHIN_LIMITS = ChargeVerdict(True, "within every limit")
 
 
 def resources_of(spec: PolicySpec) -> Resources:
     return Resources.from_requests(pod_requests(spec.training), spec.training.limits)
 
 
-def runs_of(status: Mapping[str, Any]) -> list[RunRecord]:
-    out = []
-    for item in status.get("history") or []:
-        if isinstance(item, Mapping) and item.get("outcome") == "Succeeded":
-            out.append(RunRecord(duration_seconds=float(item.get("durationSeconds") or 0),
-                                 accuracy_before=item.get("accuracyBefore"),
-                                 baseline_before=item.get("baselineBefore"), score_after=item.get("scoreAfter")))
-    return out
-
-
-def accuracy_now(spec: PolicySpec, results: Sequence[TriggerResult],
-                 status: Mapping[str, Any]) -> tuple[float | None, float | None]:
-    """Baseline and current accuracy from the first accuracyDecay trigger that has a value."""
-    model_score = (status.get("model") or {}).get("score")
-    for trigger, result in zip(spec.triggers, results, strict=True):
-        if isinstance(trigger.kind, AccuracyDecay) and result.value is not None:
-            baseline, _ = baseline_for(trigger.kind, float(model_score) if model_score is not None else None)
-            return baseline, result.value
-    return None, None
-
-
-PRICE_TTL = 10.0
-
-
 class Spending:
+    """The money side of a retrain: the gate's numbers, the reservation, and the charges in both ledgers."""
+
     def __init__(self, *, accountant: Accountant) -> None:
         self._accountant = accountant
         # A budget's price list is read for the gate, the estimate and the settlement of one decision; it
@@ -88,105 +68,81 @@ class Spending:
         return spec.decision.prices or Prices()
 
     async def gate(self, namespace: str, spec: PolicySpec, *, results: Sequence[TriggerResult],
-                   status: Mapping[str, Any]) -> Assessment | None:
+                   status: PolicyStatus) -> Assessment | None:
+        """The cost-benefit assessment, when the policy has a gate and something fires."""
         if spec.decision.cost_benefit is None or not any(r.firing for r in results):
             return None
-        baseline, current = accuracy_now(spec, results, status)
+        baseline, current = accuracy_now(spec, results, status.model_score)
         return assess(spec.decision.cost_benefit, resources=resources_of(spec),
-                      prices=await self.prices(namespace, spec), runs=runs_of(status), baseline=baseline,
+                      prices=await self.prices(namespace, spec), runs=status.runs(), baseline=baseline,
                       current=current)
 
-    async def estimate(self, namespace: str, name: str, spec: PolicySpec, status: Mapping[str, Any], *, job: str,
+    async def estimate(self, policy: PolicyRef, spec: PolicySpec, status: PolicyStatus, *, job: str,
                        now: datetime) -> Charge:
         """The reservation for a retrain: its expected duration at the policy's resources and prices."""
-        runs = runs_of(status)
+        runs = status.runs()
         if spec.decision.cost_benefit is not None:
             seconds, _ = expected_duration(spec.decision.cost_benefit, runs)
         else:
             durations = sorted(r.duration_seconds for r in runs if r.duration_seconds > 0)
             seconds = durations[len(durations) // 2] if durations else DEFAULT_DURATION
-        cpu, gpu, money = cost_of(resources_of(spec), seconds=seconds, prices=await self.prices(namespace, spec))
-        return Charge(key=f"{namespace}/{job}", policy=f"{namespace}/{name}", at=now, state="Reserved",
-                      cpu_hours=cpu, gpu_hours=gpu, cost=money)
+        cpu, gpu, money = cost_of(resources_of(spec), seconds=seconds,
+                                  prices=await self.prices(policy.namespace, spec))
+        return Charge(key=f"{policy.namespace}/{job}", policy=f"{policy.namespace}/{policy.name}", at=now,
+                      state="Reserved", cpu_hours=cpu, gpu_hours=gpu, cost=money)
 
-    async def admit(self, namespace: str, spec: PolicySpec, status: dict[str, Any], decision: Decision, *,
-                    charge: Charge, now: datetime) -> Decision:
-        """Refuse (OverBudget) or let through a retrain; a real launch reserves in both ledgers."""
-        reserve = decision.launches
+    async def admit(self, namespace: str, spec: PolicySpec, status: PolicyStatus, *, charge: Charge, reserve: bool,
+                    now: datetime) -> tuple[PolicyStatus, ChargeVerdict]:
+        """The verdict of the policy's limits, then of its budget, on ``charge``; with ``reserve`` the charge is
+        reserved in both ledgers (a dry run only asks)."""
         inline = spec.decision.limits
-        if inline is not None:
-            ledger = Ledger.from_list((status.get("spending") or {}).get("ledger"))
-            start, end = window_bounds(inline.window, now)
-            broken = [] if ledger.find(charge.key) else exceeded(inline.limits, usage(ledger.charges, start=start,
-                                                                                        end=end), charge)
-            if broken:
-                return Decision("Wait", "OverBudget", f"policy limits: {', '.join(broken)} in the window ending "
-                                f"{end.strftime('%Y-%m-%dT%H:%M:%SZ')}", decision.triggers, decision.assessment)
+        if inline is not None and status.ledger.find(charge.key) is None:
+            verdict = judge_charge(inline.limits, window=inline.window, ledger=status.ledger, charge=charge, at=now,
+                                   owner="policy limits")
+            if not verdict.fits:
+                return status, verdict
         if spec.decision.budget:
-            check = self._accountant.reserve if reserve else self._accountant.check
-            verdict = await check(namespace, spec.decision.budget, charge)
-            if not verdict.ok:
-                return Decision("Wait", "OverBudget", verdict.message, decision.triggers, decision.assessment)
-        if reserve and inline is not None:
-            ledger = Ledger.from_list((status.get("spending") or {}).get("ledger")).reserve(charge)
-            status["spending"] = spending_status(window=inline.window, limits=inline.limits, ledger=ledger, now=now)
-        return decision
+            ask = self._accountant.reserve if reserve else self._accountant.check
+            verdict = await ask(namespace, spec.decision.budget, charge)
+            if not verdict.fits:
+                return status, verdict
+        if reserve:
+            status = status.charged(inline, now=now, change=lambda ledger: ledger.reserve(charge))
+        return status, WITHIN_LIMITS
 
-    async def adopt(self, namespace: str, name: str, spec: PolicySpec, status: dict[str, Any], *, job: str,
-                    now: datetime) -> None:
+    async def adopt(self, policy: PolicyRef, spec: PolicySpec, status: PolicyStatus, *, job: str,
+                    now: datetime) -> PolicyStatus:
         """A Job found without its record (crash): make sure it is charged, once."""
-        charge = await self.estimate(namespace, name, spec, status, job=job, now=now)
+        charge = await self.estimate(policy, spec, status, job=job, now=now)
         if spec.decision.budget:
-            await self._accountant.update(namespace, spec.decision.budget, lambda ledger: ledger.reserve(charge))
-        if spec.decision.limits is not None:
-            ledger = Ledger.from_list((status.get("spending") or {}).get("ledger")).reserve(charge)
-            status["spending"] = spending_status(window=spec.decision.limits.window,
-                                                 limits=spec.decision.limits.limits, ledger=ledger, now=now)
+            await self._accountant.update(policy.namespace, spec.decision.budget,
+                                          lambda ledger: ledger.reserve(charge))
+        return status.charged(spec.decision.limits, now=now, change=lambda ledger: ledger.reserve(charge))
 
-    async def release(self, namespace: str, spec: PolicySpec, status: dict[str, Any], *, key: str,
-                      now: datetime) -> None:
+    async def release(self, namespace: str, spec: PolicySpec, status: PolicyStatus, *, key: str,
+                      now: datetime) -> PolicyStatus:
         """Undo a reservation whose Job could not be created."""
         if spec.decision.budget:
             await self._accountant.update(namespace, spec.decision.budget, lambda ledger: ledger.release(key))
-        if spec.decision.limits is not None:
-            ledger = Ledger.from_list((status.get("spending") or {}).get("ledger")).release(key)
-            status["spending"] = spending_status(window=spec.decision.limits.window,
-                                                 limits=spec.decision.limits.limits, ledger=ledger, now=now)
+        return status.charged(spec.decision.limits, now=now, change=lambda ledger: ledger.release(key))
 
-    async def settle(self, namespace: str, name: str, spec: PolicySpec, status: dict[str, Any], *, job: str,
+    async def settle(self, policy: PolicyRef, spec: PolicySpec, status: PolicyStatus, *, job: str,
                      job_body: Mapping[str, Any] | None, started: datetime | None, finished: datetime,
-                     now: datetime) -> float:
-        """Charge the real cost of a finished Job (its real duration); return that duration."""
+                     now: datetime) -> tuple[PolicyStatus, float]:
+        """Charge the real cost of a finished Job (its real duration); return the status and that duration."""
         job_status = (job_body or {}).get("status") or {}
         begin = parse_rfc3339(job_status.get("startTime")) or started or finished
         end = parse_rfc3339(job_status.get("completionTime")) or finished
         seconds = max(0.0, (end - begin).total_seconds())
-        cpu, gpu, money = cost_of(resources_of(spec), seconds=seconds, prices=await self.prices(namespace, spec))
-        key = f"{namespace}/{job}"
-        fallback = Charge(key=key, policy=f"{namespace}/{name}", at=begin, state="Settled", cpu_hours=cpu,
-                          gpu_hours=gpu, cost=money)
+        cpu, gpu, money = cost_of(resources_of(spec), seconds=seconds,
+                                  prices=await self.prices(policy.namespace, spec))
+        key = f"{policy.namespace}/{job}"
+        fallback = Charge(key=key, policy=f"{policy.namespace}/{policy.name}", at=begin, state="Settled",
+                          cpu_hours=cpu, gpu_hours=gpu, cost=money)
 
         def settle(ledger: Ledger) -> Ledger:
             return ledger.settle(key, cpu_hours=cpu, gpu_hours=gpu, cost=money, fallback=fallback)
 
         if spec.decision.budget:
-            await self._accountant.update(namespace, spec.decision.budget, settle)
-        if spec.decision.limits is not None:
-            ledger = settle(Ledger.from_list((status.get("spending") or {}).get("ledger")))
-            status["spending"] = spending_status(window=spec.decision.limits.window,
-                                                 limits=spec.decision.limits.limits, ledger=ledger, now=now)
-        return seconds
-
-    def roll(self, spec: PolicySpec, status: dict[str, Any], *, now: datetime) -> None:
-        """Keep the policy's own spending status on the current window (a write only when it rolls)."""
-        if spec.decision.limits is None:
-            status.pop("spending", None)
-            return
-        ledger = Ledger.from_list((status.get("spending") or {}).get("ledger"))
-        status["spending"] = spending_status(window=spec.decision.limits.window, limits=spec.decision.limits.limits,
-                                             ledger=ledger, now=now)
-
-
-def record_history(status: dict[str, Any], entry: dict[str, Any]) -> None:
-    history = [h for h in status.get("history") or [] if isinstance(h, Mapping)]
-    status["history"] = [*history, entry][-HISTORY_LIMIT:]
+            await self._accountant.update(policy.namespace, spec.decision.budget, settle)
+        return status.charged(spec.decision.limits, now=now, change=settle), seconds

@@ -1,12 +1,21 @@
 """The operator's own Prometheus metrics: what it evaluated, queried, decided and launched.
 
-Labels are bounded (namespace, reason, endpoint, outcome): never a value a tenant can grow without
-limit, such as a trigger's message.
+The metric families live in ``REGISTRY``, which ``run --metrics-port`` serves; what records into
+them is one ``Telemetry`` object, made by the command and handed to each part that records, so no
+part reaches for a global or is fed through callbacks. Labels are bounded
+(namespace, reason, endpoint, outcome): never a value a tenant can grow without limit, such as a
+trigger's message. Limits: the families are per process, so two operators in one process (tests)
+share them; keep their policy names apart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from retrain_operator.domain.budget import Usage
+from retrain_operator.domain.decision import Decision
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -26,50 +35,72 @@ EVALUATION_LAG = Histogram("retrain_evaluation_lag_seconds",
 JOBS = Counter("retrain_jobs_total", "Training Jobs started and finished, by outcome.", ["namespace", "outcome"],
                registry=REGISTRY)
 
-
-def on_query(endpoint: str, seconds: float, problem: str | None) -> None:
-    QUERIES.labels(endpoint, problem or "Success").inc()
-    QUERY_SECONDS.labels(endpoint).observe(seconds)
 TRIGGER_VALUE = Gauge("retrain_trigger_value", "Last observed value of each trigger (absent when inconclusive).",
                       ["namespace", "policy", "trigger"], registry=REGISTRY)
 TRIGGER_FIRING = Gauge("retrain_trigger_firing", "1 while a trigger fires, else 0.", ["namespace", "policy", "trigger"],
                        registry=REGISTRY)
 BUDGET_USED = Gauge("retrain_budget_used", "Spent in the current window of a RetrainBudget, by measure.",
                     ["namespace", "budget", "measure"], registry=REGISTRY)
-_known_triggers: dict[tuple[str, str], set[str]] = {}
 
 
-def record_triggers(namespace: str, policy: str, values: dict[str, tuple[float | None, bool]]) -> None:
-    """Export each trigger's value and firing state; a trigger that disappeared is removed."""
-    known = _known_triggers.setdefault((namespace, policy), set())
-    for gone in known - set(values):
-        forget_trigger(namespace, policy, gone)
-    for trigger, (value, firing) in values.items():
-        if value is None:
-            try:
-                TRIGGER_VALUE.remove(namespace, policy, trigger)
-            except KeyError:
-                pass
-        else:
-            TRIGGER_VALUE.labels(namespace, policy, trigger).set(value)
-        TRIGGER_FIRING.labels(namespace, policy, trigger).set(1 if firing else 0)
-    known.clear()
-    known.update(values)
+class Telemetry:
+    """Records what the operator did into its metrics; one per operator, handed to each part that records.
+
+    It remembers which triggers it exported for each policy, so a trigger removed from a policy, or
+    a deleted policy, stops being reported instead of showing its last value forever.
+    """
+
+    def __init__(self) -> None:
+        self._known_triggers: dict[tuple[str, str], set[str]] = {}
+
+    def decided(self, namespace: str, decision: Decision) -> None:
+        """One evaluation of a policy in ``namespace`` ended with ``decision``."""
+        EVALUATIONS.labels(namespace).inc()
+        DECISIONS.labels(namespace, decision.action, decision.reason).inc()
+
+    def job(self, namespace: str, outcome: str) -> None:
+        """A training Job started (``Started``) or finished (``Succeeded``, ``Failed``)."""
+        JOBS.labels(namespace, outcome).inc()
+
+    def lagged(self, seconds: float) -> None:
+        """A policy's evaluation started ``seconds`` after it was due."""
+        EVALUATION_LAG.observe(seconds)
+
+    def query(self, endpoint: str, seconds: float, problem: str | None) -> None:
+        """One Prometheus query to ``endpoint``: how long it took and, when it failed, why."""
+        QUERIES.labels(endpoint, problem or "Success").inc()
+        QUERY_SECONDS.labels(endpoint).observe(seconds)
+
+    def triggers(self, namespace: str, policy: str, values: Mapping[str, tuple[float | None, bool]]) -> None:
+        """Export each trigger's value and firing state; a trigger that disappeared is removed."""
+        known = self._known_triggers.setdefault((namespace, policy), set())
+        for gone in known - set(values):
+            _forget_trigger(namespace, policy, gone)
+        for trigger, (value, firing) in values.items():
+            if value is None:
+                try:
+                    TRIGGER_VALUE.remove(namespace, policy, trigger)
+                except KeyError:
+                    pass
+            else:
+                TRIGGER_VALUE.labels(namespace, policy, trigger).set(value)
+            TRIGGER_FIRING.labels(namespace, policy, trigger).set(1 if firing else 0)
+        known.clear()
+        known.update(values)
+
+    def forget_policy(self, namespace: str, policy: str) -> None:
+        for trigger in self._known_triggers.pop((namespace, policy), set()):
+            _forget_trigger(namespace, policy, trigger)
+
+    def budget(self, namespace: str, budget: str, used: Usage) -> None:
+        """What a RetrainBudget has spent in its current window, by measure."""
+        for measure, value in used.to_dict().items():
+            BUDGET_USED.labels(namespace, budget, measure).set(value)
 
 
-def forget_trigger(namespace: str, policy: str, trigger: str) -> None:
+def _forget_trigger(namespace: str, policy: str, trigger: str) -> None:
     for gauge in (TRIGGER_VALUE, TRIGGER_FIRING):
         try:
             gauge.remove(namespace, policy, trigger)
         except KeyError:
             pass
-
-
-def forget_policy(namespace: str, policy: str) -> None:
-    for trigger in _known_triggers.pop((namespace, policy), set()):
-        forget_trigger(namespace, policy, trigger)
-
-
-def record_budget(namespace: str, budget: str, used: dict[str, float]) -> None:
-    for measure, value in used.items():
-        BUDGET_USED.labels(namespace, budget, measure).set(value)

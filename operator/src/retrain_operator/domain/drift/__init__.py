@@ -47,14 +47,14 @@ from retrain_operator.domain.drift.histograms import (
 from retrain_operator.domain.drift.ks import KolmogorovSmirnov, kolmogorov_sf, ks
 from retrain_operator.domain.drift.statistic import FloatArray, Scores, Statistic
 from retrain_operator.domain.drift.thresholds import InsufficientHistory, LearnedThreshold, learn_threshold
-from retrain_operator.domain.drift.verdict import VERDICT_MODES, DriftedFeature, Verdict, verdict
+from retrain_operator.domain.drift.verdict import VERDICT_MODES, DriftedFeature, DriftVerdict, verdict
 from retrain_operator.domain.drift.wasserstein import bin_centres, wasserstein
 
 __all__ = [
     "KL_EPSILON", "NOISE_TOLERANCE", "PSI_EPSILON", "STATISTICS", "STATISTIC_NAMES", "VERDICT_MODES",
-    "BucketMismatch", "ChiSquare", "Comparison", "DriftedFeature", "FeatureScore", "Histogram",
+    "BucketMismatch", "ChiSquare", "Comparison", "DriftVerdict", "DriftedFeature", "FeatureScore", "Histogram",
     "InsufficientHistory", "InsufficientSamples", "KolmogorovSmirnov", "LearnedThreshold", "MalformedHistogram",
-    "Scores", "Statistic", "UnknownStatistic", "Verdict",
+    "Scores", "Statistic", "UnknownStatistic",
     "bin_centres", "bucket_counts", "check_edges", "chi2_sf", "chi_square", "compare", "format_le", "get_statistic",
     "hellinger", "histograms", "jensen_shannon_distance", "jensen_shannon_divergence", "kl_divergence",
     "kolmogorov_sf", "ks", "learn_threshold", "parse_le", "psi", "total_variation", "verdict", "wasserstein",

@@ -29,7 +29,7 @@ class DriftedFeature:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class DriftVerdict:
     """``top`` holds up to N features over their threshold, the most drifted first."""
 
     drifted: bool
@@ -46,7 +46,7 @@ def _fmt(value: float) -> str:
 
 def verdict(values: Mapping[str, float], *, threshold: float | Mapping[str, float], mode: str = "any",
             min_share: float | None = None, top: int = 5, statistic: str = "drift",
-            drift_when: str = "above") -> Verdict:
+            drift_when: str = "above") -> DriftVerdict:
     """The verdict over ``values`` (feature to statistic) against one threshold or one per feature.
 
     ``min_share`` in (0, 1] is required with ``mode="share"`` and refused otherwise. ``statistic``
@@ -74,7 +74,7 @@ def verdict(values: Mapping[str, float], *, threshold: float | Mapping[str, floa
         else:
             levels[feature] = float(threshold)
     if not values:
-        return Verdict(False, 0, 0, 0.0, (), f"no feature had enough samples to compare {statistic}")
+        return DriftVerdict(False, 0, 0, 0.0, (), f"no feature had enough samples to compare {statistic}")
     above = drift_when == "above"
     sign = 1.0 if above else -1.0
     ranked = sorted(values, key=lambda f: (-sign * values[f], f))
@@ -102,4 +102,4 @@ def verdict(values: Mapping[str, float], *, threshold: float | Mapping[str, floa
         detail = f": {listed}{more}" if listed else ""
     else:
         detail = f"; {'highest' if above else 'lowest'} {item(ranked[0])}"
-    return Verdict(drifted, len(values), len(over), share, shown, f"{rule} {count}{detail}")
+    return DriftVerdict(drifted, len(values), len(over), share, shown, f"{rule} {count}{detail}")
