@@ -13,14 +13,14 @@ import yaml
 
 from retrain_operator.domain import api, budget
 from retrain_operator.domain.api import InvalidSpec, parse_endpoint_spec, parse_policy_spec
-from retrain_operator.domain.durations import PATTERN, DurationError, format_duration, parse_duration
+from retrain_operator.settings.durations import PATTERN, DurationError, format_duration, parse_duration
 from tests.policies import BASE, policy
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
-    ("90s", 90), ("1h30m", 5400), ("1.5h", 5400), ("500ms", 0.5), ("2d", 172800), ("0s", 0),
+    ("90s", 90), ("1h30m", 5400), ("1.5h", 5400), ("500ms", 0.5), ("2d", 172800), ("0s", 0), ("2w", 1209600),
 ])
 def test_durations_parse(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds

@@ -20,7 +20,7 @@ from croniter import croniter
 
 from retrain_operator.domain.budget import CostBenefitSpec, Limits, Prices
 from retrain_operator.domain.drift import STATISTIC_NAMES, VERDICT_MODES, get_statistic
-from retrain_operator.domain.durations import DurationError, parse_duration
+from retrain_operator.settings.durations import DurationError, parse_duration
 
 GROUP = "retrain.dev"
 VERSION = "v1alpha1"
@@ -724,10 +724,11 @@ def _parse_training(r: _Reader, raw: Mapping[str, Any]) -> TrainingSpec:
                                            or partitions < 1):
                 r.fail(f"{path}.builtin.data.window.partitions", "must be a whole number of partitions, 1 or more")
                 partitions = None
+            last = r.str_(window_raw, "last", f"{path}.builtin.data.window")
+            if last is not None:
+                r.duration(window_raw, "last", f"{path}.builtin.data.window", default="1s", minimum=1.0)
             window = WindowSpec(column=r.str_(window_raw, "column", f"{path}.builtin.data.window"),
-                                last=r.str_(window_raw, "last", f"{path}.builtin.data.window",
-                                            pattern=re.compile(r"^[0-9]+(s|m|h|d|w)$")),
-                                partitions=partitions)
+                                last=last, partitions=partitions)
             if window.last and not window.column:
                 r.fail(f"{path}.builtin.data.window.column", "is required with window.last (the time column)")
         data = DataSpec(

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, cast
 
 from retrain_operator.registry import layout
+from retrain_operator.settings.durations import parse_duration
 from retrain_operator.trainer.errors import ConfigError
 
 __all__ = [
@@ -66,7 +67,6 @@ __all__ = [
     "load_config",
     "load_registry_config",
     "parse_config",
-    "parse_duration",
     "parse_registry_config",
 ]
 
@@ -86,8 +86,6 @@ _MODEL_NAME = re.compile(r"^[a-z0-9](?:[-a-z0-9_.]*[a-z0-9])?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ENDPOINT = re.compile(r"^https?://\S+$")
 _MAX_SEED: Final = 2**32 - 1
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d|w)$")
-_DURATION_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _MAX_PARTITIONS: Final = 100_000
 _MAX_EDGES: Final = 1000
 
@@ -267,14 +265,6 @@ def parse_config(raw: object) -> TrainerConfig:
     )
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in ``30s``, ``15m``, ``36h``, ``7d`` or ``2w``; raise ValueError otherwise."""
-    match = _DURATION.match(text)
-    if match is None or float(match.group(1)) <= 0:
-        raise ValueError(f"invalid duration {text!r}: use a positive number and one of s, m, h, d, w, like 7d")
-    return float(match.group(1)) * _DURATION_SECONDS[match.group(2)]
-
-
 def _model(root: _Obj) -> tuple[ModelConfig, str]:
     model = _Obj(root.get("model"), "model", required={"name", "registry"})
     # credentialsSecret is accepted so the operator can copy spec.model.registry as it is; the Secret's
@@ -331,7 +321,7 @@ def _data(builtin: _Obj, registry_bucket: str) -> DataConfig:
             raise ConfigError("InvalidConfig", "builtin.data.window needs column and last, or partitions, or both")
         if partitions is not None and prefix is None:
             raise ConfigError("InvalidConfig", "builtin.data.window.partitions needs builtin.data.prefix, not key")
-        seconds = None if last is None else _checked_number("builtin.data.window.last", last, parse_duration)
+        seconds = None if last is None else _checked_number("builtin.data.window.last", last, _positive_duration)
         window = WindowConfig(column=column, last=last, last_seconds=seconds, partitions=partitions)
     return DataConfig(
         bucket=data.string("bucket", default=registry_bucket, pattern=_BUCKET, hint="a valid S3 bucket name"),
@@ -406,6 +396,13 @@ def _checked_number(path: str, value: str, parser: Callable[[str], float]) -> fl
         return parser(value)
     except ValueError as exc:
         raise ConfigError("InvalidConfig", f"{path}: {exc}") from None
+
+
+def _positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds < 1:
+        raise ValueError(f"{text!r} is shorter than the minimum of 1s")
+    return seconds
 
 
 def _check(path: str, value: str, checker: Callable[[str], str]) -> str:
