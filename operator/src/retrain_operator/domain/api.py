@@ -20,7 +20,9 @@ from croniter import croniter
 
 from retrain_operator.domain.budget import CostBenefitSpec, Limits, Prices
 from retrain_operator.domain.drift import STATISTIC_NAMES, VERDICT_MODES, get_statistic
-from retrain_operator.settings.durations import DurationError, parse_duration
+from retrain_operator.settings.reader import InvalidSpec as InvalidSpec
+from retrain_operator.settings.reader import Problem as Problem
+from retrain_operator.settings.reader import Reader
 
 GROUP = "retrain.dev"
 VERSION = "v1alpha1"
@@ -42,25 +44,6 @@ RESERVED_ENV = frozenset({
     "RETRAIN_TRAINER_CONFIG", "RETRAIN_RESOURCES", "TERMINATION_MESSAGE_PATH", "HOME", "TMPDIR",
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION",
 })
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One reason a policy is invalid: the field's path and what to do about it."""
-
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}"
-
-
-class InvalidSpec(ValueError):
-    """Raised by the parsers with every problem found, not only the first."""
-
-    def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems = list(problems)
-        super().__init__("; ".join(str(p) for p in self.problems))
 
 
 @dataclass(frozen=True)
@@ -312,116 +295,9 @@ class EndpointSpec:
         return not self.allowed_namespaces or "*" in self.allowed_namespaces or namespace in self.allowed_namespaces
 
 
-class _Reader:
-    """Reads typed fields out of raw dicts, collecting problems with their paths instead of raising."""
-
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def fail(self, path: str, message: str) -> None:
-        self.problems.append(Problem(path, message))
-
-    def obj(self, raw: Any, path: str, *, required: bool = False) -> Mapping[str, Any]:
-        if raw is None:
-            if required:
-                self.fail(path, "is required")
-            return {}
-        if not isinstance(raw, Mapping):
-            self.fail(path, f"must be an object, not {type(raw).__name__}")
-            return {}
-        return raw
-
-    def str_(self, raw: Mapping[str, Any], key: str, path: str, *, default: str | None = None,
-             required: bool = False, pattern: re.Pattern[str] | None = None) -> str | None:
-        value = raw.get(key, default)
-        if value is None:
-            if required:
-                self.fail(f"{path}.{key}", "is required")
-            return None
-        if not isinstance(value, str):
-            self.fail(f"{path}.{key}", f"must be a string, not {type(value).__name__}")
-            return None
-        if pattern is not None and not pattern.match(value):
-            self.fail(f"{path}.{key}", f"{value!r} does not match {pattern.pattern}")
-            return None
-        return value
-
-    def num(self, raw: Mapping[str, Any], key: str, path: str, *, default: float | None = None,
-            required: bool = False, minimum: float | None = None, maximum: float | None = None) -> float | None:
-        value = raw.get(key, default)
-        if value is None:
-            if required:
-                self.fail(f"{path}.{key}", "is required")
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(f"{path}.{key}", f"must be a number, not {type(value).__name__}")
-            return None
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            self.fail(f"{path}.{key}", f"{value} is outside [{minimum}, {maximum}]")
-            return None
-        return float(value)
-
-    def int_(self, raw: Mapping[str, Any], key: str, path: str, *, default: int, minimum: int = 0) -> int:
-        value = raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(f"{path}.{key}", f"must be an integer, not {type(value).__name__}")
-            return default
-        if value < minimum:
-            self.fail(f"{path}.{key}", f"must be at least {minimum}")
-            return default
-        return value
-
-    def bool_(self, raw: Mapping[str, Any], key: str, path: str, *, default: bool = False) -> bool:
-        value = raw.get(key, default)
-        if not isinstance(value, bool):
-            self.fail(f"{path}.{key}", "must be true or false")
-            return default
-        return value
-
-    def duration(self, raw: Mapping[str, Any], key: str, path: str, *, default: str,
-                 minimum: float = 0.0) -> float:
-        text = raw.get(key, default)
-        try:
-            seconds = parse_duration(text)
-        except DurationError as exc:
-            self.fail(f"{path}.{key}", str(exc))
-            return parse_duration(default)
-        if seconds < minimum:
-            self.fail(f"{path}.{key}", f"{text!r} is shorter than the minimum of {minimum:g}s")
-            return parse_duration(default)
-        return seconds
-
-    def enum(self, raw: Mapping[str, Any], key: str, path: str, *, allowed: Sequence[str],
-             default: str | None = None) -> str | None:
-        value = raw.get(key, default)
-        if value is None:
-            self.fail(f"{path}.{key}", f"is required; one of {', '.join(allowed)}")
-            return None
-        if value not in allowed:
-            self.fail(f"{path}.{key}", f"{value!r} is not allowed; use one of {', '.join(allowed)}")
-            return None
-        return str(value)
-
-    def str_list(self, raw: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
-        value = raw.get(key) or []
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.fail(f"{path}.{key}", "must be a list of strings")
-            return ()
-        return tuple(value)
-
-    def str_map(self, raw: Mapping[str, Any], key: str, path: str) -> dict[str, str]:
-        value = raw.get(key) or {}
-        if not isinstance(value, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
-            self.fail(f"{path}.{key}", "must be a map of strings to strings")
-            return {}
-        return dict(value)
-
-
 def parse_policy_spec(raw: Any) -> PolicySpec:
     """Parse and validate a RetrainPolicy's spec; raise InvalidSpec listing every problem."""
-    r = _Reader()
+    r = Reader()
     spec = r.obj(raw, "spec", required=True)
 
     model_raw = r.obj(spec.get("model"), "spec.model", required=True)
@@ -501,7 +377,7 @@ def parse_policy_spec(raw: Any) -> PolicySpec:
     )
 
 
-def _parse_limits(r: _Reader, raw: Mapping[str, Any], path: str) -> Limits:
+def _parse_limits(r: Reader, raw: Mapping[str, Any], path: str) -> Limits:
     runs = raw.get("runs")
     if runs is not None and (isinstance(runs, bool) or not isinstance(runs, int) or runs < 0):
         r.fail(f"{path}.runs", "must be a whole number of runs, 0 or more")
@@ -513,7 +389,7 @@ def _parse_limits(r: _Reader, raw: Mapping[str, Any], path: str) -> Limits:
     return limits
 
 
-def _parse_prices(r: _Reader, raw: Any, path: str) -> Prices:
+def _parse_prices(r: Reader, raw: Any, path: str) -> Prices:
     body = r.obj(raw, path)
     return Prices(cpu_hour=r.num(body, "cpuHour", path, default=0.0, minimum=0.0) or 0.0,
                   memory_gib_hour=r.num(body, "memoryGiBHour", path, default=0.0, minimum=0.0) or 0.0,
@@ -521,7 +397,7 @@ def _parse_prices(r: _Reader, raw: Any, path: str) -> Prices:
                   per_retrain=r.num(body, "perRetrain", path, default=0.0, minimum=0.0) or 0.0)
 
 
-def _parse_cost_benefit(r: _Reader, raw: Any, path: str) -> CostBenefitSpec | None:
+def _parse_cost_benefit(r: Reader, raw: Any, path: str) -> CostBenefitSpec | None:
     body = r.obj(raw, path)
     value = r.num(body, "valuePerAccuracyPointPerDay", path, required=True, minimum=0.0)
     prior = r.num(body, "recoveryPrior", path, default=0.8, minimum=0.0, maximum=1.0)
@@ -542,7 +418,7 @@ def _parse_cost_benefit(r: _Reader, raw: Any, path: str) -> CostBenefitSpec | No
 
 def parse_budget_spec(raw: Any) -> BudgetSpec:
     """Parse a RetrainBudget's spec; raise InvalidSpec listing every problem."""
-    r = _Reader()
+    r = Reader()
     spec = r.obj(raw, "spec", required=True)
     budget = BudgetSpec(
         window=r.duration(spec, "window", "spec", default="24h", minimum=MIN_WINDOW),
@@ -555,7 +431,7 @@ def parse_budget_spec(raw: Any) -> BudgetSpec:
     return budget
 
 
-def _parse_trigger(r: _Reader, raw: Any, path: str) -> TriggerSpec | None:
+def _parse_trigger(r: Reader, raw: Any, path: str) -> TriggerSpec | None:
     item = r.obj(raw, path, required=True)
     name = r.str_(item, "name", path, required=True, pattern=re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))
     for_seconds = r.duration(item, "for", path, default="0s")
@@ -634,7 +510,7 @@ def use_p_value_requested(body: Mapping[str, Any]) -> bool:
     return body.get("usePValue") is True
 
 
-def _parse_drift(r: _Reader, body: Mapping[str, Any], path: str) -> DriftTrigger | None:
+def _parse_drift(r: Reader, body: Mapping[str, Any], path: str) -> DriftTrigger | None:
     metric = r.str_(body, "metric", path, required=True, pattern=_METRIC_NAME)
     statistic = r.enum(body, "statistic", path, allowed=STATISTIC_NAMES, default="psi")
     label = r.str_(body, "featureLabel", path, default="feature", pattern=_LABEL_NAME) or "feature"
@@ -681,7 +557,7 @@ def _parse_drift(r: _Reader, body: Mapping[str, Any], path: str) -> DriftTrigger
     )
 
 
-def _edges(r: _Reader, raw: Any, path: str) -> tuple[float, ...]:
+def _edges(r: Reader, raw: Any, path: str) -> tuple[float, ...]:
     if not isinstance(raw, list) or not raw or not all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in raw):
         r.fail(path, "must be a non-empty list of numbers (the finite le bounds; +Inf is implied)")
@@ -692,7 +568,7 @@ def _edges(r: _Reader, raw: Any, path: str) -> tuple[float, ...]:
     return edges
 
 
-def _parse_histograms(r: _Reader, raw: Any, path: str) -> HistogramSpec | None:
+def _parse_histograms(r: Reader, raw: Any, path: str) -> HistogramSpec | None:
     if raw is None:
         return None
     body = r.obj(raw, path)
@@ -702,7 +578,7 @@ def _parse_histograms(r: _Reader, raw: Any, path: str) -> HistogramSpec | None:
     return HistogramSpec(features=features, predictions=predictions)
 
 
-def _parse_promotion(r: _Reader, raw: Any) -> PromotionSpec:
+def _parse_promotion(r: Reader, raw: Any) -> PromotionSpec:
     body = r.obj(raw, "spec.promotion")
     return PromotionSpec(min_score=r.num(body, "minScore", "spec.promotion"),
                          must_beat_champion=r.bool_(body, "mustBeatChampion", "spec.promotion", default=True),
@@ -710,7 +586,7 @@ def _parse_promotion(r: _Reader, raw: Any) -> PromotionSpec:
                                                minimum=0.0) or 0.0)
 
 
-def _parse_training(r: _Reader, raw: Mapping[str, Any]) -> TrainingSpec:
+def _parse_training(r: Reader, raw: Mapping[str, Any]) -> TrainingSpec:
     path = "spec.training"
     builtin: BuiltinTrainer | None = None
     if raw.get("builtin") is not None:
@@ -813,7 +689,7 @@ def _parse_training(r: _Reader, raw: Mapping[str, Any]) -> TrainingSpec:
 
 def parse_endpoint_spec(raw: Any) -> EndpointSpec:
     """Parse a MetricsEndpoint's spec; raise InvalidSpec listing every problem."""
-    r = _Reader()
+    r = Reader()
     spec = r.obj(raw, "spec", required=True)
     url = r.str_(spec, "url", "spec", required=True, pattern=re.compile(r"^https?://\S+$")) or ""
     auth = r.obj(spec.get("auth"), "spec.auth")
