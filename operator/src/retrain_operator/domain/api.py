@@ -6,11 +6,15 @@ defaults as the schema, so a policy read from a file (``retrain-operator evaluat
 one read from the API server. What a schema cannot express (an unknown trigger type, a trigger with
 two types, a cron expression, a clear level on the wrong side) is checked here, and every problem
 names its field and the fix.
+
+``spec.model``, ``spec.training.builtin`` and ``spec.promotion`` are the built-in trainer's settings:
+their types and parser live in :mod:`retrain_operator.settings.training`, shared with the trainer,
+which reads them back from the Job. Only what a tenant may ask for (estimators under ``sklearn.``)
+is checked here on top.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +27,14 @@ from retrain_operator.domain.drift import STATISTIC_NAMES, VERDICT_MODES, get_st
 from retrain_operator.settings.reader import InvalidSpec as InvalidSpec
 from retrain_operator.settings.reader import Problem as Problem
 from retrain_operator.settings.reader import Reader
+from retrain_operator.settings.training import (
+    BuiltinTrainer,
+    ModelSpec,
+    PromotionSpec,
+    parse_builtin,
+    parse_model,
+    parse_promotion,
+)
 
 GROUP = "retrain.dev"
 VERSION = "v1alpha1"
@@ -35,7 +47,6 @@ MIN_WINDOW = 10.0
 TRIGGER_TYPES = ("accuracyDecay", "query", "schedule", "drift", "dataVolume")
 MISSING_DATA_POLICIES = ("Inconclusive", "Clear", "Fire")
 COMPARISONS = (">", ">=", "<", "<=")
-METRICS = ("accuracy", "f1", "precision", "recall", "roc_auc", "log_loss", "r2", "rmse", "mae")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -44,21 +55,6 @@ RESERVED_ENV = frozenset({
     "RETRAIN_TRAINER_CONFIG", "RETRAIN_RESOURCES", "TERMINATION_MESSAGE_PATH", "HOME", "TMPDIR",
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION",
 })
-
-
-@dataclass(frozen=True)
-class Registry:
-    bucket: str
-    prefix: str = ""
-    endpoint: str | None = None
-    region: str = "us-east-1"
-    credentials_secret: str | None = None
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    registry: Registry
 
 
 @dataclass(frozen=True)
@@ -172,62 +168,6 @@ class BudgetSpec:
 
 
 @dataclass(frozen=True)
-class WindowSpec:
-    """The most recent part of the data: by a time column and/or the last N partitions."""
-
-    column: str | None = None
-    last: str | None = None
-    partitions: int | None = None
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    key: str | None = None
-    prefix: str | None = None
-    bucket: str | None = None
-    format: str = "csv"
-    window: WindowSpec | None = None
-
-
-@dataclass(frozen=True)
-class SplitSpec:
-    method: str = "random"
-    column: str | None = None
-
-
-@dataclass(frozen=True)
-class HistogramSpec:
-    """Bucket edges (the serving code's ``le`` bounds) of the reference histograms the trainer stores."""
-
-    features: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
-    predictions: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True)
-class PromotionSpec:
-    """When a newly trained model replaces the champion."""
-
-    min_score: float | None = None
-    must_beat_champion: bool = True
-    min_improvement: float = 0.0
-
-
-@dataclass(frozen=True)
-class BuiltinTrainer:
-    data: DataSpec
-    target: str
-    estimator: str
-    features: tuple[str, ...] = ()
-    exclude_features: tuple[str, ...] = ()
-    params: Mapping[str, Any] = field(default_factory=dict)
-    split: SplitSpec = field(default_factory=SplitSpec)
-    test_size: float = 0.2
-    seed: int = 0
-    metric: str = "accuracy"
-    histograms: HistogramSpec | None = None
-
-
-@dataclass(frozen=True)
 class EnvVar:
     name: str
     value: str | None = None
@@ -300,18 +240,7 @@ def parse_policy_spec(raw: Any) -> PolicySpec:
     r = Reader()
     spec = r.obj(raw, "spec", required=True)
 
-    model_raw = r.obj(spec.get("model"), "spec.model", required=True)
-    registry_raw = r.obj(model_raw.get("registry"), "spec.model.registry", required=True)
-    registry = Registry(
-        bucket=r.str_(registry_raw, "bucket", "spec.model.registry", required=True) or "",
-        prefix=r.str_(registry_raw, "prefix", "spec.model.registry", default="") or "",
-        endpoint=r.str_(registry_raw, "endpoint", "spec.model.registry"),
-        region=r.str_(registry_raw, "region", "spec.model.registry", default="us-east-1") or "us-east-1",
-        credentials_secret=r.str_(registry_raw, "credentialsSecret", "spec.model.registry"),
-    )
-    if registry.prefix and not registry.prefix.endswith("/"):
-        r.fail("spec.model.registry.prefix", f"{registry.prefix!r} must end with '/', e.g. {registry.prefix}/")
-    model = ModelSpec(name=r.str_(model_raw, "name", "spec.model", required=True) or "", registry=registry)
+    model = parse_model(r, spec.get("model"), "spec.model")
 
     metrics_raw = r.obj(spec.get("metrics"), "spec.metrics", required=True)
     selector = r.str_map(metrics_raw, "selector", "spec.metrics")
@@ -368,7 +297,7 @@ def parse_policy_spec(raw: Any) -> PolicySpec:
         failed=r.int_(limits_raw, "failed", "spec.historyLimits", default=1),
     )
     suspend = r.bool_(spec, "suspend", "spec")
-    promotion = _parse_promotion(r, spec.get("promotion"))
+    promotion = parse_promotion(r, spec.get("promotion"), "spec.promotion")
     if r.problems:
         raise InvalidSpec(r.problems)
     return PolicySpec(
@@ -557,94 +486,15 @@ def _parse_drift(r: Reader, body: Mapping[str, Any], path: str) -> DriftTrigger 
     )
 
 
-def _edges(r: Reader, raw: Any, path: str) -> tuple[float, ...]:
-    if not isinstance(raw, list) or not raw or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in raw):
-        r.fail(path, "must be a non-empty list of numbers (the finite le bounds; +Inf is implied)")
-        return ()
-    edges = tuple(float(v) for v in raw)
-    if any(b <= a for a, b in itertools.pairwise(edges)):
-        r.fail(path, f"{list(edges)} must be strictly increasing")
-    return edges
-
-
-def _parse_histograms(r: Reader, raw: Any, path: str) -> HistogramSpec | None:
-    if raw is None:
-        return None
-    body = r.obj(raw, path)
-    features = {str(name): _edges(r, edges, f"{path}.features.{name}")
-                for name, edges in r.obj(body.get("features"), f"{path}.features").items()}
-    predictions = _edges(r, body["predictions"], f"{path}.predictions") if "predictions" in body else ()
-    return HistogramSpec(features=features, predictions=predictions)
-
-
-def _parse_promotion(r: Reader, raw: Any) -> PromotionSpec:
-    body = r.obj(raw, "spec.promotion")
-    return PromotionSpec(min_score=r.num(body, "minScore", "spec.promotion"),
-                         must_beat_champion=r.bool_(body, "mustBeatChampion", "spec.promotion", default=True),
-                         min_improvement=r.num(body, "minImprovement", "spec.promotion", default=0.0,
-                                               minimum=0.0) or 0.0)
-
-
 def _parse_training(r: Reader, raw: Mapping[str, Any]) -> TrainingSpec:
     path = "spec.training"
-    builtin: BuiltinTrainer | None = None
+    builtin = None
     if raw.get("builtin") is not None:
-        b = r.obj(raw.get("builtin"), f"{path}.builtin")
-        data_raw = r.obj(b.get("data"), f"{path}.builtin.data", required=True)
-        window_raw = r.obj(data_raw.get("window"), f"{path}.builtin.data.window")
-        window = None
-        if window_raw:
-            partitions = window_raw.get("partitions")
-            if partitions is not None and (isinstance(partitions, bool) or not isinstance(partitions, int)
-                                           or partitions < 1):
-                r.fail(f"{path}.builtin.data.window.partitions", "must be a whole number of partitions, 1 or more")
-                partitions = None
-            last = r.str_(window_raw, "last", f"{path}.builtin.data.window")
-            if last is not None:
-                r.duration(window_raw, "last", f"{path}.builtin.data.window", default="1s", minimum=1.0)
-            window = WindowSpec(column=r.str_(window_raw, "column", f"{path}.builtin.data.window"),
-                                last=last, partitions=partitions)
-            if window.last and not window.column:
-                r.fail(f"{path}.builtin.data.window.column", "is required with window.last (the time column)")
-        data = DataSpec(
-            key=r.str_(data_raw, "key", f"{path}.builtin.data"),
-            prefix=r.str_(data_raw, "prefix", f"{path}.builtin.data"),
-            bucket=r.str_(data_raw, "bucket", f"{path}.builtin.data"),
-            format=r.enum(data_raw, "format", f"{path}.builtin.data", allowed=("csv", "parquet"),
-                          default="csv") or "csv",
-            window=window,
-        )
-        if (data.key is None) == (data.prefix is None):
-            r.fail(f"{path}.builtin.data", "set exactly one of key (one object) or prefix (every object under it)")
-        estimator = r.str_(b, "estimator", f"{path}.builtin", required=True) or ""
-        if estimator and not estimator.startswith("sklearn."):
+        builtin = parse_builtin(r, raw["builtin"], f"{path}.builtin")
+        if builtin.estimator and not builtin.estimator.startswith("sklearn."):
             r.fail(f"{path}.builtin.estimator",
-                   f"{estimator!r} is not allowed; name a scikit-learn estimator such as "
+                   f"{builtin.estimator!r} is not allowed; name a scikit-learn estimator such as "
                    "sklearn.linear_model.LogisticRegression")
-        params = b.get("params") or {}
-        if not isinstance(params, Mapping):
-            r.fail(f"{path}.builtin.params", "must be an object of estimator parameters")
-            params = {}
-        test_size = r.num(b, "testSize", f"{path}.builtin", default=0.2, minimum=0.0, maximum=1.0)
-        if test_size is not None and not 0 < test_size < 1:
-            r.fail(f"{path}.builtin.testSize", "must be between 0 and 1, exclusive")
-        split_raw = r.obj(b.get("split"), f"{path}.builtin.split")
-        split = SplitSpec(method=r.enum(split_raw, "method", f"{path}.builtin.split", allowed=("random", "time"),
-                                        default="random") or "random",
-                          column=r.str_(split_raw, "column", f"{path}.builtin.split"))
-        if split.method == "time" and not split.column:
-            r.fail(f"{path}.builtin.split.column", "is required for a time split (the column to order rows by)")
-        histograms = _parse_histograms(r, b.get("histograms"), f"{path}.builtin.histograms")
-        builtin = BuiltinTrainer(
-            data=data, estimator=estimator,
-            target=r.str_(b, "target", f"{path}.builtin", required=True) or "",
-            features=r.str_list(b, "features", f"{path}.builtin"),
-            exclude_features=r.str_list(b, "excludeFeatures", f"{path}.builtin"), params=dict(params),
-            split=split, histograms=histograms,
-            test_size=test_size or 0.2, seed=r.int_(b, "seed", f"{path}.builtin", default=0),
-            metric=r.enum(b, "metric", f"{path}.builtin", allowed=METRICS, default="accuracy") or "accuracy",
-        )
     image = r.str_(raw, "image", path)
     command = r.str_list(raw, "command", path)
     if builtin is None and not command:

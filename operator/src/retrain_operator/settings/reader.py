@@ -50,7 +50,8 @@ def show(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _is_number(value: object) -> bool:
+def is_finite_number(value: object) -> bool:
+    """A JSON number that is neither NaN nor infinite (YAML's ``.inf`` is a float, and true is not a number)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -103,9 +104,10 @@ class Reader:
             if required:
                 self.fail(f"{path}.{key}", "is required")
             return None
-        if not _is_number(value) or (minimum is not None and value < minimum) or (
+        if not is_finite_number(value) or (minimum is not None and value < minimum) or (
                 maximum is not None and value > maximum):
-            self.fail(f"{path}.{key}", f"must be {_range('a finite number', minimum, maximum)}, got {show(value)}")
+            kind = "a finite number" if minimum is None and maximum is None else "a number"
+            self.fail(f"{path}.{key}", f"must be {_range(kind, minimum, maximum)}, got {show(value)}")
             return None
         return float(value)
 
