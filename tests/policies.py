@@ -43,3 +43,29 @@ def set_path(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
             node = node[int(index.rstrip("]"))]
     node[parts[-1]] = value
     return out
+
+
+# The built-in trainer's settings with every field set, in two policies since some fields exclude others
+# (key or prefix, features or excludeFeatures): the round trip through the Job covers each field.
+EVERY_TRAINER_SETTING: list[dict[str, Any]] = [
+    policy(
+        model={"name": "churn.v2", "registry": {"bucket": "models", "prefix": "teams/churn/",
+                                                "endpoint": "https://s3.example.com", "region": "eu-west-1",
+                                                "credentialsSecret": "s3-creds"}},
+        training={"builtin": {
+            "data": {"bucket": "events", "prefix": "daily/", "format": "parquet",
+                     "window": {"column": "ts", "last": "1w2d", "partitions": 30}},
+            "target": "churned", "estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
+            "excludeFeatures": ["customer_id"], "params": {"max_iter": 300, "learning_rate": 0.05,
+                                                           "class_weight": {"0": 1, "1": 2.5}},
+            "split": {"method": "time", "column": "ts"}, "testSize": 0.25, "seed": 7, "metric": "roc_auc",
+            "histograms": {"features": {"tenure": [1, 6, 12.5, 24], "age": [18, 30, 65]},
+                           "predictions": [0.1, 0.5, 0.9]},
+        }},
+        promotion={"minScore": 0.8, "mustBeatChampion": False, "minImprovement": 0.01},
+    ),
+    policy(training={"builtin": {
+        "data": {"key": "data/train.csv"}, "target": "label", "estimator": "sklearn.linear_model.Ridge",
+        "features": ["tenure", "plan"], "metric": "rmse", "histograms": {"features": {"tenure": [1, 6]}},
+    }}),
+]

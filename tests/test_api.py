@@ -13,14 +13,15 @@ import yaml
 
 from retrain_operator.domain import api, budget
 from retrain_operator.domain.api import InvalidSpec, parse_endpoint_spec, parse_policy_spec
-from retrain_operator.domain.durations import PATTERN, DurationError, format_duration, parse_duration
+from retrain_operator.settings import training
+from retrain_operator.settings.durations import PATTERN, DurationError, format_duration, parse_duration
 from tests.policies import BASE, policy
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
-    ("90s", 90), ("1h30m", 5400), ("1.5h", 5400), ("500ms", 0.5), ("2d", 172800), ("0s", 0),
+    ("90s", 90), ("1h30m", 5400), ("1.5h", 5400), ("500ms", 0.5), ("2d", 172800), ("0s", 0), ("2w", 1209600),
 ])
 def test_durations_parse(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -179,16 +180,16 @@ def _python_fields(cls: type, prefix: str) -> set[str]:
 
 
 @pytest.mark.parametrize(("cls", "schema_path"), [
-    (api.PolicySpec, "spec."), (api.ModelSpec, "spec.model."), (api.Registry, "spec.model.registry."),
+    (api.PolicySpec, "spec."), (training.ModelSpec, "spec.model."), (training.RegistrySpec, "spec.model.registry."),
     (api.MetricsSpec, "spec.metrics."), (api.EvaluationSpec, "spec.evaluation."),
     (api.TriggerSpec, "spec.triggers[]."), (api.AccuracyDecay, "spec.triggers[].accuracyDecay."),
     (api.QueryTrigger, "spec.triggers[].query."), (api.ScheduleTrigger, "spec.triggers[].schedule."),
     (api.DecisionSpec, "spec.decision."), (api.TrainingSpec, "spec.training."),
-    (api.BuiltinTrainer, "spec.training.builtin."), (api.DataSpec, "spec.training.builtin.data."),
+    (training.BuiltinTrainer, "spec.training.builtin."), (training.DataSpec, "spec.training.builtin.data."),
     (api.EnvVar, "spec.training.env[]."), (api.HistoryLimits, "spec.historyLimits."),
     (api.InlineLimits, "spec.decision.limits."), (budget.Limits, "spec.decision.limits."),
-    (api.WindowSpec, "spec.training.builtin.data.window."), (api.SplitSpec, "spec.training.builtin.split."),
-    (api.HistogramSpec, "spec.training.builtin.histograms."), (api.PromotionSpec, "spec.promotion."),
+    (training.WindowSpec, "spec.training.builtin.data.window."), (training.SplitSpec, "spec.training.builtin.split."),
+    (training.HistogramSpec, "spec.training.builtin.histograms."), (training.PromotionSpec, "spec.promotion."),
     (budget.Prices, "spec.decision.prices."), (budget.CostBenefitSpec, "spec.decision.costBenefit."),
 ])
 def test_python_types_and_crd_agree(cls: type, schema_path: str) -> None:

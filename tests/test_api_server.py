@@ -652,7 +652,7 @@ SCHEMA_ERRORS: list[tuple[str, dict[str, Any], str, bool]] = [
         "duration-pattern",
         policy(evaluation={"interval": "soon"})["spec"],
         'spec.evaluation.interval: Invalid value: "soon": spec.evaluation.interval in body should match '
-        "'^([0-9]+(\\.[0-9]+)?(ms|s|m|h|d))+$'",
+        "'^([0-9]+(\\.[0-9]+)?(ms|s|m|h|d|w))+$'",
         True,
     ),
     (

@@ -118,7 +118,6 @@ class Registry:
         self, *, data: dict[str, Any] | None = None, version: str | None = None, **builtin: Any
     ) -> dict[str, Any]:
         promotion = builtin.pop("promotion", {})
-        histograms = builtin.pop("histograms", {})
         settings: dict[str, Any] = {
             "data": data or {"key": "train.csv"},
             "target": "label",
@@ -135,7 +134,6 @@ class Registry:
             },
             "builtin": settings,
             "promotion": promotion,
-            "histograms": histograms,
             "run": {"policy": "ns/m", "job": f"job-{version or 'x'}", "trigger": "test", "version": version},
         }
 

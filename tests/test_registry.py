@@ -18,7 +18,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import FunctionTransformer
 
 from retrain_operator.registry.champion import ChampionPointer, encode_pointer, parse_pointer
-from retrain_operator.trainer.config import PromotionConfig, parse_config, parse_registry_config
+from retrain_operator.settings.training import PromotionSpec
+from retrain_operator.trainer.config import parse_config, parse_registry_config
 from retrain_operator.trainer.data import apply_window, combine_parts, to_times
 from retrain_operator.trainer.errors import ConfigError, DataError, RegistryError
 from retrain_operator.trainer.fit import DEFAULT_ALLOWLIST, is_allowed, parse_allowlist, resolve_estimator
@@ -87,35 +88,35 @@ def test_pointer_tolerates_fields_it_does_not_know() -> None:
 
 # --- the quality gate ----------------------------------------------------------------------------
 
-GATE: list[tuple[str, str, float, ChampionScore | None, PromotionConfig, bool, str]] = [
+GATE: list[tuple[str, str, float, ChampionScore | None, PromotionSpec, bool, str]] = [
     # (id, metric, challenger, champion, policy, promoted, reason starts with)
-    ("first", "accuracy", 0.9, None, PromotionConfig(), True, "first model: no champion yet; accuracy 0.9"),
-    ("first-min-score", "accuracy", 0.9, None, PromotionConfig(min_score=0.8), True,
+    ("first", "accuracy", 0.9, None, PromotionSpec(), True, "first model: no champion yet; accuracy 0.9"),
+    ("first-min-score", "accuracy", 0.9, None, PromotionSpec(min_score=0.8), True,
      "first model: no champion yet; accuracy 0.9, passes minScore 0.8"),
-    ("first-below-min", "accuracy", 0.7, None, PromotionConfig(min_score=0.8), False,
+    ("first-below-min", "accuracy", 0.7, None, PromotionSpec(min_score=0.8), False,
      "accuracy 0.7 is below minScore 0.8: kept as candidate"),
-    ("beats", "accuracy", 0.951, ChampionScore("v1", 0.939), PromotionConfig(min_improvement=0.005), True,
+    ("beats", "accuracy", 0.951, ChampionScore("v1", 0.939), PromotionSpec(min_improvement=0.005), True,
      "beats champion v1: accuracy 0.951 vs 0.939, better by 0.012 >= 0.005"),
-    ("too-little", "accuracy", 0.942, ChampionScore("v1", 0.939), PromotionConfig(min_improvement=0.005), False,
+    ("too-little", "accuracy", 0.942, ChampionScore("v1", 0.939), PromotionSpec(min_improvement=0.005), False,
      "does not beat champion v1: accuracy 0.942 vs 0.939, better by 0.003, needs at least 0.005: kept as candidate"),
-    ("tie", "accuracy", 0.9, ChampionScore("v1", 0.9), PromotionConfig(), False,
+    ("tie", "accuracy", 0.9, ChampionScore("v1", 0.9), PromotionSpec(), False,
      "does not beat champion v1: accuracy 0.9 vs 0.9, better by 0, needs more than 0"),
-    ("worse", "f1", 0.8, ChampionScore("v1", 0.9), PromotionConfig(), False, "does not beat champion v1: f1 0.8"),
-    ("no-need-to-beat", "accuracy", 0.8, ChampionScore("v1", 0.9), PromotionConfig(must_beat_champion=False), True,
+    ("worse", "f1", 0.8, ChampionScore("v1", 0.9), PromotionSpec(), False, "does not beat champion v1: f1 0.8"),
+    ("no-need-to-beat", "accuracy", 0.8, ChampionScore("v1", 0.9), PromotionSpec(must_beat_champion=False), True,
      "mustBeatChampion is false; accuracy 0.8 (champion v1: 0.9)"),
     ("no-need-still-min", "accuracy", 0.6,
-     ChampionScore("v1", 0.9), PromotionConfig(must_beat_champion=False, min_score=0.7), False,
+     ChampionScore("v1", 0.9), PromotionSpec(must_beat_champion=False, min_score=0.7), False,
      "accuracy 0.6 is below minScore 0.7"),
-    ("unscorable", "accuracy", 0.99, ChampionScore("v1", None, "UntrustedModel: ..."), PromotionConfig(), False,
+    ("unscorable", "accuracy", 0.99, ChampionScore("v1", None, "UntrustedModel: ..."), PromotionSpec(), False,
      "champion v1 could not be scored on this holdout (UntrustedModel: ...): kept as candidate"),
-    ("rmse-lower-beats", "rmse", 40.0, ChampionScore("v1", 45.0), PromotionConfig(min_improvement=2), True,
+    ("rmse-lower-beats", "rmse", 40.0, ChampionScore("v1", 45.0), PromotionSpec(min_improvement=2), True,
      "beats champion v1: rmse 40 vs 45, better by 5 >= 2"),
-    ("rmse-higher-loses", "rmse", 50.0, ChampionScore("v1", 45.0), PromotionConfig(), False,
+    ("rmse-higher-loses", "rmse", 50.0, ChampionScore("v1", 45.0), PromotionSpec(), False,
      "does not beat champion v1: rmse 50 vs 45, better by -5"),
-    ("rmse-ceiling", "rmse", 60.0, None, PromotionConfig(min_score=55), False,
+    ("rmse-ceiling", "rmse", 60.0, None, PromotionSpec(min_score=55), False,
      "rmse 60 is above minScore 55 (lower is better for rmse): kept as candidate"),
-    ("log-loss-under-ceiling", "log_loss", 0.2, None, PromotionConfig(min_score=0.3), True, "first model"),
-    ("mae-beats", "mae", 1.0, ChampionScore("v1", 1.5), PromotionConfig(), True, "beats champion v1: mae 1 vs 1.5"),
+    ("log-loss-under-ceiling", "log_loss", 0.2, None, PromotionSpec(min_score=0.3), True, "first model"),
+    ("mae-beats", "mae", 1.0, ChampionScore("v1", 1.5), PromotionSpec(), True, "beats champion v1: mae 1 vs 1.5"),
 ]  # fmt: skip
 
 
@@ -124,7 +125,7 @@ GATE: list[tuple[str, str, float, ChampionScore | None, PromotionConfig, bool, s
     [pytest.param(*case[1:], id=case[0]) for case in GATE],
 )
 def test_gate(
-    metric: Any, challenger: float, champion: ChampionScore | None, policy: PromotionConfig, promoted: bool, reason: str
+    metric: Any, challenger: float, champion: ChampionScore | None, policy: PromotionSpec, promoted: bool, reason: str
 ) -> None:
     verdict = decide(metric=metric, challenger=challenger, champion=champion, policy=policy)
     assert verdict.passed is promoted
@@ -192,7 +193,7 @@ def test_full_configuration() -> None:
             builtin__split={"method": "time", "column": "ts"},
             builtin__metric="rmse",
             promotion={"minScore": 50, "mustBeatChampion": False, "minImprovement": 0.5},
-            histograms={"features": {"age": [18, 30.5, 65]}, "predictions": [0.5, 1]},
+            builtin__histograms={"features": {"age": [18, 30.5, 65]}, "predictions": [0.5, 1]},
         )
     )  # fmt: skip
     data = parsed.builtin.data
@@ -200,17 +201,17 @@ def test_full_configuration() -> None:
     assert data.window is not None and data.window.last_seconds == 36 * 3600 and data.window.partitions == 3
     assert parsed.builtin.split.method == "time" and parsed.builtin.split.column == "ts"
     assert parsed.builtin.exclude_features == ("id",)
-    assert parsed.promotion == PromotionConfig(min_score=50.0, must_beat_champion=False, min_improvement=0.5)
-    assert parsed.histograms.features == {"age": (18.0, 30.5, 65.0)}
-    assert parsed.histograms.predictions == (0.5, 1.0)
+    assert parsed.promotion == PromotionSpec(min_score=50.0, must_beat_champion=False, min_improvement=0.5)
+    assert parsed.builtin.histograms.features == {"age": (18.0, 30.5, 65.0)}
+    assert parsed.builtin.histograms.predictions == (0.5, 1.0)
 
 
 def test_defaults() -> None:
     parsed = parse_config(config())
-    assert parsed.promotion == PromotionConfig(min_score=None, must_beat_champion=True, min_improvement=0.0)
+    assert parsed.promotion == PromotionSpec(min_score=None, must_beat_champion=True, min_improvement=0.0)
     assert parsed.builtin.split.method == "random"
     assert parsed.builtin.data.window is None
-    assert parsed.histograms.predictions is None
+    assert parsed.builtin.histograms.predictions is None
 
 
 @pytest.mark.parametrize(
@@ -232,10 +233,11 @@ def test_defaults() -> None:
         ({"promotion": {"mustBeatChampion": "yes"}}, "promotion.mustBeatChampion must be true or false"),
         ({"promotion": {"minScore": "high"}}, "promotion.minScore must be a finite number"),
         ({"promotion": {"metric": "f1"}}, "unknown field promotion.metric"),
-        ({"histograms": {"features": {"age": [3, 2]}}}, "histograms.features.age must be strictly increasing"),
-        ({"histograms": {"predictions": []}}, "histograms.predictions must be a list of 1 to 1000 finite numbers"),
-        ({"histograms": {"predictions": [1, "inf"]}}, "histograms.predictions must be a list"),
-        ({"histograms": {"features": [1]}}, "histograms.features must be a JSON object"),
+        ({"builtin__histograms": {"features": {"age": [3, 2]}}}, "histograms.features.age must be strictly increasing"),
+        ({"builtin__histograms": {"predictions": []}},
+         "histograms.predictions must be a list of 1 to 1000 finite numbers"),
+        ({"builtin__histograms": {"predictions": [1, "inf"]}}, "histograms.predictions must be a list"),
+        ({"builtin__histograms": {"features": [1]}}, "histograms.features must be a JSON object"),
     ],
 )
 def test_invalid_configuration(changes: dict[str, Any], words: str) -> None:

@@ -6,11 +6,15 @@ defaults as the schema, so a policy read from a file (``retrain-operator evaluat
 one read from the API server. What a schema cannot express (an unknown trigger type, a trigger with
 two types, a cron expression, a clear level on the wrong side) is checked here, and every problem
 names its field and the fix.
+
+``spec.model``, ``spec.training.builtin`` and ``spec.promotion`` are the built-in trainer's settings:
+their types and parser live in :mod:`retrain_operator.settings.training`, shared with the trainer,
+which reads them back from the Job. Only what a tenant may ask for (estimators under ``sklearn.``)
+is checked here on top.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +24,17 @@ from croniter import croniter
 
 from retrain_operator.domain.budget import CostBenefitSpec, Limits, Prices
 from retrain_operator.domain.drift import STATISTIC_NAMES, VERDICT_MODES, get_statistic
-from retrain_operator.domain.durations import DurationError, parse_duration
+from retrain_operator.settings.reader import InvalidSpec as InvalidSpec
+from retrain_operator.settings.reader import Problem as Problem
+from retrain_operator.settings.reader import Reader
+from retrain_operator.settings.training import (
+    BuiltinTrainer,
+    ModelSpec,
+    PromotionSpec,
+    parse_builtin,
+    parse_model,
+    parse_promotion,
+)
 
 GROUP = "retrain.dev"
 VERSION = "v1alpha1"
@@ -33,7 +47,6 @@ MIN_WINDOW = 10.0
 TRIGGER_TYPES = ("accuracyDecay", "query", "schedule", "drift", "dataVolume")
 MISSING_DATA_POLICIES = ("Inconclusive", "Clear", "Fire")
 COMPARISONS = (">", ">=", "<", "<=")
-METRICS = ("accuracy", "f1", "precision", "recall", "roc_auc", "log_loss", "r2", "rmse", "mae")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -42,40 +55,6 @@ RESERVED_ENV = frozenset({
     "RETRAIN_TRAINER_CONFIG", "RETRAIN_RESOURCES", "TERMINATION_MESSAGE_PATH", "HOME", "TMPDIR",
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION",
 })
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One reason a policy is invalid: the field's path and what to do about it."""
-
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}"
-
-
-class InvalidSpec(ValueError):
-    """Raised by the parsers with every problem found, not only the first."""
-
-    def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems = list(problems)
-        super().__init__("; ".join(str(p) for p in self.problems))
-
-
-@dataclass(frozen=True)
-class Registry:
-    bucket: str
-    prefix: str = ""
-    endpoint: str | None = None
-    region: str = "us-east-1"
-    credentials_secret: str | None = None
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    registry: Registry
 
 
 @dataclass(frozen=True)
@@ -189,62 +168,6 @@ class BudgetSpec:
 
 
 @dataclass(frozen=True)
-class WindowSpec:
-    """The most recent part of the data: by a time column and/or the last N partitions."""
-
-    column: str | None = None
-    last: str | None = None
-    partitions: int | None = None
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    key: str | None = None
-    prefix: str | None = None
-    bucket: str | None = None
-    format: str = "csv"
-    window: WindowSpec | None = None
-
-
-@dataclass(frozen=True)
-class SplitSpec:
-    method: str = "random"
-    column: str | None = None
-
-
-@dataclass(frozen=True)
-class HistogramSpec:
-    """Bucket edges (the serving code's ``le`` bounds) of the reference histograms the trainer stores."""
-
-    features: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
-    predictions: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True)
-class PromotionSpec:
-    """When a newly trained model replaces the champion."""
-
-    min_score: float | None = None
-    must_beat_champion: bool = True
-    min_improvement: float = 0.0
-
-
-@dataclass(frozen=True)
-class BuiltinTrainer:
-    data: DataSpec
-    target: str
-    estimator: str
-    features: tuple[str, ...] = ()
-    exclude_features: tuple[str, ...] = ()
-    params: Mapping[str, Any] = field(default_factory=dict)
-    split: SplitSpec = field(default_factory=SplitSpec)
-    test_size: float = 0.2
-    seed: int = 0
-    metric: str = "accuracy"
-    histograms: HistogramSpec | None = None
-
-
-@dataclass(frozen=True)
 class EnvVar:
     name: str
     value: str | None = None
@@ -312,130 +235,12 @@ class EndpointSpec:
         return not self.allowed_namespaces or "*" in self.allowed_namespaces or namespace in self.allowed_namespaces
 
 
-class _Reader:
-    """Reads typed fields out of raw dicts, collecting problems with their paths instead of raising."""
-
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def fail(self, path: str, message: str) -> None:
-        self.problems.append(Problem(path, message))
-
-    def obj(self, raw: Any, path: str, *, required: bool = False) -> Mapping[str, Any]:
-        if raw is None:
-            if required:
-                self.fail(path, "is required")
-            return {}
-        if not isinstance(raw, Mapping):
-            self.fail(path, f"must be an object, not {type(raw).__name__}")
-            return {}
-        return raw
-
-    def str_(self, raw: Mapping[str, Any], key: str, path: str, *, default: str | None = None,
-             required: bool = False, pattern: re.Pattern[str] | None = None) -> str | None:
-        value = raw.get(key, default)
-        if value is None:
-            if required:
-                self.fail(f"{path}.{key}", "is required")
-            return None
-        if not isinstance(value, str):
-            self.fail(f"{path}.{key}", f"must be a string, not {type(value).__name__}")
-            return None
-        if pattern is not None and not pattern.match(value):
-            self.fail(f"{path}.{key}", f"{value!r} does not match {pattern.pattern}")
-            return None
-        return value
-
-    def num(self, raw: Mapping[str, Any], key: str, path: str, *, default: float | None = None,
-            required: bool = False, minimum: float | None = None, maximum: float | None = None) -> float | None:
-        value = raw.get(key, default)
-        if value is None:
-            if required:
-                self.fail(f"{path}.{key}", "is required")
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(f"{path}.{key}", f"must be a number, not {type(value).__name__}")
-            return None
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            self.fail(f"{path}.{key}", f"{value} is outside [{minimum}, {maximum}]")
-            return None
-        return float(value)
-
-    def int_(self, raw: Mapping[str, Any], key: str, path: str, *, default: int, minimum: int = 0) -> int:
-        value = raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(f"{path}.{key}", f"must be an integer, not {type(value).__name__}")
-            return default
-        if value < minimum:
-            self.fail(f"{path}.{key}", f"must be at least {minimum}")
-            return default
-        return value
-
-    def bool_(self, raw: Mapping[str, Any], key: str, path: str, *, default: bool = False) -> bool:
-        value = raw.get(key, default)
-        if not isinstance(value, bool):
-            self.fail(f"{path}.{key}", "must be true or false")
-            return default
-        return value
-
-    def duration(self, raw: Mapping[str, Any], key: str, path: str, *, default: str,
-                 minimum: float = 0.0) -> float:
-        text = raw.get(key, default)
-        try:
-            seconds = parse_duration(text)
-        except DurationError as exc:
-            self.fail(f"{path}.{key}", str(exc))
-            return parse_duration(default)
-        if seconds < minimum:
-            self.fail(f"{path}.{key}", f"{text!r} is shorter than the minimum of {minimum:g}s")
-            return parse_duration(default)
-        return seconds
-
-    def enum(self, raw: Mapping[str, Any], key: str, path: str, *, allowed: Sequence[str],
-             default: str | None = None) -> str | None:
-        value = raw.get(key, default)
-        if value is None:
-            self.fail(f"{path}.{key}", f"is required; one of {', '.join(allowed)}")
-            return None
-        if value not in allowed:
-            self.fail(f"{path}.{key}", f"{value!r} is not allowed; use one of {', '.join(allowed)}")
-            return None
-        return str(value)
-
-    def str_list(self, raw: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
-        value = raw.get(key) or []
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.fail(f"{path}.{key}", "must be a list of strings")
-            return ()
-        return tuple(value)
-
-    def str_map(self, raw: Mapping[str, Any], key: str, path: str) -> dict[str, str]:
-        value = raw.get(key) or {}
-        if not isinstance(value, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
-            self.fail(f"{path}.{key}", "must be a map of strings to strings")
-            return {}
-        return dict(value)
-
-
 def parse_policy_spec(raw: Any) -> PolicySpec:
     """Parse and validate a RetrainPolicy's spec; raise InvalidSpec listing every problem."""
-    r = _Reader()
+    r = Reader()
     spec = r.obj(raw, "spec", required=True)
 
-    model_raw = r.obj(spec.get("model"), "spec.model", required=True)
-    registry_raw = r.obj(model_raw.get("registry"), "spec.model.registry", required=True)
-    registry = Registry(
-        bucket=r.str_(registry_raw, "bucket", "spec.model.registry", required=True) or "",
-        prefix=r.str_(registry_raw, "prefix", "spec.model.registry", default="") or "",
-        endpoint=r.str_(registry_raw, "endpoint", "spec.model.registry"),
-        region=r.str_(registry_raw, "region", "spec.model.registry", default="us-east-1") or "us-east-1",
-        credentials_secret=r.str_(registry_raw, "credentialsSecret", "spec.model.registry"),
-    )
-    if registry.prefix and not registry.prefix.endswith("/"):
-        r.fail("spec.model.registry.prefix", f"{registry.prefix!r} must end with '/', e.g. {registry.prefix}/")
-    model = ModelSpec(name=r.str_(model_raw, "name", "spec.model", required=True) or "", registry=registry)
+    model = parse_model(r, spec.get("model"), "spec.model")
 
     metrics_raw = r.obj(spec.get("metrics"), "spec.metrics", required=True)
     selector = r.str_map(metrics_raw, "selector", "spec.metrics")
@@ -492,7 +297,7 @@ def parse_policy_spec(raw: Any) -> PolicySpec:
         failed=r.int_(limits_raw, "failed", "spec.historyLimits", default=1),
     )
     suspend = r.bool_(spec, "suspend", "spec")
-    promotion = _parse_promotion(r, spec.get("promotion"))
+    promotion = parse_promotion(r, spec.get("promotion"), "spec.promotion")
     if r.problems:
         raise InvalidSpec(r.problems)
     return PolicySpec(
@@ -501,7 +306,7 @@ def parse_policy_spec(raw: Any) -> PolicySpec:
     )
 
 
-def _parse_limits(r: _Reader, raw: Mapping[str, Any], path: str) -> Limits:
+def _parse_limits(r: Reader, raw: Mapping[str, Any], path: str) -> Limits:
     runs = raw.get("runs")
     if runs is not None and (isinstance(runs, bool) or not isinstance(runs, int) or runs < 0):
         r.fail(f"{path}.runs", "must be a whole number of runs, 0 or more")
@@ -513,7 +318,7 @@ def _parse_limits(r: _Reader, raw: Mapping[str, Any], path: str) -> Limits:
     return limits
 
 
-def _parse_prices(r: _Reader, raw: Any, path: str) -> Prices:
+def _parse_prices(r: Reader, raw: Any, path: str) -> Prices:
     body = r.obj(raw, path)
     return Prices(cpu_hour=r.num(body, "cpuHour", path, default=0.0, minimum=0.0) or 0.0,
                   memory_gib_hour=r.num(body, "memoryGiBHour", path, default=0.0, minimum=0.0) or 0.0,
@@ -521,7 +326,7 @@ def _parse_prices(r: _Reader, raw: Any, path: str) -> Prices:
                   per_retrain=r.num(body, "perRetrain", path, default=0.0, minimum=0.0) or 0.0)
 
 
-def _parse_cost_benefit(r: _Reader, raw: Any, path: str) -> CostBenefitSpec | None:
+def _parse_cost_benefit(r: Reader, raw: Any, path: str) -> CostBenefitSpec | None:
     body = r.obj(raw, path)
     value = r.num(body, "valuePerAccuracyPointPerDay", path, required=True, minimum=0.0)
     prior = r.num(body, "recoveryPrior", path, default=0.8, minimum=0.0, maximum=1.0)
@@ -542,7 +347,7 @@ def _parse_cost_benefit(r: _Reader, raw: Any, path: str) -> CostBenefitSpec | No
 
 def parse_budget_spec(raw: Any) -> BudgetSpec:
     """Parse a RetrainBudget's spec; raise InvalidSpec listing every problem."""
-    r = _Reader()
+    r = Reader()
     spec = r.obj(raw, "spec", required=True)
     budget = BudgetSpec(
         window=r.duration(spec, "window", "spec", default="24h", minimum=MIN_WINDOW),
@@ -555,7 +360,7 @@ def parse_budget_spec(raw: Any) -> BudgetSpec:
     return budget
 
 
-def _parse_trigger(r: _Reader, raw: Any, path: str) -> TriggerSpec | None:
+def _parse_trigger(r: Reader, raw: Any, path: str) -> TriggerSpec | None:
     item = r.obj(raw, path, required=True)
     name = r.str_(item, "name", path, required=True, pattern=re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))
     for_seconds = r.duration(item, "for", path, default="0s")
@@ -634,7 +439,7 @@ def use_p_value_requested(body: Mapping[str, Any]) -> bool:
     return body.get("usePValue") is True
 
 
-def _parse_drift(r: _Reader, body: Mapping[str, Any], path: str) -> DriftTrigger | None:
+def _parse_drift(r: Reader, body: Mapping[str, Any], path: str) -> DriftTrigger | None:
     metric = r.str_(body, "metric", path, required=True, pattern=_METRIC_NAME)
     statistic = r.enum(body, "statistic", path, allowed=STATISTIC_NAMES, default="psi")
     label = r.str_(body, "featureLabel", path, default="feature", pattern=_LABEL_NAME) or "feature"
@@ -681,93 +486,15 @@ def _parse_drift(r: _Reader, body: Mapping[str, Any], path: str) -> DriftTrigger
     )
 
 
-def _edges(r: _Reader, raw: Any, path: str) -> tuple[float, ...]:
-    if not isinstance(raw, list) or not raw or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in raw):
-        r.fail(path, "must be a non-empty list of numbers (the finite le bounds; +Inf is implied)")
-        return ()
-    edges = tuple(float(v) for v in raw)
-    if any(b <= a for a, b in itertools.pairwise(edges)):
-        r.fail(path, f"{list(edges)} must be strictly increasing")
-    return edges
-
-
-def _parse_histograms(r: _Reader, raw: Any, path: str) -> HistogramSpec | None:
-    if raw is None:
-        return None
-    body = r.obj(raw, path)
-    features = {str(name): _edges(r, edges, f"{path}.features.{name}")
-                for name, edges in r.obj(body.get("features"), f"{path}.features").items()}
-    predictions = _edges(r, body["predictions"], f"{path}.predictions") if "predictions" in body else ()
-    return HistogramSpec(features=features, predictions=predictions)
-
-
-def _parse_promotion(r: _Reader, raw: Any) -> PromotionSpec:
-    body = r.obj(raw, "spec.promotion")
-    return PromotionSpec(min_score=r.num(body, "minScore", "spec.promotion"),
-                         must_beat_champion=r.bool_(body, "mustBeatChampion", "spec.promotion", default=True),
-                         min_improvement=r.num(body, "minImprovement", "spec.promotion", default=0.0,
-                                               minimum=0.0) or 0.0)
-
-
-def _parse_training(r: _Reader, raw: Mapping[str, Any]) -> TrainingSpec:
+def _parse_training(r: Reader, raw: Mapping[str, Any]) -> TrainingSpec:
     path = "spec.training"
-    builtin: BuiltinTrainer | None = None
+    builtin = None
     if raw.get("builtin") is not None:
-        b = r.obj(raw.get("builtin"), f"{path}.builtin")
-        data_raw = r.obj(b.get("data"), f"{path}.builtin.data", required=True)
-        window_raw = r.obj(data_raw.get("window"), f"{path}.builtin.data.window")
-        window = None
-        if window_raw:
-            partitions = window_raw.get("partitions")
-            if partitions is not None and (isinstance(partitions, bool) or not isinstance(partitions, int)
-                                           or partitions < 1):
-                r.fail(f"{path}.builtin.data.window.partitions", "must be a whole number of partitions, 1 or more")
-                partitions = None
-            window = WindowSpec(column=r.str_(window_raw, "column", f"{path}.builtin.data.window"),
-                                last=r.str_(window_raw, "last", f"{path}.builtin.data.window",
-                                            pattern=re.compile(r"^[0-9]+(s|m|h|d|w)$")),
-                                partitions=partitions)
-            if window.last and not window.column:
-                r.fail(f"{path}.builtin.data.window.column", "is required with window.last (the time column)")
-        data = DataSpec(
-            key=r.str_(data_raw, "key", f"{path}.builtin.data"),
-            prefix=r.str_(data_raw, "prefix", f"{path}.builtin.data"),
-            bucket=r.str_(data_raw, "bucket", f"{path}.builtin.data"),
-            format=r.enum(data_raw, "format", f"{path}.builtin.data", allowed=("csv", "parquet"),
-                          default="csv") or "csv",
-            window=window,
-        )
-        if (data.key is None) == (data.prefix is None):
-            r.fail(f"{path}.builtin.data", "set exactly one of key (one object) or prefix (every object under it)")
-        estimator = r.str_(b, "estimator", f"{path}.builtin", required=True) or ""
-        if estimator and not estimator.startswith("sklearn."):
+        builtin = parse_builtin(r, raw["builtin"], f"{path}.builtin")
+        if builtin.estimator and not builtin.estimator.startswith("sklearn."):
             r.fail(f"{path}.builtin.estimator",
-                   f"{estimator!r} is not allowed; name a scikit-learn estimator such as "
+                   f"{builtin.estimator!r} is not allowed; name a scikit-learn estimator such as "
                    "sklearn.linear_model.LogisticRegression")
-        params = b.get("params") or {}
-        if not isinstance(params, Mapping):
-            r.fail(f"{path}.builtin.params", "must be an object of estimator parameters")
-            params = {}
-        test_size = r.num(b, "testSize", f"{path}.builtin", default=0.2, minimum=0.0, maximum=1.0)
-        if test_size is not None and not 0 < test_size < 1:
-            r.fail(f"{path}.builtin.testSize", "must be between 0 and 1, exclusive")
-        split_raw = r.obj(b.get("split"), f"{path}.builtin.split")
-        split = SplitSpec(method=r.enum(split_raw, "method", f"{path}.builtin.split", allowed=("random", "time"),
-                                        default="random") or "random",
-                          column=r.str_(split_raw, "column", f"{path}.builtin.split"))
-        if split.method == "time" and not split.column:
-            r.fail(f"{path}.builtin.split.column", "is required for a time split (the column to order rows by)")
-        histograms = _parse_histograms(r, b.get("histograms"), f"{path}.builtin.histograms")
-        builtin = BuiltinTrainer(
-            data=data, estimator=estimator,
-            target=r.str_(b, "target", f"{path}.builtin", required=True) or "",
-            features=r.str_list(b, "features", f"{path}.builtin"),
-            exclude_features=r.str_list(b, "excludeFeatures", f"{path}.builtin"), params=dict(params),
-            split=split, histograms=histograms,
-            test_size=test_size or 0.2, seed=r.int_(b, "seed", f"{path}.builtin", default=0),
-            metric=r.enum(b, "metric", f"{path}.builtin", allowed=METRICS, default="accuracy") or "accuracy",
-        )
     image = r.str_(raw, "image", path)
     command = r.str_list(raw, "command", path)
     if builtin is None and not command:
@@ -812,7 +539,7 @@ def _parse_training(r: _Reader, raw: Mapping[str, Any]) -> TrainingSpec:
 
 def parse_endpoint_spec(raw: Any) -> EndpointSpec:
     """Parse a MetricsEndpoint's spec; raise InvalidSpec listing every problem."""
-    r = _Reader()
+    r = Reader()
     spec = r.obj(raw, "spec", required=True)
     url = r.str_(spec, "url", "spec", required=True, pattern=re.compile(r"^https?://\S+$")) or ""
     auth = r.obj(spec.get("auth"), "spec.auth")

@@ -18,8 +18,8 @@ from typing import Literal
 
 from retrain_operator.domain.api import PolicySpec
 from retrain_operator.domain.budget import Assessment, ChargeVerdict
-from retrain_operator.domain.durations import format_duration
 from retrain_operator.domain.triggers import TriggerResult
+from retrain_operator.settings.durations import format_duration
 
 Action = Literal["Retrain", "WouldRetrain", "Wait", "None"]
 FORCE_ANNOTATION = "retrain.dev/force-retrain"

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from retrain_operator.domain.api import API_VERSION, PolicySpec, TrainingSpec
+from retrain_operator.settings.training import PromoteConfig, RunSpec, TrainerConfig
 
 MANAGED_BY = "retrain-operator"
 LABEL_POLICY = "retrain.dev/policy"
@@ -63,38 +64,16 @@ def job_name(policy: PolicyRef, sequence: int) -> str:
     return f"{stem}-retrain-{digest}"
 
 
-def trainer_config(spec: PolicySpec, *, policy: PolicyRef, job: str, triggers: Sequence[str]) -> dict[str, Any]:
-    """What the built-in trainer reads from RETRAIN_TRAINER_CONFIG."""
+def trainer_config(spec: PolicySpec, *, policy: PolicyRef, job: str, triggers: Sequence[str]) -> TrainerConfig:
+    """What the built-in trainer reads from RETRAIN_TRAINER_CONFIG: the policy's settings, as parsed."""
     builtin = spec.training.builtin
     assert builtin is not None
-    registry = spec.model.registry
-    return {
-        "model": {
-            "name": spec.model.name,
-            "registry": {
-                "endpoint": registry.endpoint, "region": registry.region,
-                "bucket": registry.bucket, "prefix": registry.prefix,
-            },
-        },
-        "builtin": {
-            "data": {"bucket": builtin.data.bucket, "key": builtin.data.key, "prefix": builtin.data.prefix,
-                     "format": builtin.data.format,
-                     "window": {"column": w.column, "last": w.last, "partitions": w.partitions}
-                     if (w := builtin.data.window) else None},
-            "target": builtin.target, "features": list(builtin.features),
-            "excludeFeatures": list(builtin.exclude_features), "estimator": builtin.estimator,
-            "params": dict(builtin.params), "split": {"method": builtin.split.method, "column": builtin.split.column},
-            "testSize": builtin.test_size, "seed": builtin.seed, "metric": builtin.metric,
-        },
-        "promotion": {"minScore": spec.promotion.min_score, "mustBeatChampion": spec.promotion.must_beat_champion,
-                      "minImprovement": spec.promotion.min_improvement},
-        "histograms": {"features": {k: list(v) for k, v in builtin.histograms.features.items()},
-                       "predictions": list(builtin.histograms.predictions) or None} if builtin.histograms else None,
-        "run": {
-            "policy": f"{policy.namespace}/{policy.name}", "policyUid": policy.uid, "job": job,
-            "trigger": ",".join(triggers),
-        },
-    }
+    return TrainerConfig(model=spec.model, builtin=builtin, promotion=spec.promotion,
+                         run=_run_spec(policy, job=job, trigger=",".join(triggers)))
+
+
+def _run_spec(policy: PolicyRef, *, job: str, trigger: str) -> RunSpec:
+    return RunSpec(policy=f"{policy.namespace}/{policy.name}", policy_uid=policy.uid, job=job, trigger=trigger)
 
 
 def build_job(spec: PolicySpec, *, policy: PolicyRef, sequence: int, triggers: Sequence[str],
@@ -116,16 +95,13 @@ def build_job(spec: PolicySpec, *, policy: PolicyRef, sequence: int, triggers: S
     env.append({"name": "AWS_DEFAULT_REGION", "value": registry.region})
     if promote is not None:
         # A rollback runs the trainer's promote command on the registry alone, whatever trains the policy.
-        registry_only = {"model": {"name": spec.model.name, "registry": {
-            "endpoint": registry.endpoint, "region": registry.region, "bucket": registry.bucket,
-            "prefix": registry.prefix}}, "run": {"policy": f"{policy.namespace}/{policy.name}",
-                                                 "policyUid": policy.uid, "job": name, "trigger": "rollback"}}
-        env.append({"name": "RETRAIN_TRAINER_CONFIG", "value": json.dumps(registry_only, sort_keys=True)})
+        promote_config = PromoteConfig(model=spec.model, run=_run_spec(policy, job=name, trigger="rollback"))
+        env.append({"name": "RETRAIN_TRAINER_CONFIG", "value": json.dumps(promote_config.to_dict(), sort_keys=True)})
         command = ["retrain-operator", "train", "promote", "--version", promote]
         args: list[str] = []
     elif training.builtin is not None:
         config = trainer_config(spec, policy=policy, job=name, triggers=triggers)
-        env.append({"name": "RETRAIN_TRAINER_CONFIG", "value": json.dumps(config, sort_keys=True)})
+        env.append({"name": "RETRAIN_TRAINER_CONFIG", "value": json.dumps(config.to_dict(), sort_keys=True)})
         requested = {"requests": pod_requests(training), "limits": dict(training.limits)}
         env.append({"name": "RETRAIN_RESOURCES", "value": json.dumps(requested, sort_keys=True)})
         command = ["retrain-operator", "train"]

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from retrain_operator.domain.durations import format_duration
+from retrain_operator.settings.durations import format_duration
 
 _REGEX_SPECIAL = re.compile(r"([\\.^$|?*+()\[\]{}])")
 

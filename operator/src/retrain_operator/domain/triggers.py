@@ -26,7 +26,7 @@ from retrain_operator.domain.api import (
     ScheduleTrigger,
     TriggerSpec,
 )
-from retrain_operator.domain.durations import format_duration
+from retrain_operator.settings.durations import format_duration
 
 State = Literal["firing", "pending", "clear", "inconclusive"]
 Buckets = Mapping[str, Mapping[str, float]]  # feature -> le -> cumulative count

@@ -29,8 +29,8 @@ from retrain_operator.domain.api import (
     PolicySpec,
     QueryTrigger,
 )
-from retrain_operator.domain.durations import format_duration
 from retrain_operator.domain.triggers import Observation
+from retrain_operator.settings.durations import format_duration
 
 logger = logging.getLogger(__name__)
 CHUNK = 200

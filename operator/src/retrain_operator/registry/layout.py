@@ -111,8 +111,8 @@ def check_prefix(prefix: str) -> str:
     """
     if not _PREFIX.match(prefix) or any(part in {".", ".."} for part in prefix.split("/")[:-1]):
         raise ValueError(
-            f"invalid registry prefix {prefix!r}: use empty or segments of letters, digits and !_.*()- "
-            "each ending in '/', for example 'models/churn/'"
+            f"invalid registry prefix {prefix!r}: leave it empty, or use segments of letters, digits and "
+            "!_.*()- (not . or ..), and it must end with '/', for example 'models/churn/'"
         )
     return prefix
 

@@ -7,6 +7,7 @@ registry (:mod:`retrain_operator.registry`), moves the champion pointer if the q
 and reports the outcome in the container's termination message. ``promote --version V`` moves the
 pointer to an earlier or candidate version. Entry point: :func:`retrain_operator.trainer.main.main`.
 
-It shares only the registry layout with the operator and imports neither kopf nor the Kubernetes
-client, so the Job needs no cluster access.
+It shares only the registry layout and the settings model (:mod:`retrain_operator.settings`, the
+same reading of the policy's training settings) with the operator, and imports neither kopf nor the
+Kubernetes client, so the Job needs no cluster access.
 """

@@ -28,7 +28,7 @@ from typing import Any, Final, cast
 
 from retrain_operator.registry import layout
 from retrain_operator.registry.champion import Action, ChampionPointer, encode_pointer, parse_pointer
-from retrain_operator.trainer.config import RegistryConfig, RunConfig
+from retrain_operator.settings.training import RegistrySpec, RunSpec
 from retrain_operator.trainer.errors import RegistryError
 from retrain_operator.trainer.modelio import load_model
 from retrain_operator.trainer.storage import ObjectStore, StoreError, registry_error
@@ -89,7 +89,7 @@ class PromoteResult:
     changed: bool
 
 
-def read_champion(store: ObjectStore, registry: RegistryConfig, *, repair: bool = False) -> ChampionState:
+def read_champion(store: ObjectStore, registry: RegistrySpec, *, repair: bool = False) -> ChampionState:
     """The current champion pointer; InvalidChampion when it exists but cannot be read, unless ``repair``."""
     key = layout.champion_key(registry.prefix)
     where = layout.s3_uri(registry.bucket, key)
@@ -112,7 +112,7 @@ def read_champion(store: ObjectStore, registry: RegistryConfig, *, repair: bool 
     return ChampionState(pointer=pointer, etag=info.etag, generation=pointer.generation)
 
 
-def read_version(store: ObjectStore, registry: RegistryConfig, version: str) -> StoredVersion:
+def read_version(store: ObjectStore, registry: RegistrySpec, version: str) -> StoredVersion:
     """Read a version's metadata and model; refuse missing, incomplete or unloadable-format versions."""
     bucket, prefix = registry.bucket, registry.prefix
     folder = layout.s3_uri(bucket, layout.version_prefix(prefix, version))
@@ -171,12 +171,12 @@ def read_version(store: ObjectStore, registry: RegistryConfig, version: str) -> 
 def new_pointer(
     stored: StoredVersion,
     *,
-    registry: RegistryConfig,
+    registry: RegistrySpec,
     state: ChampionState,
     action: Action,
     reason: str,
     promoted_at: str,
-    run: RunConfig,
+    run: RunSpec,
 ) -> ChampionPointer:
     """The pointer that names ``stored`` after ``state``."""
     metadata = stored.metadata
@@ -197,7 +197,7 @@ def new_pointer(
 
 
 def move_champion(
-    store: ObjectStore, registry: RegistryConfig, *, state: ChampionState, pointer: ChampionPointer
+    store: ObjectStore, registry: RegistrySpec, *, state: ChampionState, pointer: ChampionPointer
 ) -> None:
     """Replace the pointer ``state`` with ``pointer``; ChampionMoved if it changed since it was read."""
     bucket, prefix = registry.bucket, registry.prefix
@@ -218,9 +218,9 @@ def move_champion(
 def promote(
     *,
     store: ObjectStore,
-    registry: RegistryConfig,
+    registry: RegistrySpec,
     version: str,
-    run: RunConfig,
+    run: RunSpec,
     allowlist: tuple[str, ...],
     clock: Callable[[], datetime],
     stamp: Callable[[datetime], str],
@@ -254,7 +254,7 @@ def promote(
     )
 
 
-def _record(store: ObjectStore, registry: RegistryConfig, pointer: ChampionPointer) -> None:
+def _record(store: ObjectStore, registry: RegistrySpec, pointer: ChampionPointer) -> None:
     key = layout.promotion_key(registry.prefix, pointer.generation)
     try:
         store.put_new(registry.bucket, key, encode_pointer(pointer), content_type="application/json")
@@ -263,7 +263,7 @@ def _record(store: ObjectStore, registry: RegistryConfig, pointer: ChampionPoint
             logger.warning("could not record promotion %s: %s", layout.s3_uri(registry.bucket, key), exc.detail)
 
 
-def _newest(store: ObjectStore, registry: RegistryConfig) -> int:
+def _newest(store: ObjectStore, registry: RegistrySpec) -> int:
     """The newest generation in the promotion history, so a repaired pointer continues its count."""
     folder = layout.promotions_prefix(registry.prefix)
     try:
@@ -274,7 +274,7 @@ def _newest(store: ObjectStore, registry: RegistryConfig) -> int:
     return max((g for g in generations if g is not None), default=0)
 
 
-def _prune(store: ObjectStore, registry: RegistryConfig, *, newest: int) -> None:
+def _prune(store: ObjectStore, registry: RegistrySpec, *, newest: int) -> None:
     oldest_kept = newest - layout.PROMOTION_HISTORY_LIMIT + 1
     try:
         for info in store.list(registry.bucket, layout.promotions_prefix(registry.prefix)):

@@ -31,7 +31,7 @@ from typing import Literal
 import pandas as pd
 from sklearn.utils.multiclass import type_of_target
 
-from retrain_operator.trainer.config import REGRESSION_METRICS, DataFormat, Metric
+from retrain_operator.settings.training import REGRESSION_METRICS, DataFormat, Metric
 from retrain_operator.trainer.errors import DataError
 
 __all__ = ["Dataset", "Window", "apply_window", "combine_parts", "parse_table", "select_columns", "to_times"]

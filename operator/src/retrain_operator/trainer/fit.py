@@ -42,7 +42,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from retrain_operator.trainer.config import METRICS, REGRESSION_METRICS, Metric, SplitConfig
+from retrain_operator.settings.training import METRICS, REGRESSION_METRICS, Metric, SplitSpec
 from retrain_operator.trainer.data import Dataset
 from retrain_operator.trainer.errors import ConfigError, DataError, TrainingError, one_line
 from retrain_operator.trainer.scoring import PROBABILITY_METRICS, ScoringError, average_of, score_model
@@ -196,10 +196,10 @@ def fit_and_score(
     metric: Metric,
     test_size: float,
     seed: int,
-    split: SplitConfig | None = None,
+    split: SplitSpec | None = None,
 ) -> FitResult:
     """Split, fit the pipeline on the training part and score it on the holdout."""
-    split = split or SplitConfig()
+    split = split or SplitSpec()
     train_rows, test_rows, stratified = _split(dataset, metric=metric, test_size=test_size, seed=seed, split=split)
     table = dataset.table if dataset.table is not None else dataset.features
     x_train, y_train = dataset.features.iloc[train_rows], dataset.target.iloc[train_rows]
@@ -247,7 +247,7 @@ Rows = np.ndarray[Any, np.dtype[np.intp]]
 
 
 def _split(
-    dataset: Dataset, *, metric: Metric, test_size: float, seed: int, split: SplitConfig
+    dataset: Dataset, *, metric: Metric, test_size: float, seed: int, split: SplitSpec
 ) -> tuple[Rows, Rows, bool]:
     y = dataset.target
     rows = np.arange(len(y), dtype=np.intp)

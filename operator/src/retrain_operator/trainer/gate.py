@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from retrain_operator.trainer.config import Metric, PromotionConfig
+from retrain_operator.settings.training import Metric, PromotionSpec
 from retrain_operator.trainer.scoring import higher_is_better, improvement
 
 __all__ = ["ChampionScore", "Verdict", "decide", "number"]
@@ -45,7 +45,7 @@ def number(value: float) -> str:
     return f"{value:.4g}"
 
 
-def decide(*, metric: Metric, challenger: float, champion: ChampionScore | None, policy: PromotionConfig) -> Verdict:
+def decide(*, metric: Metric, challenger: float, champion: ChampionScore | None, policy: PromotionSpec) -> Verdict:
     """Apply the gate to ``challenger`` (this run's holdout score) against ``champion`` on the same holdout."""
     kept = "kept as candidate"
     if policy.min_score is not None:

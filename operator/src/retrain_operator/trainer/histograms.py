@@ -92,13 +92,14 @@ def build_histograms(
         if name not in features.columns:
             raise DataError(
                 "MissingColumn",
-                f"histograms.features names {name!r}, which is not a feature of this model; "
+                f"builtin.histograms.features names {name!r}, which is not a feature of this model; "
                 f"features: {', '.join(map(str, features.columns[:40]))}",
             )
         if name not in numeric:
             raise DataError(
                 "InvalidColumn",
-                f"histograms.features names {name!r}, which is not numeric; only numeric features have histograms",
+                f"builtin.histograms.features names {name!r}, which is not numeric; "
+                "only numeric features have histograms",
             )
     feature_histograms: dict[str, Any] = {}
     for name in numeric:

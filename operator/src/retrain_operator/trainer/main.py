@@ -64,8 +64,9 @@ from typing import Any, Final, NoReturn
 
 from retrain_operator.registry import layout
 from retrain_operator.registry.champion import ChampionPointer
+from retrain_operator.settings.training import PromoteConfig, TrainerConfig
 from retrain_operator.trainer.champion import PromoteResult, promote
-from retrain_operator.trainer.config import RegistryOnlyConfig, TrainerConfig, load_config, load_registry_config
+from retrain_operator.trainer.config import load_config, load_registry_config
 from retrain_operator.trainer.errors import ConfigError, TrainerError, one_line
 from retrain_operator.trainer.fit import ALLOWLIST_ENV, parse_allowlist
 from retrain_operator.trainer.run import TrainingResult, rfc3339, train
@@ -155,7 +156,7 @@ def _resources(env: Mapping[str, str]) -> dict[str, Any] | None:
     return value
 
 
-def _load_promote(args: list[str], env: Mapping[str, str]) -> tuple[RegistryOnlyConfig, str]:
+def _load_promote(args: list[str], env: Mapping[str, str]) -> tuple[PromoteConfig, str]:
     parser = _Parser(
         prog="retrain-operator train promote",
         description="Make an existing complete model version the champion (a rollback). "

@@ -42,6 +42,7 @@ import pandas as pd
 import sklearn
 
 from retrain_operator.registry import layout
+from retrain_operator.settings.training import DataSpec, TrainerConfig
 from retrain_operator.trainer.champion import (
     MOVE_ATTEMPTS,
     ChampionMoved,
@@ -52,7 +53,6 @@ from retrain_operator.trainer.champion import (
     read_champion,
     read_version,
 )
-from retrain_operator.trainer.config import DataConfig, TrainerConfig
 from retrain_operator.trainer.data import Window, apply_window, combine_parts, parse_table, select_columns
 from retrain_operator.trainer.errors import DataError, RegistryError, StorageError
 from retrain_operator.trainer.fit import DEFAULT_ALLOWLIST, FitResult, fit_and_score, make_estimator
@@ -133,7 +133,7 @@ def train(
     _ensure_version_free(store, bucket=bucket, folder=layout.version_prefix(prefix, version), version=version)
     state = read_champion(store, registry)
 
-    data = _load_data(store, builtin.data)
+    data = _load_data(store, builtin.data, bucket=builtin.data.bucket or bucket)
     split_column = builtin.split.column if builtin.split.method == "time" else None
     window_column = builtin.data.window.column if builtin.data.window else None
     dataset = select_columns(
@@ -163,8 +163,8 @@ def train(
             model=fitted.model,
             features=fitted.train_features,
             numeric=dataset.numeric,
-            configured=config.histograms.features,
-            prediction_edges=config.histograms.predictions,
+            configured=builtin.histograms.features,
+            prediction_edges=builtin.histograms.predictions,
             classes=fitted.classes,
         )
         champion = _score_champion(store, config, state=state, fitted=fitted, allowlist=allowlist)
@@ -234,7 +234,7 @@ def train(
         champion_score=champion_score,
         champion_holdout_score=champion.score if champion else None,
         reference={name: {le: float(count) for le, count in histograms["features"][name]["le"]}
-                   for name in config.histograms.features if name in histograms["features"]},
+                   for name in builtin.histograms.features if name in histograms["features"]},
     )
 
 
@@ -310,19 +310,20 @@ def _score_champion(
     return ChampionScore(version, score)
 
 
-def _load_data(store: ObjectStore, data: DataConfig) -> _Data:
+def _load_data(store: ObjectStore, data: DataSpec, *, bucket: str) -> _Data:
+    """Read the training data from ``bucket``: the data's own, else the registry's."""
     if data.key is not None:
-        source = layout.s3_uri(data.bucket, data.key)
+        source = layout.s3_uri(bucket, data.key)
         logger.info("reading %s", source)
-        objects = [_read_data(store, data.bucket, data.key)]
+        objects = [_read_data(store, bucket, data.key)]
     else:
         prefix = data.prefix or ""
-        source = layout.s3_uri(data.bucket, prefix)
-        infos = _list_data(store, data.bucket, prefix)
+        source = layout.s3_uri(bucket, prefix)
+        infos = _list_data(store, bucket, prefix)
         if data.window is not None and data.window.partitions is not None:
             infos = infos[-data.window.partitions :]
         logger.info("reading %d objects under %s", len(infos), source)
-        objects = [_read_data(store, data.bucket, info.key) for info in infos]
+        objects = [_read_data(store, bucket, info.key) for info in infos]
     parts = []
     described: list[dict[str, Any]] = []
     for body, info in objects:
@@ -349,7 +350,7 @@ def _load_data(store: ObjectStore, data: DataConfig) -> _Data:
     modified = [d["lastModified"] for d in described if d["lastModified"]]
     fingerprint = {
         "uri": source,
-        "bucket": data.bucket,
+        "bucket": bucket,
         "key": data.key,
         "prefix": data.prefix,
         "format": data.format,

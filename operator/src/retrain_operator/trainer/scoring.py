@@ -31,7 +31,7 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 
-from retrain_operator.trainer.config import LOWER_IS_BETTER, Metric
+from retrain_operator.settings.training import LOWER_IS_BETTER, Metric
 
 __all__ = ["PROBABILITY_METRICS", "ScoringError", "average_of", "higher_is_better", "improvement", "score_model"]
 

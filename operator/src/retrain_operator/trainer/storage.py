@@ -42,7 +42,7 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from retrain_operator.trainer.config import RegistryConfig
+from retrain_operator.settings.training import RegistrySpec
 from retrain_operator.trainer.errors import StorageError
 
 # boto3 ships no type hints; the client is dynamic.
@@ -141,7 +141,7 @@ class S3Store:
         )
 
     @classmethod
-    def from_config(cls, registry: RegistryConfig, env: Mapping[str, str] | None = None) -> S3Store:
+    def from_config(cls, registry: RegistrySpec, env: Mapping[str, str] | None = None) -> S3Store:
         env = os.environ if env is None else env
         endpoint = registry.endpoint or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
         config = Config(

@@ -1,17 +1,18 @@
-"""Durations as written in the API (``90s``, ``1h30m``, ``1.5h``), parsed to seconds.
+"""Durations as written in the API and in the trainer's configuration (``90s``, ``1h30m``, ``1.5h``, ``2w``).
 
-Kubernetes has no duration type in CRD schemas, so the pattern lives in the CRD and this parser is
-the single reading of it. ``d`` means 24 hours; months and years are not accepted (they vary).
+Kubernetes has no duration type in CRD schemas, so the pattern lives in every duration field of the
+CRDs and this parser is the single reading of it, for the operator and the trainer alike. ``d`` means
+24 hours and ``w`` seven days; months and years are not accepted (they vary).
 """
 
 from __future__ import annotations
 
 import re
 
-PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
-_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d|w))+$"
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)")
 _FULL = re.compile(PATTERN)
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 class DurationError(ValueError):
@@ -22,7 +23,8 @@ def parse_duration(text: str) -> float:
     """Return the duration in seconds, or raise DurationError with the accepted form."""
     if not isinstance(text, str) or not _FULL.match(text):
         raise DurationError(
-            f"{text!r} is not a duration; use a number and a unit (ms, s, m, h, d), for example 90s or 1h30m"
+            f"{text!r} is not a duration (invalid duration syntax); use a number and a unit (ms, s, m, h, d, w), "
+            "for example 90s or 1h30m"
         )
     return sum(float(number) * _UNITS[unit] for number, unit in _PART.findall(text))
 
