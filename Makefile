@@ -27,6 +27,7 @@ sandbox: system-deps $(STAMP) controlplane
 	$(BIN)/python -m sandbox $(ARGS)
 
 check: $(STAMP)
+	$(BIN)/ruff format --check operator sandbox tests bench hack
 	$(BIN)/ruff check operator sandbox tests bench hack
 	$(BIN)/mypy
 	$(BIN)/lint-imports

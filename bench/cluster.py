@@ -78,8 +78,15 @@ LIST_PAGE = 500
 WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION")
 # What the operator may write (the chart's RBAC): status of policies and budgets, Jobs, Events.
 # Writes to anything else in the idle window come from the control plane itself (its identity Leases).
-OPERATOR_WRITABLE = frozenset({(GROUP, "retrainpolicies"), (GROUP, "retrainbudgets"), ("batch", "jobs"),
-                               ("", "events"), ("events.k8s.io", "events")})
+OPERATOR_WRITABLE = frozenset(
+    {
+        (GROUP, "retrainpolicies"),
+        (GROUP, "retrainbudgets"),
+        ("batch", "jobs"),
+        ("", "events"),
+        ("events.k8s.io", "events"),
+    }
+)
 CHART_VALUES: dict[str, Any] = {"watchNamespaces": [NAMESPACE]}
 LAG_TOP = 30.0  # the last finite bucket of retrain_evaluation_lag_seconds
 Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -102,8 +109,9 @@ def total(metrics: Metrics, name: str, where: Callable[[dict[str, str]], bool] =
     return sum(v for (n, labels), v in metrics.items() if n == name and where(dict(labels)))
 
 
-def delta(after: Metrics, before: Metrics, name: str,
-          where: Callable[[dict[str, str]], bool] = lambda _: True) -> float:
+def delta(
+    after: Metrics, before: Metrics, name: str, where: Callable[[dict[str, str]], bool] = lambda _: True
+) -> float:
     return total(after, name, where) - total(before, name, where)
 
 
@@ -216,8 +224,11 @@ class Api:
             return parse_metrics(response.read().decode())
 
     def session(self, concurrency: int) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(base_url=self.url, connector=aiohttp.TCPConnector(ssl=self.ssl, limit=concurrency),
-                                     timeout=aiohttp.ClientTimeout(total=120))
+        return aiohttp.ClientSession(
+            base_url=self.url,
+            connector=aiohttp.TCPConnector(ssl=self.ssl, limit=concurrency),
+            timeout=aiohttp.ClientTimeout(total=120),
+        )
 
 
 def http_metrics(url: str) -> Metrics:
@@ -250,13 +261,14 @@ def policies(n: int, *, distinct: int) -> list[dict[str, Any]]:
 
 def series(models: Sequence[str], *, start: float, end: float) -> list[Series]:
     stamps = [end - SAMPLE_STEP * k for k in range(int((end - start) // SAMPLE_STEP) + 1)]
-    return [Series("model_accuracy", {"namespace": NAMESPACE, "model": m}, [(t, ACCURACY) for t in stamps])
-            for m in models]
+    return [
+        Series("model_accuracy", {"namespace": NAMESPACE, "model": m}, [(t, ACCURACY) for t in stamps]) for m in models
+    ]
 
 
 def push(prometheus: PrometheusServer, models: Sequence[str], *, start: float, end: float) -> None:
     for i in range(0, len(models), 1000):
-        prometheus.push(series(models[i:i + 1000], start=start, end=end))
+        prometheus.push(series(models[i : i + 1000], start=start, end=end))
 
 
 class Refresher:
@@ -297,14 +309,17 @@ async def apply_all(api: Api, bodies: Sequence[dict[str, Any]], *, concurrency: 
             path = f"/apis/{GROUP}/{VERSION}/namespaces/{meta['namespace']}/retrainpolicies/{meta['name']}"
             payload = json.dumps({"apiVersion": f"{GROUP}/{VERSION}", "kind": "RetrainPolicy", **body})
             async with semaphore:
-                async with session.patch(path, data=payload,
-                                         params={"fieldManager": "bench", "force": "true", "fieldValidation": "Strict"},
-                                         headers={"Content-Type": "application/apply-patch+yaml"}) as response:
+                async with session.patch(
+                    path,
+                    data=payload,
+                    params={"fieldManager": "bench", "force": "true", "fieldValidation": "Strict"},
+                    headers={"Content-Type": "application/apply-patch+yaml"},
+                ) as response:
                     if response.status >= 300:
                         raise RuntimeError(f"apply of {meta['name']}: HTTP {response.status} {await response.text()}")
 
         for i in range(0, len(bodies), APPLY_BATCH):
-            await asyncio.gather(*(one(b) for b in bodies[i:i + APPLY_BATCH]))
+            await asyncio.gather(*(one(b) for b in bodies[i : i + APPLY_BATCH]))
 
 
 async def count_statuses(api: Api) -> tuple[int, int]:
@@ -313,8 +328,9 @@ async def count_statuses(api: Api) -> tuple[int, int]:
     async with api.session(1) as session:
         while True:
             params = {"limit": str(LIST_PAGE), **({"continue": token} if token else {})}
-            async with session.get(f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/retrainpolicies",
-                                   params=params) as response:
+            async with session.get(
+                f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/retrainpolicies", params=params
+            ) as response:
                 response.raise_for_status()
                 page = await response.json()
             for item in page["items"]:
@@ -369,15 +385,18 @@ def wait_until(what: str, probe: Callable[[], bool], *, timeout: float, alive: C
 def setup(cp: BenchControlPlane, prometheus: PrometheusServer, workdir: Path) -> tuple[Path, str]:
     """CRDs, the namespace, the chart's RBAC, the MetricsEndpoint: (operator kubeconfig, training account)."""
     admin = cp.admin_kubeconfig
-    for args in (("apply", "-f", str(ROOT / "crds")),
-                 ("wait", "--for=condition=Established", "--timeout=60s", "-f", str(ROOT / "crds")),
-                 ("create", "namespace", NAMESPACE)):
+    for args in (
+        ("apply", "-f", str(ROOT / "crds")),
+        ("wait", "--for=condition=Established", "--timeout=60s", "-f", str(ROOT / "crds")),
+        ("create", "namespace", NAMESPACE),
+    ):
         result = kubectl(admin, *args)
         if result.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr}")
     assert cp.pki is not None
-    operator_kubeconfig = install_operator(admin, values=CHART_VALUES, kubeconfig_path=workdir / "operator.kubeconfig",
-                                           server=cp.url, ca=cp.pki.ca_cert)
+    operator_kubeconfig = install_operator(
+        admin, values=CHART_VALUES, kubeconfig_path=workdir / "operator.kubeconfig", server=cp.url, ca=cp.pki.ca_cert
+    )
     account = install_tenant(admin, values=CHART_VALUES, namespace=NAMESPACE)
     endpoint: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "metricsendpoint.yaml").read_text())
     endpoint["metadata"]["name"] = ENDPOINT
@@ -404,10 +423,22 @@ def measure(n: int, *, args: argparse.Namespace, bin_dir: Path, workdir: Path) -
         stack.enter_context(Refresher(prometheus, models))
 
         metrics_port = free_port()
-        operator = OperatorProcess(kubeconfig=operator_kubeconfig, log_path=workdir / "operator.log", args=[
-            "--namespace", NAMESPACE, "--operator-namespace", OPERATOR_NAMESPACE,
-            "--trainer-image", "retrain-operator:bench", "--training-service-account", account,
-            "--metrics-port", str(metrics_port)])
+        operator = OperatorProcess(
+            kubeconfig=operator_kubeconfig,
+            log_path=workdir / "operator.log",
+            args=[
+                "--namespace",
+                NAMESPACE,
+                "--operator-namespace",
+                OPERATOR_NAMESPACE,
+                "--trainer-image",
+                "retrain-operator:bench",
+                "--training-service-account",
+                account,
+                "--metrics-port",
+                str(metrics_port),
+            ],
+        )
         stack.callback(operator.stop)
         operator.start()
         assert operator.process is not None
@@ -417,8 +448,11 @@ def measure(n: int, *, args: argparse.Namespace, bin_dir: Path, workdir: Path) -
             if not operator.running:
                 raise RuntimeError(f"the operator exited:\n{operator.log()[-4000:]}")
 
-        sampler = stack.enter_context(RssSampler({"operator": operator.process.pid,
-                                                  "kube-apiserver": cp.pid("kube-apiserver"), "etcd": cp.pid("etcd")}))
+        sampler = stack.enter_context(
+            RssSampler(
+                {"operator": operator.process.pid, "kube-apiserver": cp.pid("kube-apiserver"), "etcd": cp.pid("etcd")}
+            )
+        )
         # A canary proves the loop works end to end (watch, query with data, status) before timing starts.
         canary = policy("canary")
         asyncio.run(apply_all(api, [canary], concurrency=1))
@@ -453,15 +487,20 @@ def measure(n: int, *, args: argparse.Namespace, bin_dir: Path, workdir: Path) -
                 complete = elapsed
                 break
             if elapsed - last_print >= 30:
-                print(f"[{n}]   {elapsed:6.0f}s: {done}/{n} with status "
-                      f"(operator RSS {rss_kib(operator.process.pid).get('VmRSS', 0) / 1024:.0f} MiB)", file=sys.stderr)
+                print(
+                    f"[{n}]   {elapsed:6.0f}s: {done}/{n} with status "
+                    f"(operator RSS {rss_kib(operator.process.pid).get('VmRSS', 0) / 1024:.0f} MiB)",
+                    file=sys.stderr,
+                )
                 last_print = elapsed
             time.sleep(poll)
         if complete is None:
             result.idle = False
             fig["all statuses s (from apply start)"] = f"not reached: {done}/{n} after {args.status_timeout:.0f}"
-            result.notes.append(f"{n}: only {done}/{n} policies had a status after {args.status_timeout:.0f} s; "
-                                "the window below is not idle")
+            result.notes.append(
+                f"{n}: only {done}/{n} policies had a status after {args.status_timeout:.0f} s; "
+                "the window below is not idle"
+            )
         else:
             fig["all statuses s (from apply start)"] = f"{complete:.1f} (poll {poll:.0f}s)"
             fig["all statuses s (after apply end)"] = f"{complete - applied:.1f}"
@@ -470,15 +509,18 @@ def measure(n: int, *, args: argparse.Namespace, bin_dir: Path, workdir: Path) -
         machine_filled, bench_filled = machine_cpu(), time.process_time()
         fig["fill: CPU s " + "/".join(pids)] = "/".join(f"{cpu_filled[k] - cpu_before[k]:.0f}" for k in pids)
         fig["fill: machine CPU busy % (bench's own CPU s)"] = (
-            f"{busy_percent(machine_filled, machine_before):.0f} ({bench_filled - bench_before:.0f})")
+            f"{busy_percent(machine_filled, machine_before):.0f} ({bench_filled - bench_before:.0f})"
+        )
         fill_apf = apf(api_filled, api_before)
         fig["fill: APF rejected / queued s"] = f"{fill_apf[0]:.0f} / {fill_apf[1]:.1f}"
         fill = requests_by_verb(api_filled, api_before)
         fig["fill: API mean s status PATCH / event POST"] = " / ".join(
             f"{mean_latency(api_filled, api_before, verb=verb, resource=resource, subresource=sub):.3f}"
-            for verb, resource, sub in (("PATCH", "retrainpolicies", "status"), ("POST", "events", "")))
+            for verb, resource, sub in (("PATCH", "retrainpolicies", "status"), ("POST", "events", ""))
+        )
         fig["fill: writes on ours (APPLY: the bench's)"] = " ".join(
-            f"{v}={c:.0f}" for (v, whose), c in sorted(fill.items()) if whose == "ours" and v in WRITE_VERBS and c)
+            f"{v}={c:.0f}" for (v, whose), c in sorted(fill.items()) if whose == "ours" and v in WRITE_VERBS and c
+        )
         fig["fill: evaluations"] = f"{delta(operator_filled, operator_before, 'retrain_evaluations_total'):.0f}"
 
         # The steady window: nothing changes, every policy is evaluated about once per interval.
@@ -519,25 +561,36 @@ def measure(n: int, *, args: argparse.Namespace, bin_dir: Path, workdir: Path) -
         fig["idle: writes on ours / interval"] = per_interval(writes)
         fig["idle: control-plane writes / interval"] = per_interval(others)
         fig["idle: CPU % " + "/".join(pids)] = "/".join(
-            f"{100 * (cpu_end[k] - cpu_start[k]) / (intervals * INTERVAL):.1f}" for k in pids)
+            f"{100 * (cpu_end[k] - cpu_start[k]) / (intervals * INTERVAL):.1f}" for k in pids
+        )
         fig["idle: machine CPU busy %"] = f"{busy_percent(machine_end, machine_start):.0f}"
         idle_apf = apf(api_end, api_start)
         fig["idle: APF rejected / queued s"] = f"{idle_apf[0]:.0f} / {idle_apf[1]:.2f}"
         fig["prom queries / interval (operator)"] = (
-            f"{delta(operator_end, operator_start, 'retrain_prometheus_queries_total') / intervals:.1f}")
-        served = delta(prom_after, prom_before, "prometheus_http_requests_total",
-                       lambda labels: labels.get("handler") in ("/api/v1/query", "/api/v1/query_range"))
+            f"{delta(operator_end, operator_start, 'retrain_prometheus_queries_total') / intervals:.1f}"
+        )
+        served = delta(
+            prom_after,
+            prom_before,
+            "prometheus_http_requests_total",
+            lambda labels: labels.get("handler") in ("/api/v1/query", "/api/v1/query_range"),
+        )
         fig["prom queries / interval (prometheus)"] = f"{served / intervals:.1f}"
-        failed = delta(operator_end, operator_start, "retrain_prometheus_queries_total",
-                       lambda labels: labels.get("result") != "Success")
+        failed = delta(
+            operator_end,
+            operator_start,
+            "retrain_prometheus_queries_total",
+            lambda labels: labels.get("result") != "Success",
+        )
         if failed:
             result.notes.append(f"{n}: {failed:.0f} Prometheus queries failed in the steady window")
 
         hwm = rss_kib(operator.process.pid).get("VmHWM", 0)
         steady = sampler.window_samples["operator"]
         fig["operator RSS peak MiB (VmHWM)"] = f"{hwm / 1024:.0f}"
-        fig["operator RSS steady MiB (mean/max)"] = (f"{sum(steady) / len(steady) / 1024:.0f}/{max(steady) / 1024:.0f}"
-                                                     if steady else "-")
+        fig["operator RSS steady MiB (mean/max)"] = (
+            f"{sum(steady) / len(steady) / 1024:.0f}/{max(steady) / 1024:.0f}" if steady else "-"
+        )
         for name in ("kube-apiserver", "etcd"):
             samples = sampler.window_samples[name]
             peak = rss_kib(cp.pid(name)).get("VmHWM", 0)
@@ -576,8 +629,12 @@ def mean_latency(after: Metrics, before: Metrics, *, verb: str, resource: str, s
 def apf(after: Metrics, before: Metrics) -> tuple[float, float]:
     """API Priority and Fairness between two scrapes: (requests rejected, seconds spent queued)."""
     rejected = delta(after, before, "apiserver_flowcontrol_rejected_requests_total")
-    waited = delta(after, before, "apiserver_flowcontrol_request_wait_duration_seconds_sum",
-                   lambda labels: labels.get("priority_level") != "exempt")
+    waited = delta(
+        after,
+        before,
+        "apiserver_flowcontrol_request_wait_duration_seconds_sum",
+        lambda labels: labels.get("priority_level") != "exempt",
+    )
     return rejected, waited
 
 
@@ -614,8 +671,10 @@ def print_table(results: Sequence[Result], fakes: Mapping[int, dict[str, str]], 
     widths = [max(len(title), *(len(f.get(k, "")) for k in rows)) + 2 for title, f in columns]
     print("".ljust(width) + "".join(title.rjust(w) for (title, _), w in zip(columns, widths, strict=True)), file=file)
     for key in rows:
-        print(key.ljust(width) + "".join(f.get(key, "-").rjust(w) for (_, f), w in zip(columns, widths, strict=True)),
-              file=file)
+        print(
+            key.ljust(width) + "".join(f.get(key, "-").rjust(w) for (_, f), w in zip(columns, widths, strict=True)),
+            file=file,
+        )
 
 
 def _terminate(signum: int, _: FrameType | None) -> None:
@@ -628,11 +687,19 @@ def main() -> int:
     parser.add_argument("--intervals", type=int, default=2, help="evaluation intervals (60 s) in the steady window")
     parser.add_argument("--distinct", type=int, default=5, help="policies with a query template of their own")
     parser.add_argument("--apply-concurrency", type=int, default=16, help="server-side applies in flight")
-    parser.add_argument("--status-timeout", type=float, default=1800.0,
-                        help="give up waiting for every status after this many seconds, and report how many")
+    parser.add_argument(
+        "--status-timeout",
+        type=float,
+        default=1800.0,
+        help="give up waiting for every status after this many seconds, and report how many",
+    )
     parser.add_argument("--poll", type=float, default=0.0, help="seconds between status lists; 0: max(1, N/1000)")
-    parser.add_argument("--apiserver-arg", action="append", default=[],
-                        help="extra kube-apiserver flag, e.g. --apiserver-arg=--max-requests-inflight=800")
+    parser.add_argument(
+        "--apiserver-arg",
+        action="append",
+        default=[],
+        help="extra kube-apiserver flag, e.g. --apiserver-arg=--max-requests-inflight=800",
+    )
     parser.add_argument("--no-fake", action="store_true", help="skip bench/run.py's fake-port figures")
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs and data here (default: a temp dir)")
     args = parser.parse_args()
@@ -652,9 +719,11 @@ def main() -> int:
         print(f"(logs kept in {base})", file=sys.stderr)
         raise
     fakes = {} if args.no_fake else {n: fake_figures(n) for n in args.sizes}
-    print(f"\nreal: kube-apiserver + etcd + Prometheus + `retrain-operator run` as the chart's ServiceAccount; "
-          f"interval {INTERVAL:.0f}s, steady window {args.intervals} intervals"
-          + (f"; kube-apiserver {' '.join(args.apiserver_arg)}" if args.apiserver_arg else ""))
+    print(
+        f"\nreal: kube-apiserver + etcd + Prometheus + `retrain-operator run` as the chart's ServiceAccount; "
+        f"interval {INTERVAL:.0f}s, steady window {args.intervals} intervals"
+        + (f"; kube-apiserver {' '.join(args.apiserver_arg)}" if args.apiserver_arg else "")
+    )
     print("fake: bench/run.py merged variant (FakeKubeClient, 5 ms per query), the same N\n")
     print_table(results, fakes)
     for r in results:

@@ -74,19 +74,25 @@ def _ks(r: Row, c: Row, _: Row) -> float:
 
 SCIPY: dict[str, tuple[str, PerRow]] = {
     "psi": ("special.rel_entr both ways", _psi),
-    "jensenShannonDivergence": ("spatial.distance.jensenshannon**2",
-                                lambda r, c, e: float(spatial.distance.jensenshannon(c, r, base=2)) ** 2),
-    "jensenShannonDistance": ("spatial.distance.jensenshannon",
-                              lambda r, c, e: float(spatial.distance.jensenshannon(c, r, base=2))),
-    "hellinger": ("spatial.distance.euclidean of roots",
-                  lambda r, c, e: float(spatial.distance.euclidean(np.sqrt(_share(c)), np.sqrt(_share(r))))
-                  / math.sqrt(2)),
+    "jensenShannonDivergence": (
+        "spatial.distance.jensenshannon**2",
+        lambda r, c, e: float(spatial.distance.jensenshannon(c, r, base=2)) ** 2,
+    ),
+    "jensenShannonDistance": (
+        "spatial.distance.jensenshannon",
+        lambda r, c, e: float(spatial.distance.jensenshannon(c, r, base=2)),
+    ),
+    "hellinger": (
+        "spatial.distance.euclidean of roots",
+        lambda r, c, e: float(spatial.distance.euclidean(np.sqrt(_share(c)), np.sqrt(_share(r)))) / math.sqrt(2),
+    ),
     "klDivergence": ("stats.entropy", _kl),
-    "totalVariation": ("spatial.distance.cityblock / 2",
-                       lambda r, c, e: float(spatial.distance.cityblock(_share(c), _share(r))) / 2),
+    "totalVariation": (
+        "spatial.distance.cityblock / 2",
+        lambda r, c, e: float(spatial.distance.cityblock(_share(c), _share(r))) / 2,
+    ),
     "chiSquare": ("stats.chi2_contingency", _chi2),
-    "wasserstein": ("stats.wasserstein_distance",
-                    lambda r, c, e: float(stats.wasserstein_distance(e, e, c, r))),
+    "wasserstein": ("stats.wasserstein_distance", lambda r, c, e: float(stats.wasserstein_distance(e, e, c, r))),
     "ks": ("numpy CDF gap + special.kolmogorov", _ks),
 }
 
@@ -118,21 +124,27 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=10_000, help="comparisons per batch")
     parser.add_argument("--buckets", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5, help="vectorised runs; the best is reported")
-    parser.add_argument("--scipy-features", type=int, default=None,
-                        help="comparisons in the SciPy loop (default: --features)")
+    parser.add_argument(
+        "--scipy-features", type=int, default=None, help="comparisons in the SciPy loop (default: --features)"
+    )
     args = parser.parse_args()
     n, loop_n = args.features, args.scipy_features or args.features
     ref, cur, edges = data(n, args.buckets, seed=1)
     centres = bin_centres(edges)
 
     with threadpool_limits(limits=1):
-        print(f"drift statistics: {n} comparisons at {args.buckets} buckets (SciPy loop: {loop_n}), "
-              f"1 thread (BLAS/OpenMP limited), numpy {np.__version__}, scipy {scipy.__version__}, "
-              f"python {sys.version.split()[0]}")
-        print(f"{'statistic':<24} {'vectorised/s/core':>18} {'cpu/wall':>9} {'scipy loop/s/core':>18} "
-              f"{'cpu/wall':>9} {'ratio':>8} {'max rel diff':>13}  scipy function")
+        print(
+            f"drift statistics: {n} comparisons at {args.buckets} buckets (SciPy loop: {loop_n}), "
+            f"1 thread (BLAS/OpenMP limited), numpy {np.__version__}, scipy {scipy.__version__}, "
+            f"python {sys.version.split()[0]}"
+        )
+        print(
+            f"{'statistic':<24} {'vectorised/s/core':>18} {'cpu/wall':>9} {'scipy loop/s/core':>18} "
+            f"{'cpu/wall':>9} {'ratio':>8} {'max rel diff':>13}  scipy function"
+        )
         for name, statistic in STATISTICS.items():
             label, per_row = SCIPY[name]
+
             def batch(s: Statistic = statistic) -> None:
                 s.compute(ref, cur, edges)
 
@@ -147,17 +159,23 @@ def main() -> None:
             slow, slow_ratio = timed(loop, 1)
             diff = float(np.max(np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1e-300)))
             fast_rate, slow_rate = n / fast, loop_n / slow
-            print(f"{name:<24} {fast_rate:>18,.0f} {fast_ratio:>9.2f} {slow_rate:>18,.0f} {slow_ratio:>9.2f} "
-                  f"{fast_rate / slow_rate:>7.0f}x {diff:>13.1e}  {label}")
+            print(
+                f"{name:<24} {fast_rate:>18,.0f} {fast_ratio:>9.2f} {slow_rate:>18,.0f} {slow_ratio:>9.2f} "
+                f"{fast_rate / slow_rate:>7.0f}x {diff:>13.1e}  {label}"
+            )
 
-        raw = {f"f{i}": {("+Inf" if math.isinf(e) else repr(float(e))): float(v)
-                         for e, v in zip(edges, np.cumsum(row), strict=True)} for i, row in enumerate(cur)}
+        raw = {
+            f"f{i}": {
+                ("+Inf" if math.isinf(e) else repr(float(e))): float(v)
+                for e, v in zip(edges, np.cumsum(row), strict=True)
+            }
+            for i, row in enumerate(cur)
+        }
         reference = {f"f{i}": Histogram(tuple(edges.tolist()), tuple(row)) for i, row in enumerate(ref.tolist())}
         parsed, parse_ratio = timed(lambda: histograms(raw), 3)
         current = histograms(raw)
         psi = get_statistic("psi")
-        compared, compare_ratio = timed(
-            lambda: compare(reference, current, statistic=psi, min_samples=100), 3)
+        compared, compare_ratio = timed(lambda: compare(reference, current, statistic=psi, min_samples=100), 3)
         print(f"histograms() from le strings: {n / parsed:>12,.0f} features/s/core (cpu/wall {parse_ratio:.2f})")
         print(f"compare(psi) from Histograms: {n / compared:>12,.0f} features/s/core (cpu/wall {compare_ratio:.2f})")
 

@@ -32,16 +32,23 @@ from retrain_operator.reconcile.observe import Observer, QuerySource  # noqa: E4
 from retrain_operator.reconcile.scheduler import Endpoints, Scheduler  # noqa: E402
 
 BASE = {
-    "apiVersion": "retrain.dev/v1alpha1", "kind": "RetrainPolicy",
+    "apiVersion": "retrain.dev/v1alpha1",
+    "kind": "RetrainPolicy",
     "metadata": {"namespace": "bench", "generation": 1, "creationTimestamp": "2026-11-01T00:00:00Z"},
     "spec": {
         "model": {"name": "m", "registry": {"bucket": "models"}},
         "metrics": {"endpoint": "default"},
         "evaluation": {"interval": "60s"},
-        "triggers": [{"name": "acc", "for": "5m", "accuracyDecay": {"metric": "model_accuracy", "window": "5m",
-                                                                     "fixedBaseline": 0.95, "maxDrop": 0.05}}],
-        "training": {"builtin": {"data": {"key": "d.csv"}, "target": "y",
-                                 "estimator": "sklearn.linear_model.LogisticRegression"}},
+        "triggers": [
+            {
+                "name": "acc",
+                "for": "5m",
+                "accuracyDecay": {"metric": "model_accuracy", "window": "5m", "fixedBaseline": 0.95, "maxDrop": 0.05},
+            }
+        ],
+        "training": {
+            "builtin": {"data": {"key": "d.csv"}, "target": "y", "estimator": "sklearn.linear_model.LogisticRegression"}
+        },
     },
 }
 
@@ -72,9 +79,13 @@ async def bench(n: int, *, merged: bool, latency: float) -> dict[str, float]:
     async def source_for(_: str) -> QuerySource:
         return source
 
-    scheduler = Scheduler(reconciler=Reconciler(kube=kube, trainer_image="img", service_account="sa"),
-                          endpoints=Endpoints(kube=kube, operator_namespace="x"), clock=lambda: clock[0],
-                          observer=Observer(source_for=source_for), max_parallel=64)
+    scheduler = Scheduler(
+        reconciler=Reconciler(kube=kube, trainer_image="img", service_account="sa"),
+        endpoints=Endpoints(kube=kube, operator_namespace="x"),
+        clock=lambda: clock[0],
+        observer=Observer(source_for=source_for),
+        max_parallel=64,
+    )
     scheduler.upsert_endpoint("default", {"url": "http://prom:9090"})
     gc.collect()
     tracemalloc.start()
@@ -94,9 +105,15 @@ async def bench(n: int, *, merged: bool, latency: float) -> dict[str, float]:
     steady = time.perf_counter() - started
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return {"first_s": first, "steady_s": steady, "queries": first_queries,
-            "steady_queries": source.queries - first_queries, "first_writes": first_writes,
-            "steady_writes": len(kube.status_writes) - first_writes, "peak_mib": peak / 2**20}
+    return {
+        "first_s": first,
+        "steady_s": steady,
+        "queries": first_queries,
+        "steady_queries": source.queries - first_queries,
+        "first_writes": first_writes,
+        "steady_writes": len(kube.status_writes) - first_writes,
+        "peak_mib": peak / 2**20,
+    }
 
 
 async def loop_lag(n: int, *, interval: int, seconds: float, latency: float) -> dict[str, float]:
@@ -108,9 +125,12 @@ async def loop_lag(n: int, *, interval: int, seconds: float, latency: float) -> 
     async def source_for(_: str) -> QuerySource:
         return source
 
-    scheduler = Scheduler(reconciler=Reconciler(kube=kube, trainer_image="img", service_account="sa"),
-                          endpoints=Endpoints(kube=kube, operator_namespace="x"),
-                          observer=Observer(source_for=source_for), max_parallel=64)
+    scheduler = Scheduler(
+        reconciler=Reconciler(kube=kube, trainer_image="img", service_account="sa"),
+        endpoints=Endpoints(kube=kube, operator_namespace="x"),
+        observer=Observer(source_for=source_for),
+        max_parallel=64,
+    )
     scheduler.upsert_endpoint("default", {"url": "http://prom:9090"})
     for i in range(n):
         body = copy.deepcopy(BASE)
@@ -129,39 +149,57 @@ async def loop_lag(n: int, *, interval: int, seconds: float, latency: float) -> 
     lag = sorted(scheduler.lag)
     if not lag:
         return {"p50": float("nan"), "p99": float("nan"), "cycles": scheduler.cycles, "evaluations": 0}
-    return {"p50": lag[len(lag) // 2], "p99": lag[min(len(lag) - 1, int(len(lag) * 0.99))],
-            "cycles": scheduler.cycles, "evaluations": len(lag)}
+    return {
+        "p50": lag[len(lag) // 2],
+        "p99": lag[min(len(lag) - 1, int(len(lag) * 0.99))],
+        "cycles": scheduler.cycles,
+        "evaluations": len(lag),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--latency", type=float, default=0.005, help="seconds per Prometheus query")
-    parser.add_argument("--unmerged-limit", type=int, default=1000,
-                        help="skip the unmerged variant above this many policies (it takes minutes)")
-    parser.add_argument("--loop-seconds", type=float, default=0.0,
-                        help="also run the scheduler loop this long per size and interval and report its lag")
+    parser.add_argument(
+        "--unmerged-limit",
+        type=int,
+        default=1000,
+        help="skip the unmerged variant above this many policies (it takes minutes)",
+    )
+    parser.add_argument(
+        "--loop-seconds",
+        type=float,
+        default=0.0,
+        help="also run the scheduler loop this long per size and interval and report its lag",
+    )
     parser.add_argument("--intervals", type=int, nargs="+", default=[10, 60])
     parser.add_argument("--only-loop", action="store_true", help="skip the cycle comparison (for a clean RSS figure)")
     args = parser.parse_args()
-    print(f"{'policies':>9} {'variant':>9} {'queries':>8} {'cycle 1 s':>10} {'steady s':>9} "
-          f"{'writes 1':>9} {'writes 2':>9} {'peak MiB':>9}")
+    print(
+        f"{'policies':>9} {'variant':>9} {'queries':>8} {'cycle 1 s':>10} {'steady s':>9} "
+        f"{'writes 1':>9} {'writes 2':>9} {'peak MiB':>9}"
+    )
     for n in [] if args.only_loop else args.sizes:
         for merged in (True, False):
             if not merged and n > args.unmerged_limit:
                 print(f"{n:>9} {'unmerged':>9} {'(skipped: > --unmerged-limit)':>40}")
                 continue
             r = asyncio.run(bench(n, merged=merged, latency=args.latency))
-            print(f"{n:>9} {'merged' if merged else 'unmerged':>9} {r['queries']:>8.0f} {r['first_s']:>10.3f} "
-                  f"{r['steady_s']:>9.3f} {r['first_writes']:>9.0f} {r['steady_writes']:>9.0f} {r['peak_mib']:>9.1f}")
+            print(
+                f"{n:>9} {'merged' if merged else 'unmerged':>9} {r['queries']:>8.0f} {r['first_s']:>10.3f} "
+                f"{r['steady_s']:>9.3f} {r['first_writes']:>9.0f} {r['steady_writes']:>9.0f} {r['peak_mib']:>9.1f}"
+            )
     if args.loop_seconds > 0:
         print(f"\nscheduler loop, {args.loop_seconds:.0f} s per run, lag = start of evaluation - time due")
         print(f"{'policies':>9} {'interval':>9} {'evaluations':>12} {'cycles':>7} {'p50 lag s':>10} {'p99 lag s':>10}")
         for n in args.sizes:
             for interval in args.intervals:
                 r = asyncio.run(loop_lag(n, interval=interval, seconds=args.loop_seconds, latency=args.latency))
-                print(f"{n:>9} {interval:>8}s {r['evaluations']:>12.0f} {r['cycles']:>7.0f} {r['p50']:>10.3f} "
-                      f"{r['p99']:>10.3f}")
+                print(
+                    f"{n:>9} {interval:>8}s {r['evaluations']:>12.0f} {r['cycles']:>7.0f} {r['p50']:>10.3f} "
+                    f"{r['p99']:>10.3f}"
+                )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"process max RSS {rss:.0f} MiB (python {sys.version.split()[0]})")
 

@@ -82,9 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="uploads per path, alternating (default 5)")
     args = parser.parse_args(argv)
     body = os.urandom(args.size_mib * MIB)
-    with tempfile.TemporaryDirectory(prefix="bench-upload-") as workdir, start_seaweedfs(
-        Path(workdir), stop_timeout=2.0
-    ) as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-upload-") as workdir,
+        start_seaweedfs(Path(workdir), stop_timeout=2.0) as server,
+    ):
         admin = boto3.client(
             "s3",
             endpoint_url=server.endpoint,

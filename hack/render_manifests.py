@@ -35,16 +35,18 @@ HEADER = f"""\
 """
 
 
-def render_chart_text(values: Mapping[str, Any] | None = None, *, release: str = RELEASE,
-                      namespace: str = NAMESPACE) -> str:
+def render_chart_text(
+    values: Mapping[str, Any] | None = None, *, release: str = RELEASE, namespace: str = NAMESPACE
+) -> str:
     """The chart's templates rendered as one multi-document YAML text, as ``helm template`` prints it."""
     with helm.Config(storage_driver="memory", namespace=namespace) as config:
         result = config.install(str(CHART), release, dict(values or {}), dry_run="client", namespace=namespace)
     return str(result["manifest"])
 
 
-def render_chart(values: Mapping[str, Any] | None = None, *, release: str = RELEASE,
-                 namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+def render_chart(
+    values: Mapping[str, Any] | None = None, *, release: str = RELEASE, namespace: str = NAMESPACE
+) -> list[dict[str, Any]]:
     """The chart's objects for ``values`` (merged over the chart's defaults), in Helm's install order."""
     text = render_chart_text(values, release=release, namespace=namespace)
     return [doc for doc in yaml.safe_load_all(text) if doc]

@@ -39,8 +39,15 @@ class LocalCluster:
     the operator.
     """
 
-    def __init__(self, *, workdir: Path, control_plane: ControlPlane | None = None, bin_dir: Path | None = None,
-                 env_overrides: Mapping[str, str] | None = None, node_name: str = "local") -> None:
+    def __init__(
+        self,
+        *,
+        workdir: Path,
+        control_plane: ControlPlane | None = None,
+        bin_dir: Path | None = None,
+        env_overrides: Mapping[str, str] | None = None,
+        node_name: str = "local",
+    ) -> None:
         self.workdir = workdir
         self.env_overrides = dict(env_overrides or {})
         self.node_name = node_name
@@ -71,12 +78,20 @@ class LocalCluster:
         self._release = asyncio.Event()
         pki = self.control_plane.pki
         assert pki is not None
-        cert, key = client_certificate(pki, f"kubelet-{self.node_name}", user=f"system:node:{self.node_name}",
-                                       groups=["system:nodes"])
+        cert, key = client_certificate(
+            pki, f"kubelet-{self.node_name}", user=f"system:node:{self.node_name}", groups=["system:nodes"]
+        )
         try:
-            async with LocalKubelet(server=self.control_plane.url, ca=pki.ca_cert, cert=cert, key=key,
-                                    workdir=self.workdir / "pods", node_name=self.node_name,
-                                    env_overrides=self.env_overrides, gate=self._gate) as kubelet:
+            async with LocalKubelet(
+                server=self.control_plane.url,
+                ca=pki.ca_cert,
+                cert=cert,
+                key=key,
+                workdir=self.workdir / "pods",
+                node_name=self.node_name,
+                env_overrides=self.env_overrides,
+                gate=self._gate,
+            ) as kubelet:
                 self._kubelet = kubelet
                 ready.set_result(None)
                 await self._stop.wait()
@@ -157,8 +172,15 @@ def _apply(admin_kubeconfig: Path, docs: Sequence[dict[str, Any]]) -> None:
         raise ControlPlaneError(f"kubectl apply of the chart's objects failed: {result.stderr.strip()}")
 
 
-def install_operator(admin_kubeconfig: Path, *, values: Mapping[str, Any], kubeconfig_path: Path,
-                     server: str, ca: Path, duration: str = "24h") -> Path:
+def install_operator(
+    admin_kubeconfig: Path,
+    *,
+    values: Mapping[str, Any],
+    kubeconfig_path: Path,
+    server: str,
+    ca: Path,
+    duration: str = "24h",
+) -> Path:
     """Apply the chart's own objects and return a kubeconfig of its ServiceAccount.
 
     Own objects: the cluster-scoped ones and those of the operator's namespace, but not the
@@ -169,11 +191,21 @@ def install_operator(admin_kubeconfig: Path, *, values: Mapping[str, Any], kubec
 
     objects = render(values)
     _apply(admin_kubeconfig, [yaml.safe_load(namespace_manifest(OPERATOR_NAMESPACE))])
-    _apply(admin_kubeconfig, [o for o in objects if o["kind"] not in NOT_APPLIED
-                              and o["metadata"].get("namespace") in (None, OPERATOR_NAMESPACE)])
-    account = next(o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount"
-                   and o["metadata"].get("namespace") == OPERATOR_NAMESPACE
-                   and o["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "trainer")
+    _apply(
+        admin_kubeconfig,
+        [
+            o
+            for o in objects
+            if o["kind"] not in NOT_APPLIED and o["metadata"].get("namespace") in (None, OPERATOR_NAMESPACE)
+        ],
+    )
+    account = next(
+        o["metadata"]["name"]
+        for o in objects
+        if o["kind"] == "ServiceAccount"
+        and o["metadata"].get("namespace") == OPERATOR_NAMESPACE
+        and o["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "trainer"
+    )
     token = kubectl(admin_kubeconfig, "create", "token", account, "-n", OPERATOR_NAMESPACE, f"--duration={duration}")
     if token.returncode != 0:
         raise ControlPlaneError(f"no token for the ServiceAccount {OPERATOR_NAMESPACE}/{account}: {token.stderr}")
@@ -189,8 +221,12 @@ def install_tenant(admin_kubeconfig: Path, *, values: Mapping[str, Any], namespa
     """
     objects = render({**values, "watchNamespaces": [namespace]})
     mine = [o for o in objects if o["metadata"].get("namespace") == namespace]
-    accounts = [o for o in mine if o["kind"] == "ServiceAccount"
-                and o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "trainer"]
+    accounts = [
+        o
+        for o in mine
+        if o["kind"] == "ServiceAccount"
+        and o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "trainer"
+    ]
     if not accounts:
         raise ControlPlaneError(f"the chart rendered no training ServiceAccount in {namespace} for these values")
     _apply(admin_kubeconfig, mine)

@@ -45,9 +45,21 @@ SERVICE_CIDR: Final = "10.96.0.0/24"
 # Controllers the operator's objects depend on (Jobs, their Pods, owner GC, namespaces, service
 # accounts and their tokens, node health), and the ones any cluster runs beside them.
 CONTROLLERS: Final = (
-    "job", "garbagecollector", "namespace", "serviceaccount", "serviceaccount-token", "root-ca-cert-publisher",
-    "ttl-after-finished", "podgc", "nodelifecycle", "cronjob", "replicaset", "deployment", "resourcequota",
-    "clusterrole-aggregation", "endpointslice",
+    "job",
+    "garbagecollector",
+    "namespace",
+    "serviceaccount",
+    "serviceaccount-token",
+    "root-ca-cert-publisher",
+    "ttl-after-finished",
+    "podgc",
+    "nodelifecycle",
+    "cronjob",
+    "replicaset",
+    "deployment",
+    "resourcequota",
+    "clusterrole-aggregation",
+    "endpointslice",
 )
 
 
@@ -67,8 +79,9 @@ def build(*, version: str | None = None, timeout: float = 3600.0) -> Path:
     if version:
         env["K8S"] = version
     try:
-        result = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, env=env,
-                                timeout=timeout, check=False)
+        result = subprocess.run(
+            ["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, env=env, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired as error:
         raise ControlPlaneError(f"building the control plane took longer than {timeout:.0f}s") from error
     if result.returncode != 0:
@@ -98,28 +111,53 @@ class Pki:
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     path.chmod(0o600)
 
 
-def _certificate(*, subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey,
-                 signer: ec.EllipticCurvePrivateKey, ca: bool = False, server: bool = False,
-                 client: bool = False, sans: Sequence[x509.GeneralName] = ()) -> x509.Certificate:
+def _certificate(
+    *,
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    signer: ec.EllipticCurvePrivateKey,
+    ca: bool = False,
+    server: bool = False,
+    client: bool = False,
+    sans: Sequence[x509.GeneralName] = (),
+) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=30))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
     if ca:
-        builder = builder.add_extension(x509.KeyUsage(
-            digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-            key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
-            decipher_only=False), critical=True)
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
     else:
-        usages = [u for u, on in ((ExtendedKeyUsageOID.SERVER_AUTH, server),
-                                  (ExtendedKeyUsageOID.CLIENT_AUTH, client)) if on]
+        usages = [
+            u for u, on in ((ExtendedKeyUsageOID.SERVER_AUTH, server), (ExtendedKeyUsageOID.CLIENT_AUTH, client)) if on
+        ]
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
@@ -127,8 +165,12 @@ def _certificate(*, subject: x509.Name, issuer: x509.Name, public_key: ec.Ellipt
 
 
 def _name(common: str, *organizations: str) -> x509.Name:
-    return x509.Name([*(x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common)])
+    return x509.Name(
+        [
+            *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations),
+            x509.NameAttribute(NameOID.COMMON_NAME, common),
+        ]
+    )
 
 
 def make_pki(directory: Path) -> Pki:
@@ -137,24 +179,43 @@ def make_pki(directory: Path) -> Pki:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("retrain-sandbox-ca")
     ca = _certificate(subject=ca_name, issuer=ca_name, public_key=ca_key.public_key(), signer=ca_key, ca=True)
-    pki = Pki(dir=directory, ca_cert=directory / "ca.crt", ca_key=directory / "ca.key",
-              serving_cert=directory / "apiserver.crt", serving_key=directory / "apiserver.key",
-              sa_key=directory / "sa.key", sa_pub=directory / "sa.pub")
+    pki = Pki(
+        dir=directory,
+        ca_cert=directory / "ca.crt",
+        ca_key=directory / "ca.key",
+        serving_cert=directory / "apiserver.crt",
+        serving_key=directory / "apiserver.key",
+        sa_key=directory / "sa.key",
+        sa_pub=directory / "sa.pub",
+    )
     pki.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     _write_key(pki.ca_key, ca_key)
     service_ip = next(ipaddress.IPv4Network(SERVICE_CIDR).hosts())
-    sans = [x509.DNSName("localhost"), x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default"),
-            x509.DNSName("kubernetes.default.svc"), x509.DNSName("kubernetes.default.svc.cluster.local"),
-            x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")), x509.IPAddress(service_ip)]
+    sans = [
+        x509.DNSName("localhost"),
+        x509.DNSName("kubernetes"),
+        x509.DNSName("kubernetes.default"),
+        x509.DNSName("kubernetes.default.svc"),
+        x509.DNSName("kubernetes.default.svc.cluster.local"),
+        x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
+        x509.IPAddress(service_ip),
+    ]
     serving_key = ec.generate_private_key(ec.SECP256R1())
-    serving = _certificate(subject=_name("kube-apiserver"), issuer=ca_name, public_key=serving_key.public_key(),
-                           signer=ca_key, server=True, sans=sans)
+    serving = _certificate(
+        subject=_name("kube-apiserver"),
+        issuer=ca_name,
+        public_key=serving_key.public_key(),
+        signer=ca_key,
+        server=True,
+        sans=sans,
+    )
     pki.serving_cert.write_bytes(serving.public_bytes(serialization.Encoding.PEM))
     _write_key(pki.serving_key, serving_key)
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_key(pki.sa_key, sa_key)
-    pki.sa_pub.write_bytes(sa_key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                            serialization.PublicFormat.SubjectPublicKeyInfo))
+    pki.sa_pub.write_bytes(
+        sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return pki
 
 
@@ -163,16 +224,30 @@ def client_certificate(pki: Pki, name: str, *, user: str, groups: Sequence[str] 
     ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = _certificate(subject=_name(user, *groups), issuer=_name("retrain-sandbox-ca"),
-                        public_key=key.public_key(), signer=ca_key, client=True)
+    cert = _certificate(
+        subject=_name(user, *groups),
+        issuer=_name("retrain-sandbox-ca"),
+        public_key=key.public_key(),
+        signer=ca_key,
+        client=True,
+    )
     cert_path, key_path = pki.dir / f"{name}.crt", pki.dir / f"{name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_key(key_path, key)
     return cert_path, key_path
 
 
-def write_kubeconfig(path: Path, *, server: str, ca: Path, user: str, cert: Path | None = None,
-                     key: Path | None = None, token: str | None = None, namespace: str = "default") -> Path:
+def write_kubeconfig(
+    path: Path,
+    *,
+    server: str,
+    ca: Path,
+    user: str,
+    cert: Path | None = None,
+    key: Path | None = None,
+    token: str | None = None,
+    namespace: str = "default",
+) -> Path:
     """A kubeconfig with one cluster, one user (client certificate or bearer token) and one context."""
     credentials: dict[str, str] = {}
     if cert is not None and key is not None:
@@ -180,7 +255,10 @@ def write_kubeconfig(path: Path, *, server: str, ca: Path, user: str, cert: Path
     if token is not None:
         credentials = {"token": token}
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "sandbox", "preferences": {},
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "sandbox",
+        "preferences": {},
         "clusters": [{"name": "sandbox", "cluster": {"server": server, "certificate-authority": str(ca)}}],
         "users": [{"name": user, "user": credentials}],
         "contexts": [{"name": "sandbox", "context": {"cluster": "sandbox", "user": user, "namespace": namespace}}],
@@ -208,8 +286,14 @@ class Component:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env={**os.environ, **self.env}, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env},
+                start_new_session=True,
+            )
 
     @property
     def running(self) -> bool:
@@ -260,8 +344,9 @@ class ControlPlane:
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def _binary(self, name: str) -> str:
@@ -281,76 +366,185 @@ class ControlPlane:
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         self.url = f"https://127.0.0.1:{api_port}"
 
-        etcd = self._start(Component("etcd", [
-            self._binary("etcd"), "--name", "sandbox", "--data-dir", str(self.workdir / "etcd"),
-            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-            "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
-            "--initial-cluster", f"sandbox=http://127.0.0.1:{etcd_peer}", "--initial-cluster-state", "new",
-            "--listen-metrics-urls", f"http://127.0.0.1:{free_port()}",
-            "--unsafe-no-fsync", "--quota-backend-bytes", str(4 << 30), "--log-level", "warn",
-        ], logs / "etcd.log"))
+        etcd = self._start(
+            Component(
+                "etcd",
+                [
+                    self._binary("etcd"),
+                    "--name",
+                    "sandbox",
+                    "--data-dir",
+                    str(self.workdir / "etcd"),
+                    "--listen-client-urls",
+                    etcd_url,
+                    "--advertise-client-urls",
+                    etcd_url,
+                    "--listen-peer-urls",
+                    f"http://127.0.0.1:{etcd_peer}",
+                    "--initial-advertise-peer-urls",
+                    f"http://127.0.0.1:{etcd_peer}",
+                    "--initial-cluster",
+                    f"sandbox=http://127.0.0.1:{etcd_peer}",
+                    "--initial-cluster-state",
+                    "new",
+                    "--listen-metrics-urls",
+                    f"http://127.0.0.1:{free_port()}",
+                    "--unsafe-no-fsync",
+                    "--quota-backend-bytes",
+                    str(4 << 30),
+                    "--log-level",
+                    "warn",
+                ],
+                logs / "etcd.log",
+            )
+        )
         self._wait_ready(etcd, f"{etcd_url}/health", expect=b'"health":"true"')
 
-        apiserver = self._start(Component("kube-apiserver", [
-            self._binary("kube-apiserver"), "--etcd-servers", etcd_url,
-            "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", str(api_port),
-            "--tls-cert-file", str(pki.serving_cert), "--tls-private-key-file", str(pki.serving_key),
-            "--client-ca-file", str(pki.ca_cert), "--authorization-mode", "Node,RBAC",
-            # The Node authorizer leaves "a node changes only itself and its own Pods" to this plugin.
-            "--enable-admission-plugins", "NodeRestriction",
-            "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-            "--service-account-key-file", str(pki.sa_pub), "--service-account-signing-key-file", str(pki.sa_key),
-            "--service-account-max-token-expiration", "48h",
-            "--service-cluster-ip-range", SERVICE_CIDR, "--endpoint-reconciler-type", "none",
-            "--allow-privileged=false", "--cert-dir", str(self.workdir / "apiserver-certs"),
-            "--profiling=false", "--v", "1",
-        ], logs / "kube-apiserver.log"))
+        apiserver = self._start(
+            Component(
+                "kube-apiserver",
+                [
+                    self._binary("kube-apiserver"),
+                    "--etcd-servers",
+                    etcd_url,
+                    "--bind-address",
+                    "127.0.0.1",
+                    "--advertise-address",
+                    "127.0.0.1",
+                    "--secure-port",
+                    str(api_port),
+                    "--tls-cert-file",
+                    str(pki.serving_cert),
+                    "--tls-private-key-file",
+                    str(pki.serving_key),
+                    "--client-ca-file",
+                    str(pki.ca_cert),
+                    "--authorization-mode",
+                    "Node,RBAC",
+                    # The Node authorizer leaves "a node changes only itself and its own Pods" to this plugin.
+                    "--enable-admission-plugins",
+                    "NodeRestriction",
+                    "--service-account-issuer",
+                    "https://kubernetes.default.svc.cluster.local",
+                    "--service-account-key-file",
+                    str(pki.sa_pub),
+                    "--service-account-signing-key-file",
+                    str(pki.sa_key),
+                    "--service-account-max-token-expiration",
+                    "48h",
+                    "--service-cluster-ip-range",
+                    SERVICE_CIDR,
+                    "--endpoint-reconciler-type",
+                    "none",
+                    "--allow-privileged=false",
+                    "--cert-dir",
+                    str(self.workdir / "apiserver-certs"),
+                    "--profiling=false",
+                    "--v",
+                    "1",
+                ],
+                logs / "kube-apiserver.log",
+            )
+        )
         admin_cert, admin_key = client_certificate(pki, "admin", user="sandbox-admin", groups=["system:masters"])
-        write_kubeconfig(self.admin_kubeconfig, server=self.url, ca=pki.ca_cert, user="sandbox-admin",
-                         cert=admin_cert, key=admin_key)
+        write_kubeconfig(
+            self.admin_kubeconfig, server=self.url, ca=pki.ca_cert, user="sandbox-admin", cert=admin_cert, key=admin_key
+        )
         self._wait_ready(apiserver, f"{self.url}/readyz", client=(admin_cert, admin_key))
 
         kcm_config = self._component_kubeconfig("kube-controller-manager", "system:kube-controller-manager")
         kcm_port = free_port()
-        kcm = self._start(Component("kube-controller-manager", [
-            self._binary("kube-controller-manager"), "--kubeconfig", str(kcm_config),
-            "--authentication-kubeconfig", str(kcm_config), "--authorization-kubeconfig", str(kcm_config),
-            "--bind-address", "127.0.0.1", "--secure-port", str(kcm_port), "--leader-elect=false",
-            "--use-service-account-credentials", "--controllers", ",".join(CONTROLLERS),
-            "--service-account-private-key-file", str(pki.sa_key), "--root-ca-file", str(pki.ca_cert),
-            "--cert-dir", str(self.workdir / "kcm-certs"), "--cluster-name", "sandbox",
-            "--concurrent-job-syncs", "10", "--profiling=false", "--v", "1",
-        ], logs / "kube-controller-manager.log"))
+        kcm = self._start(
+            Component(
+                "kube-controller-manager",
+                [
+                    self._binary("kube-controller-manager"),
+                    "--kubeconfig",
+                    str(kcm_config),
+                    "--authentication-kubeconfig",
+                    str(kcm_config),
+                    "--authorization-kubeconfig",
+                    str(kcm_config),
+                    "--bind-address",
+                    "127.0.0.1",
+                    "--secure-port",
+                    str(kcm_port),
+                    "--leader-elect=false",
+                    "--use-service-account-credentials",
+                    "--controllers",
+                    ",".join(CONTROLLERS),
+                    "--service-account-private-key-file",
+                    str(pki.sa_key),
+                    "--root-ca-file",
+                    str(pki.ca_cert),
+                    "--cert-dir",
+                    str(self.workdir / "kcm-certs"),
+                    "--cluster-name",
+                    "sandbox",
+                    "--concurrent-job-syncs",
+                    "10",
+                    "--profiling=false",
+                    "--v",
+                    "1",
+                ],
+                logs / "kube-controller-manager.log",
+            )
+        )
         scheduler_config = self._component_kubeconfig("kube-scheduler", "system:kube-scheduler")
         scheduler_port = free_port()
-        scheduler = self._start(Component("kube-scheduler", [
-            self._binary("kube-scheduler"), "--kubeconfig", str(scheduler_config),
-            "--authentication-kubeconfig", str(scheduler_config), "--authorization-kubeconfig", str(scheduler_config),
-            "--bind-address", "127.0.0.1", "--secure-port", str(scheduler_port), "--leader-elect=false",
-            "--cert-dir", str(self.workdir / "scheduler-certs"), "--profiling=false", "--v", "1",
-        ], logs / "kube-scheduler.log"))
+        scheduler = self._start(
+            Component(
+                "kube-scheduler",
+                [
+                    self._binary("kube-scheduler"),
+                    "--kubeconfig",
+                    str(scheduler_config),
+                    "--authentication-kubeconfig",
+                    str(scheduler_config),
+                    "--authorization-kubeconfig",
+                    str(scheduler_config),
+                    "--bind-address",
+                    "127.0.0.1",
+                    "--secure-port",
+                    str(scheduler_port),
+                    "--leader-elect=false",
+                    "--cert-dir",
+                    str(self.workdir / "scheduler-certs"),
+                    "--profiling=false",
+                    "--v",
+                    "1",
+                ],
+                logs / "kube-scheduler.log",
+            )
+        )
         self._wait_ready(kcm, f"https://127.0.0.1:{kcm_port}/healthz", insecure=True)
         self._wait_ready(scheduler, f"https://127.0.0.1:{scheduler_port}/healthz", insecure=True)
 
     def _component_kubeconfig(self, name: str, user: str) -> Path:
         assert self.pki is not None
         cert, key = client_certificate(self.pki, name, user=user)
-        return write_kubeconfig(self.workdir / f"{name}.kubeconfig", server=self.url, ca=self.pki.ca_cert,
-                                user=user, cert=cert, key=key)
+        return write_kubeconfig(
+            self.workdir / f"{name}.kubeconfig", server=self.url, ca=self.pki.ca_cert, user=user, cert=cert, key=key
+        )
 
     def user_kubeconfig(self, name: str, *, user: str, groups: Sequence[str] = (), namespace: str = "default") -> Path:
         """A kubeconfig authenticating as ``user`` in ``groups`` with a client certificate."""
         assert self.pki is not None
         cert, key = client_certificate(self.pki, name, user=user, groups=groups)
-        return write_kubeconfig(self.workdir / f"{name}.kubeconfig", server=self.url, ca=self.pki.ca_cert,
-                                user=user, cert=cert, key=key, namespace=namespace)
+        return write_kubeconfig(
+            self.workdir / f"{name}.kubeconfig",
+            server=self.url,
+            ca=self.pki.ca_cert,
+            user=user,
+            cert=cert,
+            key=key,
+            namespace=namespace,
+        )
 
     def token_kubeconfig(self, path: Path, *, token: str, user: str, namespace: str = "default") -> Path:
         """A kubeconfig that authenticates with a bearer token (e.g. a ServiceAccount's)."""
         assert self.pki is not None
-        return write_kubeconfig(path, server=self.url, ca=self.pki.ca_cert, user=user, token=token,
-                                namespace=namespace)
+        return write_kubeconfig(path, server=self.url, ca=self.pki.ca_cert, user=user, token=token, namespace=namespace)
 
     def _start(self, component: Component) -> Component:
         self.components.append(component)
@@ -360,8 +554,15 @@ class ControlPlane:
             raise ControlPlaneError(f"{component.name} could not start ({error}); see {component.log_path}") from error
         return component
 
-    def _wait_ready(self, component: Component, url: str, *, expect: bytes | None = None,
-                    client: tuple[Path, Path] | None = None, insecure: bool = False) -> None:
+    def _wait_ready(
+        self,
+        component: Component,
+        url: str,
+        *,
+        expect: bytes | None = None,
+        client: tuple[Path, Path] | None = None,
+        insecure: bool = False,
+    ) -> None:
         context: ssl.SSLContext | None = None
         if url.startswith("https"):
             assert self.pki is not None
@@ -377,7 +578,8 @@ class ControlPlane:
             if not component.running:
                 raise ControlPlaneError(
                     f"{component.name} exited with code {component.process.returncode if component.process else '?'} "
-                    f"before it was ready; see {component.log_path}\n{component.tail()}")
+                    f"before it was ready; see {component.log_path}\n{component.tail()}"
+                )
             try:
                 with urllib.request.urlopen(url, timeout=5, context=context) as response:
                     body = response.read()
@@ -389,7 +591,8 @@ class ControlPlane:
             if time.monotonic() > deadline:
                 raise ControlPlaneError(
                     f"{component.name} was not ready at {url} within {self.start_timeout:.0f}s (last: {last}); "
-                    f"see {component.log_path}\n{component.tail()}")
+                    f"see {component.log_path}\n{component.tail()}"
+                )
             time.sleep(0.2)
 
     def stop(self) -> None:

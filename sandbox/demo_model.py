@@ -60,8 +60,9 @@ class DemoModel:
 def serve(model: DemoModel, *, port: int, stop: threading.Event, poll_seconds: float = 1.0) -> None:
     """Export ``model_accuracy`` on ``port`` until ``stop`` is set; meant for a daemon thread."""
     registry = CollectorRegistry()
-    gauge = Gauge("model_accuracy", "Live accuracy of the model, from delayed labels.", ["namespace", "model"],
-                  registry=registry)
+    gauge = Gauge(
+        "model_accuracy", "Live accuracy of the model, from delayed labels.", ["namespace", "model"], registry=registry
+    )
     gauge.labels(model.namespace, model.model).set_function(model.accuracy)
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     try:

@@ -32,18 +32,26 @@ def kubectl_path() -> str:
     return found
 
 
-def kubectl(kubeconfig: Path, *args: str, input: str | None = None,
-            timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    kubeconfig: Path, *args: str, input: str | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
     """Run kubectl against the given kubeconfig; never raises on a non-zero exit (the caller judges)."""
-    return subprocess.run([kubectl_path(), "--kubeconfig", str(kubeconfig), *args], input=input,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [kubectl_path(), "--kubeconfig", str(kubeconfig), *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 class OperatorProcess:
     """``retrain-operator run`` as a child process with its log in a file."""
 
-    def __init__(self, *, kubeconfig: Path, log_path: Path, args: Sequence[str] = (),
-                 env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, *, kubeconfig: Path, log_path: Path, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.args = list(args)
@@ -56,8 +64,12 @@ class OperatorProcess:
         log = open(self.log_path, "ab")
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "retrain_operator.cli", "run", "--kubeconfig", str(self.kubeconfig),
-                 *self.args], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                [sys.executable, "-m", "retrain_operator.cli", "run", "--kubeconfig", str(self.kubeconfig), *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         finally:
             log.close()
         return self

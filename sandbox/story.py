@@ -70,17 +70,41 @@ def demo_policy(*, s3_endpoint: str) -> dict[str, Any]:
         "kind": "RetrainPolicy",
         "metadata": {"name": "churn", "namespace": NAMESPACE},
         "spec": {
-            "model": {"name": "churn", "registry": {"endpoint": s3_endpoint, "bucket": BUCKET, "prefix": "churn/",
-                                                    "credentialsSecret": "churn-s3"}},
+            "model": {
+                "name": "churn",
+                "registry": {
+                    "endpoint": s3_endpoint,
+                    "bucket": BUCKET,
+                    "prefix": "churn/",
+                    "credentialsSecret": "churn-s3",
+                },
+            },
             "metrics": {"endpoint": "sandbox", "selector": {"model": "churn"}},
             "evaluation": {"interval": "5s"},
-            "triggers": [{"name": "accuracy-drop", "for": "10s", "accuracyDecay": {
-                "metric": "model_accuracy", "window": "10s", "baseline": "Model", "fixedBaseline": 0.95,
-                "maxDrop": 0.05, "clearDrop": 0.02}}],
+            "triggers": [
+                {
+                    "name": "accuracy-drop",
+                    "for": "10s",
+                    "accuracyDecay": {
+                        "metric": "model_accuracy",
+                        "window": "10s",
+                        "baseline": "Model",
+                        "fixedBaseline": 0.95,
+                        "maxDrop": 0.05,
+                        "clearDrop": 0.02,
+                    },
+                }
+            ],
             "decision": {"cooldown": "10m"},
-            "training": {"builtin": {"data": {"key": "data/churn.csv"}, "target": "label",
-                                     "estimator": "sklearn.linear_model.LogisticRegression",
-                                     "params": {"max_iter": 5000}}, "deadline": "5m"},
+            "training": {
+                "builtin": {
+                    "data": {"key": "data/churn.csv"},
+                    "target": "label",
+                    "estimator": "sklearn.linear_model.LogisticRegression",
+                    "params": {"max_iter": 5000},
+                },
+                "deadline": "5m",
+            },
         },
     }
 
@@ -93,7 +117,8 @@ def gated_policy(*, s3_endpoint: str) -> dict[str, Any]:
     body["spec"]["triggers"][0]["accuracyDecay"]["baseline"] = "Fixed"
     body["spec"]["decision"].update(
         prices={"cpuHour": 50.0, "perRetrain": 100.0},
-        costBenefit={"valuePerAccuracyPointPerDay": 1.0, "horizon": "7d", "estimatedDuration": "10m"})
+        costBenefit={"valuePerAccuracyPointPerDay": 1.0, "horizon": "7d", "estimatedDuration": "10m"},
+    )
     return body
 
 
@@ -139,17 +164,26 @@ def _demo_service(model: DemoModel, port: int) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workdir", type=Path, default=Path(".sandbox"), help="scratch directory (wiped first)")
     parser.add_argument("--keep", action="store_true", help="keep everything running after the story completes")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
-    parser.add_argument("--kubeconfig", type=Path, default=None,
-                        help="use this cluster (kind, minikube, ...) instead of starting a local control plane")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address at which that cluster's Pods reach this machine; S3 listens there")
-    parser.add_argument("--trainer-image", default="retrain-operator:dev",
-                        help="the training Jobs' image; on your own cluster one that it can pull or has loaded")
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="use this cluster (kind, minikube, ...) instead of starting a local control plane",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address at which that cluster's Pods reach this machine; S3 listens there"
+    )
+    parser.add_argument(
+        "--trainer-image",
+        default="retrain-operator:dev",
+        help="the training Jobs' image; on your own cluster one that it can pull or has loaded",
+    )
     args = parser.parse_args(argv)
     workdir: Path = args.workdir.resolve()
     shutil.rmtree(workdir, ignore_errors=True)
@@ -159,8 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         s3_server = stack.enter_context(start_seaweedfs(workdir / "s3", host=args.host))
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=s3_server.endpoint, aws_access_key_id=s3_server.access_key,
-                          aws_secret_access_key=s3_server.secret_key, region_name="us-east-1")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=s3_server.endpoint,
+            aws_access_key_id=s3_server.access_key,
+            aws_secret_access_key=s3_server.secret_key,
+            region_name="us-east-1",
+        )
         s3.create_bucket(Bucket=BUCKET)
         s3.put_object(Bucket=BUCKET, Key="data/churn.csv", Body=_training_csv())
         n.say(f"S3 (SeaweedFS) at {s3_server.endpoint}: s3://{BUCKET}/data/churn.csv holds the training data")
@@ -169,23 +208,32 @@ def main(argv: list[str] | None = None) -> int:
         port = _free_port()
         stack.enter_context(_demo_service(model, port))
         prom = stack.enter_context(start_prometheus(workdir / "prometheus", scrape_targets=[f"127.0.0.1:{port}"]))
-        n.say(f"demo model serving at 127.0.0.1:{port}, accuracy {model.accuracy():.3f} and decaying; "
-              f"Prometheus at {prom.url} scrapes it every second")
+        n.say(
+            f"demo model serving at 127.0.0.1:{port}, accuracy {model.accuracy():.3f} and decaying; "
+            f"Prometheus at {prom.url} scrapes it every second"
+        )
 
         if args.kubeconfig is None:
             n.say("control plane: building etcd and Kubernetes from the Go modules if not cached (once, minutes)")
             try:
                 bin_dir = build()
-                cluster = stack.enter_context(LocalCluster(workdir=workdir / "cluster", bin_dir=bin_dir,
-                                                           env_overrides={"PATH": f"{venv_bin()}:/usr/bin:/bin"}))
+                cluster = stack.enter_context(
+                    LocalCluster(
+                        workdir=workdir / "cluster",
+                        bin_dir=bin_dir,
+                        env_overrides={"PATH": f"{venv_bin()}:/usr/bin:/bin"},
+                    )
+                )
             except ControlPlaneError as error:
                 print(f"error: {error}", file=sys.stderr)
                 return 1
             kubeconfig = cluster.kubeconfig
             assert cluster.control_plane.pki is not None
             server, ca = cluster.url, cluster.control_plane.pki.ca_cert
-            n.say(f"Kubernetes API server at {server} (etcd, controller manager, scheduler, local kubelet); "
-                  f"admin kubeconfig {kubeconfig}")
+            n.say(
+                f"Kubernetes API server at {server} (etcd, controller manager, scheduler, local kubelet); "
+                f"admin kubeconfig {kubeconfig}"
+            )
         else:
             kubeconfig = args.kubeconfig.resolve()
             try:
@@ -193,8 +241,10 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as error:
                 print(f"error: --kubeconfig {kubeconfig}: {error}", file=sys.stderr)
                 return 1
-            n.say(f"your cluster at {server} (kubeconfig {kubeconfig}); Jobs run {args.trainer_image} and reach "
-                  f"S3 at {s3_server.endpoint}")
+            n.say(
+                f"your cluster at {server} (kubeconfig {kubeconfig}); Jobs run {args.trainer_image} and reach "
+                f"S3 at {s3_server.endpoint}"
+            )
             stack.callback(_clean_up, kubeconfig)
 
         def apply(docs: list[dict[str, Any]] | None = None, path: Path | None = None) -> None:
@@ -207,23 +257,48 @@ def main(argv: list[str] | None = None) -> int:
 
         apply(path=_crd_dir())
         kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(_crd_dir()))
-        operator_kubeconfig = install_operator(kubeconfig, values=CHART_VALUES,
-                                               kubeconfig_path=workdir / "operator.kubeconfig", server=server, ca=ca)
-        n.say(f"chart installed (RBAC, ServiceAccount); the operator authenticates as that ServiceAccount "
-              f"({operator_kubeconfig})")
+        operator_kubeconfig = install_operator(
+            kubeconfig, values=CHART_VALUES, kubeconfig_path=workdir / "operator.kubeconfig", server=server, ca=ca
+        )
+        n.say(
+            f"chart installed (RBAC, ServiceAccount); the operator authenticates as that ServiceAccount "
+            f"({operator_kubeconfig})"
+        )
         apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}])
         account = install_tenant(kubeconfig, values=CHART_VALUES, namespace=NAMESPACE)
-        apply([
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "churn-s3", "namespace": NAMESPACE},
-             "stringData": {"AWS_ACCESS_KEY_ID": s3_server.access_key,
-                            "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}},
-            {"apiVersion": "retrain.dev/v1alpha1", "kind": "MetricsEndpoint", "metadata": {"name": "sandbox"},
-             "spec": {"url": prom.url, "namespaceLabel": "namespace", "allowedNamespaces": [NAMESPACE]}},
-        ])
-        operator = OperatorProcess(kubeconfig=operator_kubeconfig, log_path=workdir / "operator.log",
-                                   args=["--operator-namespace", OPERATOR_NAMESPACE, "--trainer-image",
-                                         args.trainer_image, "--training-service-account", account,
-                                         "--namespace", NAMESPACE])
+        apply(
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "churn-s3", "namespace": NAMESPACE},
+                    "stringData": {
+                        "AWS_ACCESS_KEY_ID": s3_server.access_key,
+                        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+                    },
+                },
+                {
+                    "apiVersion": "retrain.dev/v1alpha1",
+                    "kind": "MetricsEndpoint",
+                    "metadata": {"name": "sandbox"},
+                    "spec": {"url": prom.url, "namespaceLabel": "namespace", "allowedNamespaces": [NAMESPACE]},
+                },
+            ]
+        )
+        operator = OperatorProcess(
+            kubeconfig=operator_kubeconfig,
+            log_path=workdir / "operator.log",
+            args=[
+                "--operator-namespace",
+                OPERATOR_NAMESPACE,
+                "--trainer-image",
+                args.trainer_image,
+                "--training-service-account",
+                account,
+                "--namespace",
+                NAMESPACE,
+            ],
+        )
         operator.start()
         stack.callback(operator.stop)
         n.say(f"operator started (pid {operator.process.pid if operator.process else '?'}), log {operator.log_path}")
@@ -243,8 +318,10 @@ def main(argv: list[str] | None = None) -> int:
             for item in items:
                 print(f"  {item.get('type', ''):<8} {item.get('reason', ''):<18} {item.get('message', '')[:140]}")
         if not done:
-            print(f"\nthe story did not complete in {args.timeout:.0f}s; operator log tail:\n{operator.log()[-4000:]}",
-                  file=sys.stderr)
+            print(
+                f"\nthe story did not complete in {args.timeout:.0f}s; operator log tail:\n{operator.log()[-4000:]}",
+                file=sys.stderr,
+            )
             return 1
         print("\nThe loop is complete: decay detected, one Job, a new model in S3, status explains it.")
         if args.keep:
@@ -255,8 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _watch(n: Narrator, *, kubeconfig: Path, operator: OperatorProcess, s3: Any, timeout: float,
-           model: DemoModel) -> bool:
+def _watch(
+    n: Narrator, *, kubeconfig: Path, operator: OperatorProcess, s3: Any, timeout: float, model: DemoModel
+) -> bool:
     """Narrate the policy's status until the retrained model is in production and accuracy recovered."""
     deadline = time.monotonic() + timeout
     seen: dict[str, Any] = {}
@@ -272,8 +350,9 @@ def _watch(n: Narrator, *, kubeconfig: Path, operator: OperatorProcess, s3: Any,
                 seen["trigger"] = state
                 n.say(f"trigger {trigger['name']}: {trigger['state']:<12} {trigger.get('message', '')}")
         gated = kubectl(kubeconfig, "get", "retrainpolicy", "churn-gated", "-n", NAMESPACE, "-o", "json")
-        gated_decision = (json.loads(gated.stdout).get("status") or {}).get("lastDecision") or {} \
-            if gated.returncode == 0 else {}
+        gated_decision = (
+            (json.loads(gated.stdout).get("status") or {}).get("lastDecision") or {} if gated.returncode == 0 else {}
+        )
         if gated_decision.get("reason") == "NotWorthRetraining" and not seen.get("gated"):
             seen["gated"] = True
             n.say(f"churn-gated decision: {gated_decision['action']} (NotWorthRetraining): {gated_decision['message']}")
@@ -294,14 +373,18 @@ def _watch(n: Narrator, *, kubeconfig: Path, operator: OperatorProcess, s3: Any,
                 n.say(f"  s3://{BUCKET}/{obj['Key']} ({obj['Size']} bytes)")
             current = status.get("model") or {}
             if current:
-                n.say(f"status.model: version {current.get('version')}, {current.get('metric')} "
-                      f"{current.get('score')}, {current.get('uri')}")
+                n.say(
+                    f"status.model: version {current.get('version')}, {current.get('metric')} "
+                    f"{current.get('score')}, {current.get('uri')}"
+                )
             if last.get("outcome") != "Succeeded":
                 return False
         trigger_states = [t.get("state") for t in status.get("triggers") or []]
         if last.get("outcome") == "Succeeded" and model.version and trigger_states == ["clear"] and seen.get("gated"):
-            n.say(f"the demo model now serves version {model.version}; accuracy recovered to "
-                  f"{model.accuracy():.3f} and the trigger is clear")
+            n.say(
+                f"the demo model now serves version {model.version}; accuracy recovered to "
+                f"{model.accuracy():.3f} and the trigger is clear"
+            )
             return True
         time.sleep(0.5)
     return False

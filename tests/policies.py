@@ -8,19 +8,35 @@ from typing import Any
 BASE: dict[str, Any] = {
     "apiVersion": "retrain.dev/v1alpha1",
     "kind": "RetrainPolicy",
-    "metadata": {"name": "churn", "namespace": "team-a", "uid": "uid-1", "generation": 1,
-                 "creationTimestamp": "2026-11-01T00:00:00Z"},
+    "metadata": {
+        "name": "churn",
+        "namespace": "team-a",
+        "uid": "uid-1",
+        "generation": 1,
+        "creationTimestamp": "2026-11-01T00:00:00Z",
+    },
     "spec": {
-        "model": {"name": "churn", "registry": {"bucket": "models", "prefix": "churn/",
-                                                "credentialsSecret": "s3-creds"}},
+        "model": {
+            "name": "churn",
+            "registry": {"bucket": "models", "prefix": "churn/", "credentialsSecret": "s3-creds"},
+        },
         "metrics": {"endpoint": "default", "selector": {"model": "churn"}},
         "evaluation": {"interval": "30s"},
-        "triggers": [{"name": "accuracy-drop", "for": "5m",
-                      "accuracyDecay": {"metric": "model_accuracy", "window": "5m", "fixedBaseline": 0.9,
-                                        "maxDrop": 0.05}}],
+        "triggers": [
+            {
+                "name": "accuracy-drop",
+                "for": "5m",
+                "accuracyDecay": {"metric": "model_accuracy", "window": "5m", "fixedBaseline": 0.9, "maxDrop": 0.05},
+            }
+        ],
         "decision": {"cooldown": "1h"},
-        "training": {"builtin": {"data": {"key": "data/train.csv"}, "target": "label",
-                                 "estimator": "sklearn.linear_model.LogisticRegression"}},
+        "training": {
+            "builtin": {
+                "data": {"key": "data/train.csv"},
+                "target": "label",
+                "estimator": "sklearn.linear_model.LogisticRegression",
+            }
+        },
     },
 }
 
@@ -49,23 +65,50 @@ def set_path(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 # (key or prefix, features or excludeFeatures): the round trip through the Job covers each field.
 EVERY_TRAINER_SETTING: list[dict[str, Any]] = [
     policy(
-        model={"name": "churn.v2", "registry": {"bucket": "models", "prefix": "teams/churn/",
-                                                "endpoint": "https://s3.example.com", "region": "eu-west-1",
-                                                "credentialsSecret": "s3-creds"}},
-        training={"builtin": {
-            "data": {"bucket": "events", "prefix": "daily/", "format": "parquet",
-                     "window": {"column": "ts", "last": "1w2d", "partitions": 30}},
-            "target": "churned", "estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
-            "excludeFeatures": ["customer_id"], "params": {"max_iter": 300, "learning_rate": 0.05,
-                                                           "class_weight": {"0": 1, "1": 2.5}},
-            "split": {"method": "time", "column": "ts"}, "testSize": 0.25, "seed": 7, "metric": "roc_auc",
-            "histograms": {"features": {"tenure": [1, 6, 12.5, 24], "age": [18, 30, 65]},
-                           "predictions": [0.1, 0.5, 0.9]},
-        }},
+        model={
+            "name": "churn.v2",
+            "registry": {
+                "bucket": "models",
+                "prefix": "teams/churn/",
+                "endpoint": "https://s3.example.com",
+                "region": "eu-west-1",
+                "credentialsSecret": "s3-creds",
+            },
+        },
+        training={
+            "builtin": {
+                "data": {
+                    "bucket": "events",
+                    "prefix": "daily/",
+                    "format": "parquet",
+                    "window": {"column": "ts", "last": "1w2d", "partitions": 30},
+                },
+                "target": "churned",
+                "estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
+                "excludeFeatures": ["customer_id"],
+                "params": {"max_iter": 300, "learning_rate": 0.05, "class_weight": {"0": 1, "1": 2.5}},
+                "split": {"method": "time", "column": "ts"},
+                "testSize": 0.25,
+                "seed": 7,
+                "metric": "roc_auc",
+                "histograms": {
+                    "features": {"tenure": [1, 6, 12.5, 24], "age": [18, 30, 65]},
+                    "predictions": [0.1, 0.5, 0.9],
+                },
+            }
+        },
         promotion={"minScore": 0.8, "mustBeatChampion": False, "minImprovement": 0.01},
     ),
-    policy(training={"builtin": {
-        "data": {"key": "data/train.csv"}, "target": "label", "estimator": "sklearn.linear_model.Ridge",
-        "features": ["tenure", "plan"], "metric": "rmse", "histograms": {"features": {"tenure": [1, 6]}},
-    }}),
+    policy(
+        training={
+            "builtin": {
+                "data": {"key": "data/train.csv"},
+                "target": "label",
+                "estimator": "sklearn.linear_model.Ridge",
+                "features": ["tenure", "plan"],
+                "metric": "rmse",
+                "histograms": {"features": {"tenure": [1, 6]}},
+            }
+        }
+    ),
 ]

@@ -20,9 +20,18 @@ from tests.policies import BASE, policy
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("90s", 90), ("1h30m", 5400), ("1.5h", 5400), ("500ms", 0.5), ("2d", 172800), ("0s", 0), ("2w", 1209600),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90),
+        ("1h30m", 5400),
+        ("1.5h", 5400),
+        ("500ms", 0.5),
+        ("2d", 172800),
+        ("0s", 0),
+        ("2w", 1209600),
+    ],
+)
 def test_durations_parse(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
@@ -56,40 +65,89 @@ def _problems(body: dict[str, Any]) -> list[str]:
     return [str(p) for p in info.value.problems]
 
 
-@pytest.mark.parametrize(("change", "field", "fix"), [
-    ({"evaluation": {"interval": "soon"}}, "spec.evaluation.interval", "for example 90s"),
-    ({"evaluation": {"interval": "100ms"}}, "spec.evaluation.interval", "minimum of 1s"),
-    ({"triggers": [{"name": "x", "seasonality": {}}]}, "spec.triggers[0].seasonality",
-     "accuracyDecay, query, schedule, drift, dataVolume"),
-    ({"triggers": [{"name": "x"}]}, "spec.triggers[0]", "exactly one of"),
-    ({"triggers": [{"name": "x", "schedule": {"cron": "0 3 * *"}, "query": {}}]}, "spec.triggers[0]",
-     "exactly one of"),
-    ({"triggers": [{"name": "x", "schedule": {"cron": "61 3 * * *"}}]}, "spec.triggers[0].schedule.cron",
-     "five-field cron"),
-    ({"triggers": [{"name": "a", "schedule": {"cron": "0 3 * * *"}},
-                   {"name": "a", "schedule": {"cron": "0 4 * * *"}}]}, "spec.triggers[1].name", "unique"),
-    ({"triggers": [{"name": "q", "query": {"promql": "up", "operator": ">", "threshold": 1,
-                                           "clearThreshold": 2}}]}, "spec.triggers[0].query.clearThreshold",
-     "at or below"),
-    ({"triggers": [{"name": "d", "accuracyDecay": {"metric": "acc", "maxDrop": 0.05, "clearDrop": 0.1}}]},
-     "spec.triggers[0].accuracyDecay.clearDrop", "at most maxDrop"),
-    ({"triggers": [{"name": "d", "accuracyDecay": {"metric": "acc", "maxDrop": 0.05, "baseline": "Fixed"}}]},
-     "spec.triggers[0].accuracyDecay.fixedBaseline", "required when baseline is Fixed"),
-    ({"triggers": [{"name": "d", "onMissingData": "Zero",
-                    "accuracyDecay": {"metric": "acc", "maxDrop": 0.05}}]}, "spec.triggers[0].onMissingData",
-     "Inconclusive, Clear, Fire"),
-    ({"metrics": {"endpoint": "default", "selector": {"bad-label": "x"}}}, "spec.metrics.selector.bad-label",
-     "label name"),
-    ({"training": {"builtin": {"data": {"key": "k"}, "target": "y", "estimator": "os.system"}}},
-     "spec.training.builtin.estimator", "scikit-learn estimator"),
-    ({"training": {}}, "spec.training", "set builtin"),
-    ({"training": {"command": ["x"], "env": [{"name": "RETRAIN_TRAINER_CONFIG", "value": "{}"}]}},
-     "spec.training.env[0].name", "set by the operator"),
-    ({"training": {"command": ["x"], "resources": {"requests": {"hugepages-2Mi": "1Gi"}}}},
-     "spec.training.resources.requests.hugepages-2Mi", "is not allowed"),
-    ({"model": {"name": "churn", "registry": {"bucket": "b", "prefix": "no-slash"}}}, "spec.model.registry.prefix",
-     "must end with '/'"),
-])
+@pytest.mark.parametrize(
+    ("change", "field", "fix"),
+    [
+        ({"evaluation": {"interval": "soon"}}, "spec.evaluation.interval", "for example 90s"),
+        ({"evaluation": {"interval": "100ms"}}, "spec.evaluation.interval", "minimum of 1s"),
+        (
+            {"triggers": [{"name": "x", "seasonality": {}}]},
+            "spec.triggers[0].seasonality",
+            "accuracyDecay, query, schedule, drift, dataVolume",
+        ),
+        ({"triggers": [{"name": "x"}]}, "spec.triggers[0]", "exactly one of"),
+        (
+            {"triggers": [{"name": "x", "schedule": {"cron": "0 3 * *"}, "query": {}}]},
+            "spec.triggers[0]",
+            "exactly one of",
+        ),
+        (
+            {"triggers": [{"name": "x", "schedule": {"cron": "61 3 * * *"}}]},
+            "spec.triggers[0].schedule.cron",
+            "five-field cron",
+        ),
+        (
+            {
+                "triggers": [
+                    {"name": "a", "schedule": {"cron": "0 3 * * *"}},
+                    {"name": "a", "schedule": {"cron": "0 4 * * *"}},
+                ]
+            },
+            "spec.triggers[1].name",
+            "unique",
+        ),
+        (
+            {
+                "triggers": [
+                    {"name": "q", "query": {"promql": "up", "operator": ">", "threshold": 1, "clearThreshold": 2}}
+                ]
+            },
+            "spec.triggers[0].query.clearThreshold",
+            "at or below",
+        ),
+        (
+            {"triggers": [{"name": "d", "accuracyDecay": {"metric": "acc", "maxDrop": 0.05, "clearDrop": 0.1}}]},
+            "spec.triggers[0].accuracyDecay.clearDrop",
+            "at most maxDrop",
+        ),
+        (
+            {"triggers": [{"name": "d", "accuracyDecay": {"metric": "acc", "maxDrop": 0.05, "baseline": "Fixed"}}]},
+            "spec.triggers[0].accuracyDecay.fixedBaseline",
+            "required when baseline is Fixed",
+        ),
+        (
+            {"triggers": [{"name": "d", "onMissingData": "Zero", "accuracyDecay": {"metric": "acc", "maxDrop": 0.05}}]},
+            "spec.triggers[0].onMissingData",
+            "Inconclusive, Clear, Fire",
+        ),
+        (
+            {"metrics": {"endpoint": "default", "selector": {"bad-label": "x"}}},
+            "spec.metrics.selector.bad-label",
+            "label name",
+        ),
+        (
+            {"training": {"builtin": {"data": {"key": "k"}, "target": "y", "estimator": "os.system"}}},
+            "spec.training.builtin.estimator",
+            "scikit-learn estimator",
+        ),
+        ({"training": {}}, "spec.training", "set builtin"),
+        (
+            {"training": {"command": ["x"], "env": [{"name": "RETRAIN_TRAINER_CONFIG", "value": "{}"}]}},
+            "spec.training.env[0].name",
+            "set by the operator",
+        ),
+        (
+            {"training": {"command": ["x"], "resources": {"requests": {"hugepages-2Mi": "1Gi"}}}},
+            "spec.training.resources.requests.hugepages-2Mi",
+            "is not allowed",
+        ),
+        (
+            {"model": {"name": "churn", "registry": {"bucket": "b", "prefix": "no-slash"}}},
+            "spec.model.registry.prefix",
+            "must end with '/'",
+        ),
+    ],
+)
 def test_invalid_policies_name_the_field_and_the_fix(change: dict[str, Any], field: str, fix: str) -> None:
     problems = _problems(policy(**change))
     assert any(p.startswith(f"{field}: ") and fix in p for p in problems), problems
@@ -101,8 +159,9 @@ def test_every_problem_is_reported_not_only_the_first() -> None:
 
 
 def test_endpoint_rules_for_a_policy() -> None:
-    spec = parse_policy_spec(policy(triggers=[{"name": "q", "query": {"promql": "up", "operator": ">",
-                                                                      "threshold": 1}}])["spec"])
+    spec = parse_policy_spec(
+        policy(triggers=[{"name": "q", "query": {"promql": "up", "operator": ">", "threshold": 1}}])["spec"]
+    )
     closed = api.EndpointSpec(url="http://p", allowed_namespaces=("team-b",))
     problems = [str(p) for p in api.check_endpoint_use(spec, namespace="team-a", endpoint_name="p", endpoint=closed)]
     assert any("does not admit namespace 'team-a'" in p for p in problems)
@@ -114,8 +173,7 @@ def test_endpoint_rules_for_a_policy() -> None:
 
 
 def test_budget_spec() -> None:
-    spec = api.parse_budget_spec({"window": "168h", "limits": {"runs": 3, "cost": 100},
-                                  "prices": {"cpuHour": 0.04}})
+    spec = api.parse_budget_spec({"window": "168h", "limits": {"runs": 3, "cost": 100}, "prices": {"cpuHour": 0.04}})
     assert spec.window == 168 * 3600 and spec.limits == budget.Limits(runs=3, cost=100.0)
     assert spec.prices.cpu_hour == 0.04 and spec.currency == "USD"
     with pytest.raises(InvalidSpec, match=r"spec\.limits: set at least one"):
@@ -125,8 +183,12 @@ def test_budget_spec() -> None:
 
 
 def test_endpoint_spec_defaults_and_auth() -> None:
-    spec = parse_endpoint_spec({"url": "https://prom:9090/", "auth": {"bearerTokenSecret": {"name": "tok"},
-                                                                    "tls": {"caSecret": {"name": "ca"}}}})
+    spec = parse_endpoint_spec(
+        {
+            "url": "https://prom:9090/",
+            "auth": {"bearerTokenSecret": {"name": "tok"}, "tls": {"caSecret": {"name": "ca"}}},
+        }
+    )
     assert spec.url == "https://prom:9090" and spec.timeout == 10 and spec.max_concurrency == 4
     assert spec.bearer_token == api.SecretKey("tok", "token") and spec.ca == api.SecretKey("ca", "ca.crt")
     with pytest.raises(InvalidSpec, match=r"spec\.url"):
@@ -156,16 +218,21 @@ def _properties(schema: dict[str, Any], path: str = "") -> dict[str, dict[str, A
 
 # Where the Python type groups or renames fields, this table says so.
 FIELD_MAP = {
-    "TriggerSpec.kind": None, "TriggerSpec.for_seconds": "for",
+    "TriggerSpec.kind": None,
+    "TriggerSpec.for_seconds": "for",
     "AccuracyDecay.max_drop": "maxDrop",
-    "TrainingSpec.requests": "resources.requests", "TrainingSpec.limits": "resources.limits",
-    "EnvVar.secret_name": "secretKeyRef.name", "EnvVar.secret_key": "secretKeyRef.key",
+    "TrainingSpec.requests": "resources.requests",
+    "TrainingSpec.limits": "resources.limits",
+    "EnvVar.secret_name": "secretKeyRef.name",
+    "EnvVar.secret_key": "secretKeyRef.key",
     "PolicySpec.history_limits": "historyLimits",
     "InlineLimits.limits": None,
     "CostBenefitSpec.value_per_point_per_day": "valuePerAccuracyPointPerDay",
-    "CostBenefitSpec.horizon_days": "horizon", "CostBenefitSpec.human_cost": "humanCostPerRetrain",
+    "CostBenefitSpec.horizon_days": "horizon",
+    "CostBenefitSpec.human_cost": "humanCostPerRetrain",
     "Prices.memory_gib_hour": "memoryGiBHour",
-    "HistogramSpec.features": "features", "PolicySpec.promotion": "promotion",
+    "HistogramSpec.features": "features",
+    "PolicySpec.promotion": "promotion",
 }
 
 
@@ -179,28 +246,46 @@ def _python_fields(cls: type, prefix: str) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize(("cls", "schema_path"), [
-    (api.PolicySpec, "spec."), (training.ModelSpec, "spec.model."), (training.RegistrySpec, "spec.model.registry."),
-    (api.MetricsSpec, "spec.metrics."), (api.EvaluationSpec, "spec.evaluation."),
-    (api.TriggerSpec, "spec.triggers[]."), (api.AccuracyDecay, "spec.triggers[].accuracyDecay."),
-    (api.QueryTrigger, "spec.triggers[].query."), (api.ScheduleTrigger, "spec.triggers[].schedule."),
-    (api.DecisionSpec, "spec.decision."), (api.TrainingSpec, "spec.training."),
-    (training.BuiltinTrainer, "spec.training.builtin."), (training.DataSpec, "spec.training.builtin.data."),
-    (api.EnvVar, "spec.training.env[]."), (api.HistoryLimits, "spec.historyLimits."),
-    (api.InlineLimits, "spec.decision.limits."), (budget.Limits, "spec.decision.limits."),
-    (training.WindowSpec, "spec.training.builtin.data.window."), (training.SplitSpec, "spec.training.builtin.split."),
-    (training.HistogramSpec, "spec.training.builtin.histograms."), (training.PromotionSpec, "spec.promotion."),
-    (budget.Prices, "spec.decision.prices."), (budget.CostBenefitSpec, "spec.decision.costBenefit."),
-])
+@pytest.mark.parametrize(
+    ("cls", "schema_path"),
+    [
+        (api.PolicySpec, "spec."),
+        (training.ModelSpec, "spec.model."),
+        (training.RegistrySpec, "spec.model.registry."),
+        (api.MetricsSpec, "spec.metrics."),
+        (api.EvaluationSpec, "spec.evaluation."),
+        (api.TriggerSpec, "spec.triggers[]."),
+        (api.AccuracyDecay, "spec.triggers[].accuracyDecay."),
+        (api.QueryTrigger, "spec.triggers[].query."),
+        (api.ScheduleTrigger, "spec.triggers[].schedule."),
+        (api.DecisionSpec, "spec.decision."),
+        (api.TrainingSpec, "spec.training."),
+        (training.BuiltinTrainer, "spec.training.builtin."),
+        (training.DataSpec, "spec.training.builtin.data."),
+        (api.EnvVar, "spec.training.env[]."),
+        (api.HistoryLimits, "spec.historyLimits."),
+        (api.InlineLimits, "spec.decision.limits."),
+        (budget.Limits, "spec.decision.limits."),
+        (training.WindowSpec, "spec.training.builtin.data.window."),
+        (training.SplitSpec, "spec.training.builtin.split."),
+        (training.HistogramSpec, "spec.training.builtin.histograms."),
+        (training.PromotionSpec, "spec.promotion."),
+        (budget.Prices, "spec.decision.prices."),
+        (budget.CostBenefitSpec, "spec.decision.costBenefit."),
+    ],
+)
 def test_python_types_and_crd_agree(cls: type, schema_path: str) -> None:
     props = _properties(_crd_schema("retrainpolicies.yaml"))
     python = _python_fields(cls, schema_path)
     missing_in_crd = {p for p in python if p not in props}
     assert not missing_in_crd, f"fields of {cls.__name__} missing from the CRD: {missing_in_crd}"
-    direct = {p for p in props if p.startswith(schema_path) and "." not in p[len(schema_path):]
-              and "[]" not in p[len(schema_path):]}
-    mapped_parents = {p.split(".")[0] for p in (p[len(schema_path):] for p in python)}
-    extra = {p for p in direct if p[len(schema_path):] not in mapped_parents}
+    direct = {
+        p
+        for p in props
+        if p.startswith(schema_path) and "." not in p[len(schema_path) :] and "[]" not in p[len(schema_path) :]
+    }
+    mapped_parents = {p.split(".")[0] for p in (p[len(schema_path) :] for p in python)}
+    extra = {p for p in direct if p[len(schema_path) :] not in mapped_parents}
     if cls in (api.InlineLimits, budget.Limits):  # one CRD object, two Python types
         extra -= {f"{schema_path}{f}" for f in ("window", "runs", "cpuHours", "gpuHours", "cost")}
     if cls is api.TriggerSpec:
@@ -234,4 +319,3 @@ def test_examples_parse(tmp_path: Path) -> None:
         parse_endpoint_spec(doc["spec"])
     for doc in (d for d in docs if d["kind"] == "RetrainBudget"):
         api.parse_budget_spec(doc["spec"])
-

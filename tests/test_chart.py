@@ -52,8 +52,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "service-monitor": {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
-        "metricsEndpoint": {"create": True, "spec": {"url": "http://prometheus.monitoring:9090",
-                                                     "allowedNamespaces": WATCHED}},
+        "metricsEndpoint": {
+            "create": True,
+            "spec": {"url": "http://prometheus.monitoring:9090", "allowedNamespaces": WATCHED},
+        },
         "rbac": {"metricsEndpointSecrets": ["prometheus-token"]},
         "image": {"repository": "registry.example.com/platform/retrain-operator", "digest": DIGEST},
         "training": {"serviceAccount": {"namespaces": WATCHED}},
@@ -86,6 +88,7 @@ def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # Lint, schemas, restricted profile
 
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_helm_lint_is_clean(variant: str) -> None:
     report = helm.lint(str(CHART), VARIANTS[variant], strict=True, kube_version="v1.30.0")
@@ -109,8 +112,16 @@ def assert_restricted_pod(pod: Mapping[str, Any]) -> None:
     assert psc["runAsNonRoot"] is True and psc.get("runAsUser", 1) != 0
     assert psc["seccompProfile"]["type"] in ("RuntimeDefault", "Localhost")
     assert not psc.get("sysctls") and not psc.get("windowsOptions", {}).get("hostProcess")
-    allowed_volumes = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-                       "projected", "secret"}
+    allowed_volumes = {
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    }
     for volume in pod.get("volumes", []):
         assert set(volume) - {"name"} <= allowed_volumes, volume
     for container in pod["containers"] + pod.get("initContainers", []) + pod.get("ephemeralContainers", []):
@@ -147,8 +158,7 @@ def parse_run_args(deployment: Mapping[str, Any]) -> Any:
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_operator_command_line_is_one_the_cli_accepts(rendered: dict[str, list[dict[str, Any]]],
-                                                      variant: str) -> None:
+def test_operator_command_line_is_one_the_cli_accepts(rendered: dict[str, list[dict[str, Any]]], variant: str) -> None:
     objects = rendered[variant]
     values = VARIANTS[variant]
     deployment = one(objects, "Deployment")
@@ -174,8 +184,10 @@ def test_operator_command_line_is_one_the_cli_accepts(rendered: dict[str, list[d
     # Only the Lease holder reconciles, so a new pod may start next to the old one; without leader
     # election two pods must never run at once.
     if election is not None:
-        assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
-                                                  "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+        assert deployment["spec"]["strategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        }
     else:
         assert deployment["spec"]["strategy"] == {"type": "Recreate"}
 
@@ -193,7 +205,8 @@ def test_images_follow_tag_or_digest(rendered: dict[str, list[dict[str, Any]]]) 
 
 
 def test_metrics_service_and_service_monitor_point_at_the_metrics_port(
-        rendered: dict[str, list[dict[str, Any]]]) -> None:
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
     objects = rendered["service-monitor"]
     deployment, service, monitor = (one(objects, k) for k in ("Deployment", "Service", "ServiceMonitor"))
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -215,17 +228,30 @@ def test_default_metrics_endpoint_from_values(rendered: dict[str, list[dict[str,
     assert of_kind(rendered["default"], "MetricsEndpoint") == []
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"replicas": 2}, "replicas > 1 needs leaderElection.enabled=true"),
-    ({"leaderElection": {"enabled": True, "leaseSeconds": 2}}, "leaderElection.leaseSeconds must be a whole number"),
-    ({"leaderElection": {"enabled": True, "leaseSeconds": 7.5}}, "leaderElection.leaseSeconds must be a whole number"),
-    ({"leaderElection": {"enabled": True, "leaseName": "Retrain_Lease"}},
-     'leaderElection.leaseName "Retrain_Lease" is not a valid object name'),
-    ({"replicas": 0}, "replicas must be at least 1"),
-    ({"health": {"port": 8080}}, "metrics.port and health.port must differ"),
-    ({"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
-     "metrics.serviceMonitor.enabled needs metrics.service.enabled"),
-])
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicas": 2}, "replicas > 1 needs leaderElection.enabled=true"),
+        (
+            {"leaderElection": {"enabled": True, "leaseSeconds": 2}},
+            "leaderElection.leaseSeconds must be a whole number",
+        ),
+        (
+            {"leaderElection": {"enabled": True, "leaseSeconds": 7.5}},
+            "leaderElection.leaseSeconds must be a whole number",
+        ),
+        (
+            {"leaderElection": {"enabled": True, "leaseName": "Retrain_Lease"}},
+            'leaderElection.leaseName "Retrain_Lease" is not a valid object name',
+        ),
+        ({"replicas": 0}, "replicas must be at least 1"),
+        ({"health": {"port": 8080}}, "metrics.port and health.port must differ"),
+        (
+            {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
+            "metrics.serviceMonitor.enabled needs metrics.service.enabled",
+        ),
+    ],
+)
 def test_values_that_cannot_work_are_refused(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmError, match=re.escape(message)):
         render_chart(values)
@@ -233,6 +259,7 @@ def test_values_that_cannot_work_are_refused(values: dict[str, Any], message: st
 
 # ----------------------------------------------------------------------------------------------
 # Leader election and the training service account
+
 
 def test_leader_election_objects_exist_only_when_enabled(rendered: dict[str, list[dict[str, Any]]]) -> None:
     for variant, values in VARIANTS.items():
@@ -246,8 +273,12 @@ def test_leader_election_objects_exist_only_when_enabled(rendered: dict[str, lis
         assert role["metadata"]["namespace"] == RELEASE_NS, "the Lease lives in the operator's own namespace"
         assert role["metadata"]["name"] == "retrain-operator-leader-election"
         assert role["rules"] == [
-            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [election[0]],
-             "verbs": ["get", "update"]},
+            {
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "resourceNames": [election[0]],
+                "verbs": ["get", "update"],
+            },
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         ]
 
@@ -258,20 +289,27 @@ PEERING = re.compile(r"peering|kopf\.dev|POD_ID", re.IGNORECASE)
 def test_nothing_mentions_kopf_peering() -> None:
     for variant in VARIANTS:
         assert not PEERING.search(render_manifests.render_chart_text(VARIANTS[variant])), variant
-    files = [p for p in CHART.rglob("*") if p.is_file()] + sorted((ROOT / "hack").glob("*.py")) + [
-        ROOT / "manifests" / "install.yaml", ROOT / "docs" / "install.md"]
+    files = (
+        [p for p in CHART.rglob("*") if p.is_file()]
+        + sorted((ROOT / "hack").glob("*.py"))
+        + [ROOT / "manifests" / "install.yaml", ROOT / "docs" / "install.md"]
+    )
     for path in files:
         found = PEERING.search(path.read_text(encoding="utf-8"))
         assert found is None, f"{path.relative_to(ROOT)} mentions {found.group(0) if found else ''}"
     # kopf itself runs standalone: the operator never joins or creates a peering.
-    (call,) = [node for node in ast.walk(ast.parse(inspect.getsource(cli._run)))
-               if isinstance(node, ast.Call) and ast.unparse(node.func) == "kopf.operator"]
+    (call,) = [
+        node
+        for node in ast.walk(ast.parse(inspect.getsource(cli._run)))
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "kopf.operator"
+    ]
     assert {k.arg: ast.unparse(k.value) for k in call.keywords}["standalone"] == "True"
 
 
 @pytest.mark.parametrize("variant", ["namespaced", "service-monitor"])
-def test_training_service_account_has_no_token_and_no_role(rendered: dict[str, list[dict[str, Any]]],
-                                                           variant: str) -> None:
+def test_training_service_account_has_no_token_and_no_role(
+    rendered: dict[str, list[dict[str, Any]]], variant: str
+) -> None:
     objects = rendered[variant]
     trainers = [sa for sa in of_kind(objects, "ServiceAccount") if sa["metadata"]["name"] == "retrain-trainer"]
     assert sorted(sa["metadata"]["namespace"] for sa in trainers) == WATCHED
@@ -281,8 +319,7 @@ def test_training_service_account_has_no_token_and_no_role(rendered: dict[str, l
     assert parse_run_args(one(objects, "Deployment")).training_service_account == "retrain-trainer"
 
 
-def test_cluster_wide_install_asks_for_the_training_service_account(
-        rendered: dict[str, list[dict[str, Any]]]) -> None:
+def test_cluster_wide_install_asks_for_the_training_service_account(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert [sa["metadata"]["name"] for sa in of_kind(rendered["default"], "ServiceAccount")] == ["retrain-operator"]
     with helm.Config(storage_driver="memory", namespace=RELEASE_NS) as config:
         notes = config.install(str(CHART), "retrain-operator", {}, dry_run="client", namespace=RELEASE_NS)["notes"]
@@ -317,16 +354,21 @@ def our_crds() -> list[dict[str, Any]]:
 
 
 HTTP_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
-API_PATH = re.compile(r"^/apis?/(?:(?P<group>[^/{}]+)/)?v1[^/]*(?:/namespaces/\{\w+\})?/(?P<resource>[a-z]+)"
-                      r"(?P<name>/\{\w+\})?(?:/(?P<sub>[a-z]+))?$")
+API_PATH = re.compile(
+    r"^/apis?/(?:(?P<group>[^/{}]+)/)?v1[^/]*(?:/namespaces/\{\w+\})?/(?P<resource>[a-z]+)"
+    r"(?P<name>/\{\w+\})?(?:/(?P<sub>[a-z]+))?$"
+)
 
 
 def _raw_call(node: ast.Call, function: ast.AST) -> tuple[str, str, str]:
     """(group, resource, verb) of ``self._api.call_api(path, method, ...)``, the path read from its f-string."""
     path_node: ast.AST = node.args[1]
     if isinstance(path_node, ast.Name):
-        assigned = [n.value for n in ast.walk(function) if isinstance(n, ast.Assign)
-                    and any(isinstance(t, ast.Name) and t.id == path_node.id for t in n.targets)]
+        assigned = [
+            n.value
+            for n in ast.walk(function)
+            if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == path_node.id for t in n.targets)
+        ]
         assert len(assigned) == 1, f"cannot read the path of a raw call: {ast.unparse(node)}"
         path_node = assigned[0]
     assert isinstance(path_node, ast.JoinedStr), ast.unparse(path_node)
@@ -353,8 +395,7 @@ def adapter_calls() -> Iterator[tuple[str, str, str, str]]:
         if not isinstance(function, ast.AsyncFunctionDef | ast.FunctionDef):
             continue
         for node in ast.walk(function):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "_call"):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "_call"):
                 continue
             target = node.args[0]
             assert isinstance(target, ast.Attribute), ast.dump(target)
@@ -362,11 +403,13 @@ def adapter_calls() -> Iterator[tuple[str, str, str, str]]:
                 yield (function.name, *_raw_call(node, function))
                 continue
             assert target.attr in CLIENT_METHODS, (
-                f"ApiKubeClient calls {target.attr}: add it to CLIENT_METHODS and its rule to the chart's RBAC")
+                f"ApiKubeClient calls {target.attr}: add it to CLIENT_METHODS and its rule to the chart's RBAC"
+            )
             group, resource, verb = CLIENT_METHODS[target.attr]
             if "{plural}" in resource:
-                plurals = [getattr(api, a.id) for a in node.args
-                           if isinstance(a, ast.Name) and a.id.endswith("_PLURAL")]
+                plurals = [
+                    getattr(api, a.id) for a in node.args if isinstance(a, ast.Name) and a.id.endswith("_PLURAL")
+                ]
                 assert len(plurals) == 1, f"cannot tell which resource {target.attr} reaches"
                 resource = resource.format(plural=plurals[0])
             yield function.name, group, resource, verb
@@ -385,7 +428,8 @@ def kopf_watches() -> Iterator[tuple[str, str]]:
                     assert kind == "event", f"kopf.on.{kind} may patch objects: review the RBAC for it"
                     group, _, plural = (
                         getattr(handlers, a.id) if isinstance(a, ast.Name) else ast.literal_eval(a)
-                        for a in decorator.args[:3])
+                        for a in decorator.args[:3]
+                    )
                     yield group, plural
 
 
@@ -407,8 +451,9 @@ def elector_arguments() -> dict[str, str]:
     only under ``if args.leader_election:``, so the Lease rules are needed only with --leader-election."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(cli._run)))
     parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
-    calls = [node for node in ast.walk(tree)
-             if isinstance(node, ast.Call) and ast.unparse(node.func) == "LeaderElector"]
+    calls = [
+        node for node in ast.walk(tree) if isinstance(node, ast.Call) and ast.unparse(node.func) == "LeaderElector"
+    ]
     assert len(calls) == 1, "retrain-operator run must build one LeaderElector"
     node: ast.AST = calls[0]
     while not (isinstance(node, ast.If) and ast.unparse(node.test) == "args.leader_election"):
@@ -420,12 +465,16 @@ def elector_arguments() -> dict[str, str]:
 
 def lease_calls() -> set[tuple[str, str, str]]:
     """(group, resource, verb) of the adapter's Lease calls, after checking only the leader elector makes them."""
-    leases = {(method, group, resource, verb) for method, group, resource, verb in adapter_calls()
-              if (group, resource) == ("coordination.k8s.io", "leases")}
+    leases = {
+        (method, group, resource, verb)
+        for method, group, resource, verb in adapter_calls()
+        if (group, resource) == ("coordination.k8s.io", "leases")
+    }
     assert leases, "ApiKubeClient makes no Lease call"
     for method in {method for method, *_ in leases}:
         assert callers(method) == {"retrain_operator.reconcile.leader"}, (
-            f"{method} is called outside the leader elector: review the Lease rules of the chart's RBAC")
+            f"{method} is called outside the leader elector: review the Lease rules of the chart's RBAC"
+        )
     return {(group, resource, verb) for _, group, resource, verb in leases}
 
 
@@ -456,15 +505,23 @@ def required_grants(*, namespaced: list[str], lease: str | None) -> set[Grant]:
         target |= {(group, plural, "list"), (group, plural, "watch")}
     # Jobs carry ownerReferences with blockOwnerDeletion: the API server then asks for update on the
     # owner's finalizers subresource.
-    job = build_job(api.parse_policy_spec(policy()["spec"]), policy=PolicyRef("ns", "p", "u"), sequence=0,
-                    triggers=["t"], trainer_image="i", service_account="s")
+    job = build_job(
+        api.parse_policy_spec(policy()["spec"]),
+        policy=PolicyRef("ns", "p", "u"),
+        sequence=0,
+        triggers=["t"],
+        trainer_image="i",
+        service_account="s",
+    )
     for owner in job["metadata"]["ownerReferences"]:
         if owner.get("blockOwnerDeletion"):
             watched.add((owner["apiVersion"].split("/")[0], f"{plurals[owner['kind']]}/finalizers", "update"))
     # kopf itself: it observes CRDs so that ours are noticed even when established after it starts,
     # and it posts events (those about cluster-scoped objects go to the operator's namespace).
-    cluster_scoped |= {("apiextensions.k8s.io", "customresourcedefinitions", "list"),
-                       ("apiextensions.k8s.io", "customresourcedefinitions", "watch")}
+    cluster_scoped |= {
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+    }
     watched.add(("", "events", "create"))
     grants: set[Grant] = set()
     names: tuple[str, ...] = ()
@@ -487,12 +544,17 @@ def required_grants(*, namespaced: list[str], lease: str | None) -> set[Grant]:
 
 def granted(objects: list[dict[str, Any]], *, service_account: str = "retrain-operator") -> set[Grant]:
     """What the operator's ServiceAccount may do, from the rendered roles and their bindings."""
-    roles = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
-             for o in objects if o["kind"] in ("Role", "ClusterRole")}
+    roles = {
+        (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
+        for o in objects
+        if o["kind"] in ("Role", "ClusterRole")
+    }
     out: set[Grant] = set()
     for binding in of_kind(objects, "RoleBinding") + of_kind(objects, "ClusterRoleBinding"):
-        if not any(s["kind"] == "ServiceAccount" and s["name"] == service_account
-                   and s["namespace"] == RELEASE_NS for s in binding["subjects"]):
+        if not any(
+            s["kind"] == "ServiceAccount" and s["name"] == service_account and s["namespace"] == RELEASE_NS
+            for s in binding["subjects"]
+        ):
             continue
         ref = binding["roleRef"]
         namespace = binding["metadata"].get("namespace")
@@ -510,16 +572,16 @@ def granted(objects: list[dict[str, Any]], *, service_account: str = "retrain-op
 def test_rbac_is_exactly_what_the_operator_calls(rendered: dict[str, list[dict[str, Any]]], variant: str) -> None:
     values = VARIANTS[variant]
     election = leader_election(values)
-    expected = required_grants(namespaced=values.get("watchNamespaces", []),
-                               lease=election[0] if election else None)
+    expected = required_grants(namespaced=values.get("watchNamespaces", []), lease=election[0] if election else None)
     actual = granted(rendered[variant])
     assert actual - expected == set(), "granted but never used"
     assert expected - actual == set(), "used but not granted"
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_rbac_has_no_wildcards_and_no_cluster_wide_secrets(rendered: dict[str, list[dict[str, Any]]],
-                                                           variant: str) -> None:
+def test_rbac_has_no_wildcards_and_no_cluster_wide_secrets(
+    rendered: dict[str, list[dict[str, Any]]], variant: str
+) -> None:
     objects = rendered[variant]
     for role in of_kind(objects, "ClusterRole") + of_kind(objects, "Role"):
         for rule in role["rules"]:
@@ -540,6 +602,7 @@ def test_rbac_has_no_wildcards_and_no_cluster_wide_secrets(rendered: dict[str, l
 # ----------------------------------------------------------------------------------------------
 # Generated files stay in sync with their sources
 
+
 def test_chart_crds_are_identical_copies_of_crds() -> None:
     assert sync_crds.differences() == []
     for source in (ROOT / "crds").glob("*.yaml"):
@@ -555,14 +618,16 @@ def test_install_manifest_is_a_fresh_render() -> None:
 def test_install_manifest_installs_everything_in_order() -> None:
     docs = [d for d in yaml.safe_load_all((ROOT / "manifests" / "install.yaml").read_text()) if d]
     kinds = [d["kind"] for d in docs]
-    assert kinds[0] == "Namespace" and docs[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == \
-        "restricted"
+    assert (
+        kinds[0] == "Namespace" and docs[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    )
     crd_names = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition")
     assert crd_names == sorted(yaml.safe_load(p.read_text())["metadata"]["name"] for p in (ROOT / "crds").glob("*"))
     assert kinds.index("Deployment") > max(i for i, k in enumerate(kinds) if k == "CustomResourceDefinition")
     assert kinds.index("Deployment") > kinds.index("ClusterRoleBinding")
-    assert {d["metadata"].get("namespace") for d in docs if d["kind"] in ("Deployment", "Service", "Role")} == \
-        {RELEASE_NS}
+    assert {d["metadata"].get("namespace") for d in docs if d["kind"] in ("Deployment", "Service", "Role")} == {
+        RELEASE_NS
+    }
 
 
 def test_every_value_is_documented() -> None:
@@ -580,6 +645,7 @@ def test_every_value_is_documented() -> None:
 
 # ----------------------------------------------------------------------------------------------
 # The image recipe (no container engine here: the Dockerfile is checked as text)
+
 
 def dockerfile() -> list[tuple[str, str]]:
     """The Dockerfile's instructions as (INSTRUCTION, arguments), continuation lines joined."""
@@ -612,7 +678,7 @@ def test_dockerfile_is_multi_stage_pinned_non_root_and_read_only_friendly() -> N
         name_tag = image.split("@")[0]
         assert ":" in name_tag and not name_tag.endswith(":latest"), image
         assert re.search(r":3\.11\.\d+-slim", name_tag) or "@sha256:" in image, f"{image} is not pinned"
-    final = instructions[max(i for i, (k, _) in enumerate(instructions) if k == "FROM"):]
+    final = instructions[max(i for i, (k, _) in enumerate(instructions) if k == "FROM") :]
     users = [rest for k, rest in final if k == "USER"]
     assert users and users[-1] == "65532:65532"
     env = " ".join(rest for k, rest in final if k == "ENV")
@@ -632,26 +698,37 @@ def test_dockerfile_is_multi_stage_pinned_non_root_and_read_only_friendly() -> N
 
 def test_the_build_context_holds_what_the_dockerfile_copies() -> None:
     """``.dockerignore`` excludes everything and re-includes the sources; each COPY source must survive."""
-    rules = [r.strip() for r in (ROOT / ".dockerignore").read_text().splitlines()
-             if r.strip() and not r.startswith("#")]
+    rules = [
+        r.strip() for r in (ROOT / ".dockerignore").read_text().splitlines() if r.strip() and not r.startswith("#")
+    ]
 
     def included(path: str) -> bool:
         keep = True
         for rule in rules:
             negated = rule.startswith("!")
             pattern = rule.lstrip("!").rstrip("/")
-            if fnmatch.fnmatch(path, pattern) or path.startswith(pattern + "/") or \
-                    fnmatch.fnmatch(path, pattern.replace("**/", "*/")):
+            if (
+                fnmatch.fnmatch(path, pattern)
+                or path.startswith(pattern + "/")
+                or fnmatch.fnmatch(path, pattern.replace("**/", "*/"))
+            ):
                 keep = negated
         return keep
 
-    sources = [src for k, rest in dockerfile() if k == "COPY" and "--from" not in rest
-               for src in shlex.split(rest)[:-1]]
+    sources = [
+        src for k, rest in dockerfile() if k == "COPY" and "--from" not in rest for src in shlex.split(rest)[:-1]
+    ]
     assert sources
     for source in sources:
         assert (ROOT / source).exists(), source
         assert included(source.rstrip("/")), f"{source} is excluded by .dockerignore"
     assert included("operator/src/retrain_operator/cli.py")
-    for excluded in (".git", ".venv/bin/python", "tests/test_chart.py", ".sandbox", "charts/retrain-operator",
-                     "operator/src/retrain_operator/__pycache__/cli.cpython-311.pyc"):
+    for excluded in (
+        ".git",
+        ".venv/bin/python",
+        "tests/test_chart.py",
+        ".sandbox",
+        "charts/retrain-operator",
+        "operator/src/retrain_operator/__pycache__/cli.cpython-311.pyc",
+    ):
         assert not included(excluded), excluded

@@ -27,13 +27,17 @@ def test_a_missing_go_toolchain_is_named(tmp_path: Path, monkeypatch: pytest.Mon
         build()
 
 
-@pytest.mark.parametrize(("version", "message"), [
-    ("latest", "expected a Kubernetes release such as"),
-    ("1.35", "give a patch release, e.g. K8S=1.35.0"),
-    ("1.99.0", "k8s.io/kubernetes v1.99.0 is not available; see "),
-])
-def test_a_release_that_cannot_be_built_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str,
-                                                 message: str) -> None:
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        ("latest", "expected a Kubernetes release such as"),
+        ("1.35", "give a patch release, e.g. K8S=1.35.0"),
+        ("1.99.0", "k8s.io/kubernetes v1.99.0 is not available; see "),
+    ],
+)
+def test_a_release_that_cannot_be_built_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str, message: str
+) -> None:
     monkeypatch.setenv("RETRAIN_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ControlPlaneError, match=message):
         build(version=version, timeout=120)

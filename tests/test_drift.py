@@ -57,7 +57,7 @@ def pairs(seed: int, buckets: int, rows: int = 40) -> tuple[np.ndarray, np.ndarr
     rng = np.random.default_rng(seed)
     ref, cur = counts(rng, rows, buckets), counts(rng, rows, buckets)
     if buckets > 2:
-        ref[0, 1] = cur[0, 1] = 0.0   # empty on both sides
+        ref[0, 1] = cur[0, 1] = 0.0  # empty on both sides
         ref[1, 2], cur[1, 2] = 0.0, 5.0  # empty in the reference only
         ref[2, 0], cur[2, 0] = 7.0, 0.0  # empty in the current only
         ref[0, 0], cur[0, 0] = max(ref[0, 0], 1.0), max(cur[0, 0], 1.0)
@@ -77,6 +77,7 @@ def share(row: Row) -> Row:
 
 # --- agreement with SciPy, row by row against our batch ----------------------------------------------------------
 
+
 def _psi_ref(r: Row, c: Row, _: Row) -> float:
     p, q = np.maximum(share(c), 1e-4), np.maximum(share(r), 1e-4)
     return float(np.sum(special.rel_entr(p, q) + special.rel_entr(q, p)))
@@ -91,24 +92,55 @@ SCIPY: list[tuple[str, Callable[[Row, Row, Row], np.ndarray], Callable[[Row, Row
     ("psi", lambda r, c, e: psi(r, c), _psi_ref),
     ("kl smoothed", lambda r, c, e: kl_divergence(r, c), _kl_ref),
     ("kl raw", lambda r, c, e: kl_divergence(r, c, epsilon=0.0), lambda r, c, e: float(stats.entropy(c, r))),
-    ("js divergence base 2", lambda r, c, e: jensen_shannon_divergence(r, c),
-     lambda r, c, e: float(spatial.distance.jensenshannon(c, r, base=2)) ** 2),
-    ("js distance base 2", lambda r, c, e: jensen_shannon_distance(r, c),
-     lambda r, c, e: float(spatial.distance.jensenshannon(c, r, base=2))),
-    ("js distance base e", lambda r, c, e: jensen_shannon_distance(r, c, base=math.e),
-     lambda r, c, e: float(spatial.distance.jensenshannon(c, r))),
-    ("hellinger", lambda r, c, e: hellinger(r, c),
-     lambda r, c, e: float(spatial.distance.euclidean(np.sqrt(share(c)), np.sqrt(share(r)))) / math.sqrt(2)),
-    ("total variation", lambda r, c, e: total_variation(r, c),
-     lambda r, c, e: float(spatial.distance.cityblock(share(c), share(r))) / 2),
-    ("wasserstein", lambda r, c, e: wasserstein(r, c, edges=e),
-     lambda r, c, e: float(stats.wasserstein_distance(bin_centres(e), bin_centres(e), c, r))),
-    ("ks statistic", lambda r, c, e: ks(r, c).statistic,
-     lambda r, c, e: float(stats.ks_2samp(np.repeat(np.arange(len(r)), r.astype(int)),
-                                          np.repeat(np.arange(len(c)), c.astype(int))).statistic)),
-    ("ks p-value", lambda r, c, e: ks(r, c).p_value,
-     lambda r, c, e: float(special.kolmogorov(math.sqrt(r.sum() * c.sum() / (r.sum() + c.sum()))
-                                              * np.abs(np.cumsum(share(c)) - np.cumsum(share(r))).max()))),
+    (
+        "js divergence base 2",
+        lambda r, c, e: jensen_shannon_divergence(r, c),
+        lambda r, c, e: float(spatial.distance.jensenshannon(c, r, base=2)) ** 2,
+    ),
+    (
+        "js distance base 2",
+        lambda r, c, e: jensen_shannon_distance(r, c),
+        lambda r, c, e: float(spatial.distance.jensenshannon(c, r, base=2)),
+    ),
+    (
+        "js distance base e",
+        lambda r, c, e: jensen_shannon_distance(r, c, base=math.e),
+        lambda r, c, e: float(spatial.distance.jensenshannon(c, r)),
+    ),
+    (
+        "hellinger",
+        lambda r, c, e: hellinger(r, c),
+        lambda r, c, e: float(spatial.distance.euclidean(np.sqrt(share(c)), np.sqrt(share(r)))) / math.sqrt(2),
+    ),
+    (
+        "total variation",
+        lambda r, c, e: total_variation(r, c),
+        lambda r, c, e: float(spatial.distance.cityblock(share(c), share(r))) / 2,
+    ),
+    (
+        "wasserstein",
+        lambda r, c, e: wasserstein(r, c, edges=e),
+        lambda r, c, e: float(stats.wasserstein_distance(bin_centres(e), bin_centres(e), c, r)),
+    ),
+    (
+        "ks statistic",
+        lambda r, c, e: ks(r, c).statistic,
+        lambda r, c, e: float(
+            stats.ks_2samp(
+                np.repeat(np.arange(len(r)), r.astype(int)), np.repeat(np.arange(len(c)), c.astype(int))
+            ).statistic
+        ),
+    ),
+    (
+        "ks p-value",
+        lambda r, c, e: ks(r, c).p_value,
+        lambda r, c, e: float(
+            special.kolmogorov(
+                math.sqrt(r.sum() * c.sum() / (r.sum() + c.sum()))
+                * np.abs(np.cumsum(share(c)) - np.cumsum(share(r))).max()
+            )
+        ),
+    ),
 ]
 
 
@@ -121,8 +153,9 @@ def _chi2_ref(r: Row, c: Row) -> tuple[float, float, int]:
 
 @pytest.mark.parametrize("buckets", [3, 7, 50])
 @pytest.mark.parametrize(("name", "ours", "scipy_row"), SCIPY, ids=[s[0] for s in SCIPY])
-def test_agrees_with_scipy(name: str, ours: Callable[[Row, Row, Row], np.ndarray],
-                           scipy_row: Callable[[Row, Row, Row], float], buckets: int) -> None:
+def test_agrees_with_scipy(
+    name: str, ours: Callable[[Row, Row, Row], np.ndarray], scipy_row: Callable[[Row, Row, Row], float], buckets: int
+) -> None:
     ref, cur = pairs(seed=buckets, buckets=buckets)
     edges = edges_for(buckets)
     got = ours(ref, cur, edges)
@@ -224,26 +257,45 @@ def test_kl_is_not_symmetric() -> None:
 def test_proportion_statistics_ignore_the_window_length(name: str, buckets: int) -> None:
     ref, cur, edges = _batch(seed=3, buckets=buckets)
     statistic = STATISTICS[name]
-    np.testing.assert_allclose(statistic.compute(2.5 * ref, 7.0 * cur, edges).values,
-                               statistic.compute(ref, cur, edges).values, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        statistic.compute(2.5 * ref, 7.0 * cur, edges).values,
+        statistic.compute(ref, cur, edges).values,
+        rtol=1e-9,
+        atol=1e-12,
+    )
     np.testing.assert_allclose(statistic.compute(ref, 3.0 * ref, edges).values, 0.0, atol=1e-12)
 
 
 def test_chi_square_grows_linearly_with_the_counts() -> None:
     ref, cur, _ = _batch(seed=4, buckets=20)
-    np.testing.assert_allclose(chi_square(4.0 * ref, 4.0 * cur).statistic, 4.0 * chi_square(ref, cur).statistic,
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        chi_square(4.0 * ref, 4.0 * cur).statistic, 4.0 * chi_square(ref, cur).statistic, rtol=1e-12
+    )
     assert (chi_square(4.0 * ref, 4.0 * cur).p_value <= chi_square(ref, cur).p_value + 1e-15).all()
 
 
-@pytest.mark.parametrize("name", ["psi", "jensenShannonDivergence", "jensenShannonDistance", "hellinger",
-                                  "klDivergence", "totalVariation", "chiSquare"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "psi",
+        "jensenShannonDivergence",
+        "jensenShannonDistance",
+        "hellinger",
+        "klDivergence",
+        "totalVariation",
+        "chiSquare",
+    ],
+)
 def test_bucket_order_does_not_matter_to_divergences(name: str) -> None:
     ref, cur, edges = _batch(seed=5, buckets=30)
     order = np.random.default_rng(5).permutation(30)
     statistic = STATISTICS[name]
-    np.testing.assert_allclose(statistic.compute(ref[:, order], cur[:, order], edges).values,
-                               statistic.compute(ref, cur, edges).values, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        statistic.compute(ref[:, order], cur[:, order], edges).values,
+        statistic.compute(ref, cur, edges).values,
+        rtol=1e-12,
+        atol=1e-15,
+    )
 
 
 @pytest.mark.parametrize("name", STATISTIC_NAMES)
@@ -251,7 +303,7 @@ def test_rows_of_a_batch_are_computed_independently(name: str) -> None:
     ref, cur, edges = _batch(seed=6, buckets=12)
     statistic = STATISTICS[name]
     batch = statistic.compute(ref, cur, edges).values
-    single = [statistic.compute(ref[i:i + 1], cur[i:i + 1], edges).values[0] for i in range(0, 200, 37)]
+    single = [statistic.compute(ref[i : i + 1], cur[i : i + 1], edges).values[0] for i in range(0, 200, 37)]
     np.testing.assert_allclose(batch[::37], single, rtol=1e-14, atol=0.0)
 
 
@@ -304,6 +356,7 @@ def test_open_buckets_take_half_their_neighbours_width() -> None:
 
 # --- histograms ---------------------------------------------------------------------------------------------------
 
+
 def test_cumulative_buckets_become_counts_per_bucket() -> None:
     h = Histogram.from_cumulative({"+Inf": 10.0, "0.5": 6.0, "0.1": 2.0, "1": 9.0})
     assert h.edges == (0.1, 0.5, 1.0, math.inf)
@@ -318,14 +371,17 @@ def test_float_noise_is_clamped_but_a_real_decrease_is_an_error() -> None:
         Histogram.from_cumulative({"0.1": 5.0, "0.5": 4.9, "+Inf": 7.0}, feature="age", metric="latency")
 
 
-@pytest.mark.parametrize(("buckets", "problem"), [
-    ({"0.1": 1.0, "0.5": 2.0}, "no le=\"\\+Inf\" bucket"),
-    ({"abc": 1.0, "+Inf": 2.0}, "le='abc' is not a number"),
-    ({"-Inf": 1.0, "+Inf": 2.0}, "not a bucket bound"),
-    ({"NaN": 1.0, "+Inf": 2.0}, "not a bucket bound"),
-    ({"0.1": math.nan, "+Inf": 2.0}, "finite and non-negative"),
-    ({"0.1": -1.0, "+Inf": 2.0}, "finite and non-negative"),
-])
+@pytest.mark.parametrize(
+    ("buckets", "problem"),
+    [
+        ({"0.1": 1.0, "0.5": 2.0}, 'no le="\\+Inf" bucket'),
+        ({"abc": 1.0, "+Inf": 2.0}, "le='abc' is not a number"),
+        ({"-Inf": 1.0, "+Inf": 2.0}, "not a bucket bound"),
+        ({"NaN": 1.0, "+Inf": 2.0}, "not a bucket bound"),
+        ({"0.1": math.nan, "+Inf": 2.0}, "finite and non-negative"),
+        ({"0.1": -1.0, "+Inf": 2.0}, "finite and non-negative"),
+    ],
+)
 def test_malformed_buckets_are_refused(buckets: dict[str, float], problem: str) -> None:
     with pytest.raises(MalformedHistogram, match=problem):
         Histogram.from_cumulative(buckets, feature="f")
@@ -396,8 +452,10 @@ def test_compare_scores_every_feature_in_one_batch() -> None:
     current = {"a": hist(1, 2, 3, 4, 5), "b": hist(10, 20, 30, 40, 1)}
     result = compare(reference, current, statistic=get_statistic("psi"), min_samples=10)
     assert [s.feature for s in result.scores] == ["a", "b"]
-    assert result.values == {"a": psi([5, 5, 5, 5, 5], [1, 2, 3, 4, 5])[0],
-                             "b": psi([10, 20, 30, 40, 0], [10, 20, 30, 40, 1])[0]}
+    assert result.values == {
+        "a": psi([5, 5, 5, 5, 5], [1, 2, 3, 4, 5])[0],
+        "b": psi([10, 20, 30, 40, 0], [10, 20, 30, 40, 1])[0],
+    }
     assert result.insufficient == () and result.p_values == {} and result.statistic == "psi"
 
 
@@ -422,7 +480,8 @@ def test_too_few_samples_is_a_result_not_an_exception() -> None:
         InsufficientSamples("quiet", 5.0, 150.0, 100),
     )
     assert result.insufficient[2].message == (
-        "feature 'quiet': 150 samples in the current window and 5 in the reference, at least 100 needed in each")
+        "feature 'quiet': 150 samples in the current window and 5 in the reference, at least 100 needed in each"
+    )
 
 
 def test_compare_reports_a_bucket_change_even_for_a_quiet_feature() -> None:
@@ -445,9 +504,19 @@ def test_wasserstein_on_a_two_bucket_histogram_names_the_features() -> None:
 
 # --- registry -----------------------------------------------------------------------------------------------------
 
+
 def test_registry_holds_every_statistic_by_its_api_name() -> None:
-    assert STATISTIC_NAMES == ("psi", "jensenShannonDivergence", "jensenShannonDistance", "hellinger",
-                               "klDivergence", "totalVariation", "chiSquare", "wasserstein", "ks")
+    assert STATISTIC_NAMES == (
+        "psi",
+        "jensenShannonDivergence",
+        "jensenShannonDistance",
+        "hellinger",
+        "klDivergence",
+        "totalVariation",
+        "chiSquare",
+        "wasserstein",
+        "ks",
+    )
     assert all(STATISTICS[n].name == n and STATISTICS[n].description for n in STATISTIC_NAMES)
 
 
@@ -460,6 +529,7 @@ def test_unknown_statistic_lists_the_allowed_names() -> None:
 
 
 # --- learned thresholds -------------------------------------------------------------------------------------------
+
 
 def windows_from(rng: np.random.Generator, p: np.ndarray, *, n: int, count: int) -> list[Histogram]:
     edges = tuple(edges_for(len(p)).tolist())
@@ -478,8 +548,19 @@ def test_threshold_is_mean_plus_k_std_of_leave_one_out_values() -> None:
     assert learned.threshold == pytest.approx(np.mean(values) + 2.0 * np.std(values, ddof=1), rel=1e-12)
     assert learned.minimum == pytest.approx(min(values)) and learned.maximum == pytest.approx(max(values))
     assert learned.windows == 8 and learned.skipped == 0
-    assert set(learned.as_status()) == {"statistic", "threshold", "k", "mean", "std", "min", "median", "p95", "max",
-                                        "windows", "skipped"}
+    assert set(learned.as_status()) == {
+        "statistic",
+        "threshold",
+        "k",
+        "mean",
+        "std",
+        "min",
+        "median",
+        "p95",
+        "max",
+        "windows",
+        "skipped",
+    }
     assert learned.message.startswith("jensenShannonDistance threshold ")
 
 
@@ -500,8 +581,7 @@ def test_threshold_floor_and_window_bucket_mismatch() -> None:
     learned = learn_threshold(same, statistic=get_statistic("psi"), min_samples=1, floor=0.05)
     assert isinstance(learned, LearnedThreshold) and learned.std == 0.0 and learned.threshold == 0.05
     with pytest.raises(BucketMismatch, match=r"between the window 0 .* and the window 2"):
-        learn_threshold([*same[:2], Histogram((1.0, math.inf), (1, 1))], statistic=get_statistic("psi"),
-                        min_samples=1)
+        learn_threshold([*same[:2], Histogram((1.0, math.inf), (1, 1))], statistic=get_statistic("psi"), min_samples=1)
     with pytest.raises(ValueError, match="min_windows"):
         learn_threshold(same, statistic=get_statistic("psi"), min_samples=1, min_windows=1)
 
@@ -526,18 +606,40 @@ def test_learned_threshold_separates_noise_from_drift() -> None:
 VALUES = {"age": 0.41, "income": 0.25, "zip": 0.05, "height": 0.2, "city": 0.31}
 
 
-@pytest.mark.parametrize(("mode", "min_share", "threshold", "drifted", "over", "message"), [
-    ("any", None, 0.2, True, ["age", "city", "income"],
-     "psi > 0.2 in 3 of 5 features: age 0.41, city 0.31, income 0.25"),
-    ("any", None, 0.5, False, [], "psi > 0.5 in none of 5 features; highest age 0.41"),
-    ("share", 0.6, 0.2, True, ["age", "city", "income"],
-     "psi > 0.2 in 3 of 5 features (60%; 60% needed): age 0.41, city 0.31, income 0.25"),
-    ("share", 0.7, 0.2, False, ["age", "city", "income"],
-     "psi > 0.2 in 3 of 5 features (60%; 70% needed): age 0.41, city 0.31, income 0.25"),
-    ("share", 0.1, 0.5, False, [], "psi > 0.5 in none of 5 features (0%; 10% needed); highest age 0.41"),
-])
-def test_verdict_policies(mode: str, min_share: float | None, threshold: float, drifted: bool, over: list[str],
-                          message: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "min_share", "threshold", "drifted", "over", "message"),
+    [
+        (
+            "any",
+            None,
+            0.2,
+            True,
+            ["age", "city", "income"],
+            "psi > 0.2 in 3 of 5 features: age 0.41, city 0.31, income 0.25",
+        ),
+        ("any", None, 0.5, False, [], "psi > 0.5 in none of 5 features; highest age 0.41"),
+        (
+            "share",
+            0.6,
+            0.2,
+            True,
+            ["age", "city", "income"],
+            "psi > 0.2 in 3 of 5 features (60%; 60% needed): age 0.41, city 0.31, income 0.25",
+        ),
+        (
+            "share",
+            0.7,
+            0.2,
+            False,
+            ["age", "city", "income"],
+            "psi > 0.2 in 3 of 5 features (60%; 70% needed): age 0.41, city 0.31, income 0.25",
+        ),
+        ("share", 0.1, 0.5, False, [], "psi > 0.5 in none of 5 features (0%; 10% needed); highest age 0.41"),
+    ],
+)
+def test_verdict_policies(
+    mode: str, min_share: float | None, threshold: float, drifted: bool, over: list[str], message: str
+) -> None:
     result = verdict(VALUES, threshold=threshold, mode=mode, min_share=min_share, statistic="psi")
     assert result.drifted is drifted
     assert [d.feature for d in result.top] == over
@@ -555,8 +657,9 @@ def test_verdict_with_a_threshold_per_feature() -> None:
     thresholds = {"age": 0.5, "income": 0.1, "zip": 0.01, "height": 0.3, "city": 0.3}
     result = verdict(VALUES, threshold=thresholds, statistic="hellinger")
     assert [(d.feature, d.threshold) for d in result.top] == [("city", 0.3), ("income", 0.1), ("zip", 0.01)]
-    assert result.message == ("hellinger > its threshold in 3 of 5 features: city 0.31 (> 0.3), income 0.25 (> 0.1), "
-                              "zip 0.05 (> 0.01)")
+    assert result.message == (
+        "hellinger > its threshold in 3 of 5 features: city 0.31 (> 0.3), income 0.25 (> 0.1), zip 0.05 (> 0.01)"
+    )
     with pytest.raises(ValueError, match="feature 'age' has no threshold"):
         verdict(VALUES, threshold={"zip": 0.1})
 
@@ -577,13 +680,16 @@ def test_verdict_without_features_is_not_drift_and_says_why() -> None:
     assert result.message == "no feature had enough samples to compare psi"
 
 
-@pytest.mark.parametrize(("kwargs", "problem"), [
-    ({"mode": "all"}, "unknown verdict mode 'all'; allowed: any, share"),
-    ({"mode": "share"}, "needs min_share"),
-    ({"mode": "share", "min_share": 1.5}, "needs min_share"),
-    ({"min_share": 0.5}, "only to mode 'share'"),
-    ({"drift_when": "over"}, "allowed: above, below"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"mode": "all"}, "unknown verdict mode 'all'; allowed: any, share"),
+        ({"mode": "share"}, "needs min_share"),
+        ({"mode": "share", "min_share": 1.5}, "needs min_share"),
+        ({"min_share": 0.5}, "only to mode 'share'"),
+        ({"drift_when": "over"}, "allowed: above, below"),
+    ],
+)
 def test_verdict_refuses_bad_options(kwargs: dict[str, object], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         verdict(VALUES, threshold=0.2, **kwargs)  # type: ignore[arg-type]

@@ -33,14 +33,21 @@ SHIFT = [20, 80, 200, 400, 300]
 
 
 def observe(current: dict[str, list[float]], reference: dict[str, list[float]], **kw: Any) -> Observation:
-    return Observation(current_buckets={f: cumulative(c) for f, c in current.items()},
-                       reference_buckets={f: cumulative(c) for f, c in reference.items()}, **kw)
+    return Observation(
+        current_buckets={f: cumulative(c) for f, c in current.items()},
+        reference_buckets={f: cumulative(c) for f, c in reference.items()},
+        **kw,
+    )
 
 
 def test_drifted_feature_fires_and_is_named_with_its_value() -> None:
     t = trigger(statistic="jensenShannonDistance")
-    result = evaluate_drift(t, observation=observe({"age": SHIFT, "income": BASE}, {"age": BASE, "income": BASE}),
-                            previous=PreviousState(), now=NOW)
+    result = evaluate_drift(
+        t,
+        observation=observe({"age": SHIFT, "income": BASE}, {"age": BASE, "income": BASE}),
+        previous=PreviousState(),
+        now=NOW,
+    )
     expected = jensenshannon(np.array(BASE) / sum(BASE), np.array(SHIFT) / sum(SHIFT), base=2)
     assert result.state == "firing" and result.value == pytest.approx(expected, abs=1e-12)
     assert result.details["features"][0] == {"name": "age", "value": round(expected, 6)}
@@ -48,8 +55,9 @@ def test_drifted_feature_fires_and_is_named_with_its_value() -> None:
 
 
 def test_identical_distributions_are_clear() -> None:
-    result = evaluate_drift(trigger(), observation=observe({"age": BASE}, {"age": [2 * c for c in BASE]}),
-                            previous=PreviousState(), now=NOW)
+    result = evaluate_drift(
+        trigger(), observation=observe({"age": BASE}, {"age": [2 * c for c in BASE]}), previous=PreviousState(), now=NOW
+    )
     assert result.state == "clear" and result.value == pytest.approx(0.0, abs=1e-12)
 
 
@@ -62,31 +70,44 @@ def test_for_counts_from_when_drift_was_first_seen() -> None:
     assert later.state == "firing"
 
 
-@pytest.mark.parametrize(("observation", "problem"), [
-    (Observation(current_buckets={"age": {"1": 5, "5": 10, "+Inf": 20}}, reference_buckets={"age": cumulative(BASE)}),
-     "BucketMismatch"),
-    (observe({"age": [1, 1, 1, 1, 1]}, {"age": BASE}), "InsufficientSamples"),
-    (Observation.missing("NoData", "no series"), "NoData"),
-    (Observation(current_buckets={"age": {"1": 5, "2": 3, "+Inf": 20}}, reference_buckets={"age": {"1": 5, "2": 3,
-                                                                                                    "+Inf": 20}}),
-     "MalformedHistogram"),
-])
+@pytest.mark.parametrize(
+    ("observation", "problem"),
+    [
+        (
+            Observation(
+                current_buckets={"age": {"1": 5, "5": 10, "+Inf": 20}}, reference_buckets={"age": cumulative(BASE)}
+            ),
+            "BucketMismatch",
+        ),
+        (observe({"age": [1, 1, 1, 1, 1]}, {"age": BASE}), "InsufficientSamples"),
+        (Observation.missing("NoData", "no series"), "NoData"),
+        (
+            Observation(
+                current_buckets={"age": {"1": 5, "2": 3, "+Inf": 20}},
+                reference_buckets={"age": {"1": 5, "2": 3, "+Inf": 20}},
+            ),
+            "MalformedHistogram",
+        ),
+    ],
+)
 def test_unusable_data_is_inconclusive_with_its_reason(observation: Observation, problem: str) -> None:
     result = evaluate_drift(trigger(), observation=observation, previous=PreviousState(), now=NOW)
     assert result.state == "inconclusive" and result.problem == problem and result.value is None
 
 
 def test_bucket_mismatch_names_the_metric_and_both_edge_lists() -> None:
-    obs = Observation(current_buckets={"age": {"1": 500, "5": 800, "+Inf": 1000}},
-                      reference_buckets={"age": cumulative(BASE)})
+    obs = Observation(
+        current_buckets={"age": {"1": 500, "5": 800, "+Inf": 1000}}, reference_buckets={"age": cumulative(BASE)}
+    )
     result = evaluate_drift(trigger(), observation=obs, previous=PreviousState(), now=NOW)
     assert "feature_value" in result.message and "age" in result.message
 
 
 def test_fixed_reference_counts() -> None:
     t = trigger(reference={"source": "Fixed", "counts": {"age": cumulative(BASE)}})
-    result = evaluate_drift(t, observation=Observation(current_buckets={"age": cumulative(SHIFT)}),
-                            previous=PreviousState(), now=NOW)
+    result = evaluate_drift(
+        t, observation=Observation(current_buckets={"age": cumulative(SHIFT)}), previous=PreviousState(), now=NOW
+    )
     assert result.state == "firing"
 
 
@@ -94,10 +115,18 @@ def test_learned_threshold_is_recorded() -> None:
     rng = np.random.default_rng(7)
     windows = tuple({"age": cumulative(rng.multinomial(1000, np.array(BASE) / 1000).tolist())} for _ in range(24))
     t = trigger(threshold=None, learnThreshold={"k": 3, "windows": 24})
-    calm = evaluate_drift(t, observation=observe({"age": BASE}, {"age": BASE}, reference_windows=windows),
-                          previous=PreviousState(), now=NOW)
-    shifted = evaluate_drift(t, observation=observe({"age": SHIFT}, {"age": BASE}, reference_windows=windows),
-                             previous=PreviousState(), now=NOW)
+    calm = evaluate_drift(
+        t,
+        observation=observe({"age": BASE}, {"age": BASE}, reference_windows=windows),
+        previous=PreviousState(),
+        now=NOW,
+    )
+    shifted = evaluate_drift(
+        t,
+        observation=observe({"age": SHIFT}, {"age": BASE}, reference_windows=windows),
+        previous=PreviousState(),
+        now=NOW,
+    )
     assert calm.state == "clear" and shifted.state == "firing"
     learned = shifted.details["learnedThreshold"]["age"]
     assert learned["windows"] == 24 and learned["threshold"] == pytest.approx(shifted.threshold)
@@ -117,13 +146,16 @@ def test_share_mode_needs_enough_features() -> None:
     assert evaluate_drift(t, observation=two_of_three, previous=PreviousState(), now=NOW).state == "firing"
 
 
-@pytest.mark.parametrize(("drift", "field"), [
-    ({"metric": "x", "reference": {}, "statistic": "mmd", "threshold": 1}, "spec.triggers[0].drift.statistic"),
-    ({"metric": "x", "reference": {}}, "spec.triggers[0].drift"),
-    ({"metric": "x", "reference": {}, "threshold": 1, "usePValue": True}, "spec.triggers[0].drift.usePValue"),
-    ({"metric": "x", "reference": {"source": "Fixed"}, "threshold": 1}, "spec.triggers[0].drift.reference.counts"),
-    ({"metric": "x", "reference": {}, "threshold": 1, "mode": "share"}, "spec.triggers[0].drift.minShare"),
-])
+@pytest.mark.parametrize(
+    ("drift", "field"),
+    [
+        ({"metric": "x", "reference": {}, "statistic": "mmd", "threshold": 1}, "spec.triggers[0].drift.statistic"),
+        ({"metric": "x", "reference": {}}, "spec.triggers[0].drift"),
+        ({"metric": "x", "reference": {}, "threshold": 1, "usePValue": True}, "spec.triggers[0].drift.usePValue"),
+        ({"metric": "x", "reference": {"source": "Fixed"}, "threshold": 1}, "spec.triggers[0].drift.reference.counts"),
+        ({"metric": "x", "reference": {}, "threshold": 1, "mode": "share"}, "spec.triggers[0].drift.minShare"),
+    ],
+)
 def test_invalid_drift_triggers(drift: dict[str, Any], field: str) -> None:
     from retrain_operator.domain.api import InvalidSpec
 
@@ -133,20 +165,25 @@ def test_invalid_drift_triggers(drift: dict[str, Any], field: str) -> None:
 
 
 def volume(**kind: Any) -> Any:
-    return parse_policy_spec(policy(triggers=[{"name": "v", "dataVolume": {"metric": "labels_total"} | kind}])[
-        "spec"]).triggers[0]
+    return parse_policy_spec(
+        policy(triggers=[{"name": "v", "dataVolume": {"metric": "labels_total"} | kind}])["spec"]
+    ).triggers[0]
 
 
-@pytest.mark.parametrize(("kind", "value", "rows", "state"), [
-    ({"minNewSamples": 1000}, 1500, None, "firing"),
-    ({"minNewSamples": 1000}, 999, None, "clear"),
-    ({"minRelative": 0.2}, 250, 1000, "firing"),
-    ({"minRelative": 0.2}, 150, 1000, "clear"),
-    ({"minRelative": 0.2}, 150, None, "inconclusive"),
-])
+@pytest.mark.parametrize(
+    ("kind", "value", "rows", "state"),
+    [
+        ({"minNewSamples": 1000}, 1500, None, "firing"),
+        ({"minNewSamples": 1000}, 999, None, "clear"),
+        ({"minRelative": 0.2}, 250, 1000, "firing"),
+        ({"minRelative": 0.2}, 150, 1000, "clear"),
+        ({"minRelative": 0.2}, 150, None, "inconclusive"),
+    ],
+)
 def test_data_volume(kind: dict[str, Any], value: float, rows: float | None, state: str) -> None:
-    result = evaluate_data_volume(volume(**kind), observation=Observation(value=value), training_rows=rows,
-                                  previous=PreviousState(), now=NOW)
+    result = evaluate_data_volume(
+        volume(**kind), observation=Observation(value=value), training_rows=rows, previous=PreviousState(), now=NOW
+    )
     assert result.state == state
 
 
@@ -155,6 +192,7 @@ def test_model_reference_comes_from_the_champion() -> None:
     obs = Observation(current_buckets={"age": cumulative(SHIFT)})
     missing = evaluate_drift(t, observation=obs, previous=PreviousState(), now=NOW)
     assert missing.state == "inconclusive" and missing.problem == "NoReference"
-    result = evaluate_drift(t, observation=obs, previous=PreviousState(), now=NOW,
-                            model_reference={"age": cumulative(BASE)})
+    result = evaluate_drift(
+        t, observation=obs, previous=PreviousState(), now=NOW, model_reference={"age": cumulative(BASE)}
+    )
     assert result.state == "firing" and result.details["features"][0]["name"] == "age"

@@ -33,8 +33,9 @@ def test_low_accuracy_retrains_once_and_reports_the_new_model(stack: Stack) -> N
     assert_restricted(job)
     assert job["metadata"]["ownerReferences"][0]["kind"] == "RetrainPolicy"
 
-    status = wait_for("the retrain outcome", lambda: stack.status("churn").get("lastRetrain"), timeout=180,
-                      log=stack.operator.log)
+    status = wait_for(
+        "the retrain outcome", lambda: stack.status("churn").get("lastRetrain"), timeout=180, log=stack.operator.log
+    )
     assert status["outcome"] == "Succeeded", (status, stack.operator.log()[-3000:])
     status = stack.status("churn")
     model = status["model"]
@@ -48,8 +49,12 @@ def test_low_accuracy_retrains_once_and_reports_the_new_model(stack: Stack) -> N
     assert head["ContentLength"] > 0
 
     # The baseline follows the new model; accuracy is still low, but the cooldown holds the next retrain.
-    wait_for("a decision after the retrain", lambda: stack.status("churn")["lastDecision"]["reason"] == "CoolingDown",
-             timeout=40, log=stack.operator.log)
+    wait_for(
+        "a decision after the retrain",
+        lambda: stack.status("churn")["lastDecision"]["reason"] == "CoolingDown",
+        timeout=40,
+        log=stack.operator.log,
+    )
     status = stack.status("churn")
     assert status["triggers"][0]["threshold"] == pytest.approx(model["score"] - 0.05, abs=1e-6)
     conditions = {c["type"]: c for c in status["conditions"]}
@@ -71,18 +76,31 @@ def test_low_accuracy_retrains_once_and_reports_the_new_model(stack: Stack) -> N
 def test_empty_nan_and_unreachable_metrics_launch_nothing(stack: Stack) -> None:
     stack.push_accuracy(f"{stack.model}-nan", [float("nan")] * 40)
     stack.push_accuracy(f"{stack.model}-low", [0.5] * 40)
-    dead = {"apiVersion": "retrain.dev/v1alpha1", "kind": "MetricsEndpoint",
-            "metadata": {"name": f"{stack.namespace}-dead"},
-            "spec": {"url": "http://127.0.0.1:9", "timeout": "2s"}}
+    dead = {
+        "apiVersion": "retrain.dev/v1alpha1",
+        "kind": "MetricsEndpoint",
+        "metadata": {"name": f"{stack.namespace}-dead"},
+        "spec": {"url": "http://127.0.0.1:9", "timeout": "2s"},
+    }
     unreachable = stack.example_policy("unreachable", f"{stack.model}-low")
     unreachable["spec"]["metrics"]["endpoint"] = f"{stack.namespace}-dead"
-    applied = stack.apply(dead, stack.example_policy("empty", f"{stack.model}-none"),
-                          stack.example_policy("nan", f"{stack.model}-nan"), unreachable)
+    applied = stack.apply(
+        dead,
+        stack.example_policy("empty", f"{stack.model}-none"),
+        stack.example_policy("nan", f"{stack.model}-nan"),
+        unreachable,
+    )
     assert applied.returncode == 0, applied.stderr
     for name, reason in (("empty", "NoData"), ("nan", "NotANumber"), ("unreachable", "Unreachable")):
-        condition = wait_for(f"MetricsAvailable=False on {name}",
-                             lambda n=name: stack.condition(n, "MetricsAvailable").get("status") == "False"
-                             and stack.condition(n, "MetricsAvailable"), timeout=30, log=stack.operator.log)
+        condition = wait_for(
+            f"MetricsAvailable=False on {name}",
+            lambda n=name: (
+                stack.condition(n, "MetricsAvailable").get("status") == "False"
+                and stack.condition(n, "MetricsAvailable")
+            ),
+            timeout=30,
+            log=stack.operator.log,
+        )
         assert condition["reason"] == reason, condition
         status = stack.status(name)
         assert status["phase"] == "Degraded" and status["lastDecision"]["reason"] == "MetricsUnavailable"
@@ -97,18 +115,27 @@ def test_operator_killed_while_the_job_runs_catches_up_after_restart(stack: Stac
     stack.push_accuracy(stack.model, [0.80] * 80)
     assert stack.apply(stack.example_policy()).returncode == 0
     wait_for("the training Job", stack.jobs, timeout=60, log=stack.operator.log)
-    wait_for("activeJob in status", lambda: stack.status("churn").get("activeJob"), timeout=30,
-             log=stack.operator.log)
+    wait_for("activeJob in status", lambda: stack.status("churn").get("activeJob"), timeout=30, log=stack.operator.log)
     stack.operator.kill()
     stack.cluster.release_jobs()
-    finished = wait_for("the Job to finish while the operator is down", lambda: [
-        j for j in stack.jobs() if any(c["type"] == "Complete" and c["status"] == "True"
-                                       for c in (j.get("status") or {}).get("conditions") or [])], timeout=180)
+    finished = wait_for(
+        "the Job to finish while the operator is down",
+        lambda: [
+            j
+            for j in stack.jobs()
+            if any(
+                c["type"] == "Complete" and c["status"] == "True"
+                for c in (j.get("status") or {}).get("conditions") or []
+            )
+        ],
+        timeout=180,
+    )
     assert len(finished) == 1
     assert "lastRetrain" not in stack.status("churn")
     stack.start_operator()
-    last = wait_for("status to catch up", lambda: stack.status("churn").get("lastRetrain"), timeout=60,
-                    log=stack.operator.log)
+    last = wait_for(
+        "status to catch up", lambda: stack.status("churn").get("lastRetrain"), timeout=60, log=stack.operator.log
+    )
     assert last["outcome"] == "Succeeded" and last["job"] == finished[0]["metadata"]["name"]
     assert "activeJob" not in stack.status("churn")
     assert len(stack.jobs()) == 1
@@ -137,8 +164,12 @@ def test_invalid_policies_are_rejected_or_marked_and_others_carry_on(stack: Stac
     bad_cron["spec"]["triggers"][1]["schedule"]["cron"] = "61 25 * * *"  # five fields, no such minute or hour
     assert stack.apply(no_endpoint, bad_cron, stack.example_policy("good")).returncode == 0
     for name, field in (("no-endpoint", "spec.metrics.endpoint"), ("bad-cron", "spec.triggers[1].schedule.cron")):
-        valid = wait_for(f"Valid=False on {name}", lambda n=name: stack.condition(n, "Valid").get("status") == "False"
-                         and stack.condition(n, "Valid"), timeout=30, log=stack.operator.log)
+        valid = wait_for(
+            f"Valid=False on {name}",
+            lambda n=name: stack.condition(n, "Valid").get("status") == "False" and stack.condition(n, "Valid"),
+            timeout=30,
+            log=stack.operator.log,
+        )
         assert valid["message"].startswith(field), valid
         assert stack.status(name)["phase"] == "Invalid"
     jobs = wait_for("the good policy's Job", stack.jobs, timeout=30, log=stack.operator.log)
@@ -149,8 +180,9 @@ def test_invalid_policies_are_rejected_or_marked_and_others_carry_on(stack: Stac
 
 def test_two_replicas_with_leader_election_launch_one_job_and_hand_over(stack: Stack) -> None:
     stack.operator.stop()
-    replicas = [stack.start_operator("--leader-election", "--lease-seconds", "3", log=f"replica-{i}.log")
-                for i in range(2)]
+    replicas = [
+        stack.start_operator("--leader-election", "--lease-seconds", "3", log=f"replica-{i}.log") for i in range(2)
+    ]
     stack.cluster.hold_jobs()
     stack.push_accuracy(stack.model, [0.80] * 80)
     assert stack.apply(stack.example_policy()).returncode == 0
@@ -160,8 +192,12 @@ def test_two_replicas_with_leader_election_launch_one_job_and_hand_over(stack: S
     follower = next(r for r in replicas if r is not leader)
     leader.kill()
     stack.cluster.release_jobs()
-    last = wait_for("the follower to take over and record the outcome",
-                    lambda: stack.status("churn").get("lastRetrain"), timeout=90, log=follower.log)
+    last = wait_for(
+        "the follower to take over and record the outcome",
+        lambda: stack.status("churn").get("lastRetrain"),
+        timeout=90,
+        log=follower.log,
+    )
     assert last["outcome"] == "Succeeded"
     assert len(stack.jobs()) == 1
     assert "started Job" not in follower.log() and "took over Lease retrain-system/retrain-operator" in follower.log()
@@ -175,25 +211,38 @@ def test_two_replicas_with_leader_election_launch_one_job_and_hand_over(stack: S
 def test_candidate_then_rollback_with_the_real_trainer(stack: Stack) -> None:
     stack.push_accuracy(stack.model, [0.80] * 80)
     assert stack.apply(stack.example_policy()).returncode == 0
-    first = wait_for("the first model", lambda: stack.status("churn").get("model"), timeout=120,
-                     log=stack.operator.log)
+    first = wait_for("the first model", lambda: stack.status("churn").get("model"), timeout=120, log=stack.operator.log)
     # Retrain again at once on the same data: the challenger cannot beat the champion, so it stays a candidate.
-    annotate = stack.kubectl("annotate", "retrainpolicy", "churn", "-n", stack.namespace,
-                             "retrain.dev/force-retrain=again")
+    annotate = stack.kubectl(
+        "annotate", "retrainpolicy", "churn", "-n", stack.namespace, "retrain.dev/force-retrain=again"
+    )
     assert annotate.returncode == 0, annotate.stderr
-    second = wait_for("the second run", lambda: (stack.status("churn").get("lastRetrain") or {}).get("modelVersion")
-                      not in (None, first["version"]) and stack.status("churn")["lastRetrain"], timeout=120,
-                      log=stack.operator.log)
+    second = wait_for(
+        "the second run",
+        lambda: (
+            (stack.status("churn").get("lastRetrain") or {}).get("modelVersion") not in (None, first["version"])
+            and stack.status("churn")["lastRetrain"]
+        ),
+        timeout=120,
+        log=stack.operator.log,
+    )
     assert second["promoted"] is False and "candidate" in second["promotionReason"], second
     assert stack.status("churn")["model"]["version"] == first["version"]
     # Roll the champion "back" to the candidate: the promote Job moves the pointer and status follows.
     candidate = second["modelVersion"]
-    annotate = stack.kubectl("annotate", "retrainpolicy", "churn", "-n", stack.namespace,
-                             f"retrain.dev/rollback-to={candidate}")
+    annotate = stack.kubectl(
+        "annotate", "retrainpolicy", "churn", "-n", stack.namespace, f"retrain.dev/rollback-to={candidate}"
+    )
     assert annotate.returncode == 0, annotate.stderr
-    rollback = wait_for("the rollback", lambda: (stack.status("churn").get("lastRollback") or {}).get("outcome")
-                        in ("Succeeded", "Failed") and stack.status("churn")["lastRollback"], timeout=120,
-                        log=stack.operator.log)
+    rollback = wait_for(
+        "the rollback",
+        lambda: (
+            (stack.status("churn").get("lastRollback") or {}).get("outcome") in ("Succeeded", "Failed")
+            and stack.status("churn")["lastRollback"]
+        ),
+        timeout=120,
+        log=stack.operator.log,
+    )
     assert rollback["outcome"] == "Succeeded", rollback
     assert stack.status("churn")["model"]["version"] == candidate
     pointer = s3_client(stack.s3).get_object(Bucket=stack.bucket, Key="churn/champion.json")["Body"].read()

@@ -16,8 +16,14 @@ REF = PolicyRef(namespace="team-a", name="churn", uid="0b6c5f0e-1111-2222-3333-4
 
 
 def make_job(**spec: Any) -> dict[str, Any]:
-    return build_job(parse_policy_spec(policy(**spec)["spec"]), policy=REF, sequence=3, triggers=["accuracy-drop"],
-                     trainer_image="retrain-operator:test", service_account="retrain-trainer")
+    return build_job(
+        parse_policy_spec(policy(**spec)["spec"]),
+        policy=REF,
+        sequence=3,
+        triggers=["accuracy-drop"],
+        trainer_image="retrain-operator:test",
+        service_account="retrain-trainer",
+    )
 
 
 def assert_restricted(job: dict[str, Any]) -> None:
@@ -28,8 +34,16 @@ def assert_restricted(job: dict[str, Any]) -> None:
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert pod["securityContext"].get("runAsUser", 1) != 0
     for volume in pod.get("volumes", []):
-        assert set(volume) - {"name"} <= {"emptyDir", "configMap", "secret", "projected", "downwardAPI",
-                                          "persistentVolumeClaim", "ephemeral", "csi"}, volume
+        assert set(volume) - {"name"} <= {
+            "emptyDir",
+            "configMap",
+            "secret",
+            "projected",
+            "downwardAPI",
+            "persistentVolumeClaim",
+            "ephemeral",
+            "csi",
+        }, volume
     for container in pod["containers"] + pod.get("initContainers", []):
         sc = container["securityContext"]
         assert sc["allowPrivilegeEscalation"] is False
@@ -43,12 +57,21 @@ def assert_restricted(job: dict[str, Any]) -> None:
         assert not sc.get("procMount") and not sc.get("windowsOptions", {}).get("hostProcess")
 
 
-@pytest.mark.parametrize("spec", [
-    {},
-    {"training": {"image": "example/custom:1", "command": ["python", "train.py"], "args": ["--fast"],
-                  "env": [{"name": "TOKEN", "secretKeyRef": {"name": "tok", "key": "value"}}],
-                  "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"nvidia.com/gpu": "1"}}}},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {},
+        {
+            "training": {
+                "image": "example/custom:1",
+                "command": ["python", "train.py"],
+                "args": ["--fast"],
+                "env": [{"name": "TOKEN", "secretKeyRef": {"name": "tok", "key": "value"}}],
+                "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"nvidia.com/gpu": "1"}},
+            }
+        },
+    ],
+)
 def test_job_is_restricted_and_valid(spec: dict[str, Any]) -> None:
     job = make_job(**spec)
     assert_restricted(job)
@@ -59,9 +82,14 @@ def test_job_wiring() -> None:
     job = make_job()
     meta = job["metadata"]
     assert meta["name"] == job_name(REF, 3) and len(meta["name"]) <= 63
-    assert meta["ownerReferences"][0] == {"apiVersion": "retrain.dev/v1alpha1", "kind": "RetrainPolicy",
-                                          "name": "churn", "uid": REF.uid, "controller": True,
-                                          "blockOwnerDeletion": True}
+    assert meta["ownerReferences"][0] == {
+        "apiVersion": "retrain.dev/v1alpha1",
+        "kind": "RetrainPolicy",
+        "name": "churn",
+        "uid": REF.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
     pod = job["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "retrain-trainer" and pod["automountServiceAccountToken"] is False
     container = pod["containers"][0]
@@ -69,8 +97,12 @@ def test_job_wiring() -> None:
     env = {e["name"]: e for e in container["env"]}
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"}
     config = json.loads(env["RETRAIN_TRAINER_CONFIG"]["value"])
-    assert config["run"] == {"policy": "team-a/churn", "policyUid": REF.uid, "job": meta["name"],
-                             "trigger": "accuracy-drop"}
+    assert config["run"] == {
+        "policy": "team-a/churn",
+        "policyUid": REF.uid,
+        "job": meta["name"],
+        "trigger": "accuracy-drop",
+    }
     assert config["builtin"]["estimator"] == "sklearn.linear_model.LogisticRegression"
     assert {"name": "scratch", "mountPath": "/tmp"} in container["volumeMounts"]
     assert job["spec"]["activeDeadlineSeconds"] == 3600 and job["spec"]["backoffLimit"] == 0
@@ -89,10 +121,13 @@ Finished = tuple[dict[str, Any], list[dict[str, Any]]]
 
 
 def _finished(kind: str, message: str | None, finished_at: str = "2026-11-27T10:00:00Z") -> Finished:
-    job = {"metadata": {"name": "j"}, "status": {"completionTime": finished_at,
-                                                 "conditions": [{"type": kind, "status": "True", "reason": "X"}]}}
-    pods = [{"status": {"containerStatuses": [{"state": {"terminated": {"finishedAt": finished_at,
-                                                                         "message": message}}}]}}]
+    job = {
+        "metadata": {"name": "j"},
+        "status": {"completionTime": finished_at, "conditions": [{"type": kind, "status": "True", "reason": "X"}]},
+    }
+    pods = [
+        {"status": {"containerStatuses": [{"state": {"terminated": {"finishedAt": finished_at, "message": message}}}]}}
+    ]
     return job, pods
 
 
@@ -100,8 +135,12 @@ def test_outcome_reads_the_termination_message() -> None:
     result = {"outcome": "Succeeded", "version": "v1", "score": 0.97, "metric": "accuracy"}
     outcome = read_outcome(*_finished("Complete", json.dumps(result)))
     assert outcome.finished and outcome.succeeded and outcome.result["score"] == 0.97
-    failed = read_outcome(*_finished("Failed", json.dumps({"outcome": "Failed", "reason": "MissingColumn",
-                                                           "message": "column 'label' not found"})))
+    failed = read_outcome(
+        *_finished(
+            "Failed",
+            json.dumps({"outcome": "Failed", "reason": "MissingColumn", "message": "column 'label' not found"}),
+        )
+    )
     assert failed.finished and not failed.succeeded and failed.message == "column 'label' not found"
     garbage = read_outcome(*_finished("Failed", "Traceback (most recent call last):\n boom"))
     assert not garbage.succeeded and "Traceback" in garbage.message
@@ -111,22 +150,35 @@ def test_outcome_reads_the_termination_message() -> None:
 
 def test_trimming_keeps_the_newest_within_limits() -> None:
     def job(name: str, kind: str, created: str) -> dict[str, Any]:
-        return {"metadata": {"name": name, "creationTimestamp": created},
-                "status": {"conditions": [{"type": kind, "status": "True"}]}}
-    jobs = [job("s1", "Complete", "1"), job("s2", "Complete", "2"), job("s3", "Complete", "3"),
-            job("f1", "Failed", "1"), job("f2", "Failed", "2"), {"metadata": {"name": "running"}, "status": {}}]
+        return {
+            "metadata": {"name": name, "creationTimestamp": created},
+            "status": {"conditions": [{"type": kind, "status": "True"}]},
+        }
+
+    jobs = [
+        job("s1", "Complete", "1"),
+        job("s2", "Complete", "2"),
+        job("s3", "Complete", "3"),
+        job("f1", "Failed", "1"),
+        job("f2", "Failed", "2"),
+        {"metadata": {"name": "running"}, "status": {}},
+    ]
     assert trimmed_jobs(jobs, successful=2, failed=1, keep=None) == ["s1", "f1"]
     assert trimmed_jobs(jobs, successful=0, failed=0, keep="s3") == ["s1", "s2", "f1", "f2"]
 
 
-@pytest.mark.parametrize(("resources", "requests"), [
-    ({}, {"cpu": "500m", "memory": "512Mi"}),
-    ({"limits": {"memory": "256Mi"}}, {"cpu": "500m"}),  # Kubernetes defaults the memory request to its limit
-    ({"limits": {"cpu": "250m", "memory": "256Mi"}}, None),
-    ({"requests": {"cpu": "2"}, "limits": {"cpu": "4"}}, {"cpu": "2"}),
-])
-def test_default_requests_never_exceed_the_policys_limits(resources: dict[str, Any],
-                                                         requests: dict[str, str] | None) -> None:
+@pytest.mark.parametrize(
+    ("resources", "requests"),
+    [
+        ({}, {"cpu": "500m", "memory": "512Mi"}),
+        ({"limits": {"memory": "256Mi"}}, {"cpu": "500m"}),  # Kubernetes defaults the memory request to its limit
+        ({"limits": {"cpu": "250m", "memory": "256Mi"}}, None),
+        ({"requests": {"cpu": "2"}, "limits": {"cpu": "4"}}, {"cpu": "2"}),
+    ],
+)
+def test_default_requests_never_exceed_the_policys_limits(
+    resources: dict[str, Any], requests: dict[str, str] | None
+) -> None:
     job = make_job(training={"image": "t:1", "command": ["train"], "resources": resources})
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"].get("requests") == requests

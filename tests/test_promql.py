@@ -7,20 +7,30 @@ import pytest
 from retrain_operator.domain import promql
 
 
-@pytest.mark.parametrize(("value", "literal"), [
-    ("churn", '"churn"'),
-    ('a"b', r'"a\"b"'),
-    ("a\\b", r'"a\\b"'),
-    ("line\nbreak", r'"line\nbreak"'),
-    ('x"} or vector(1) #', r'"x\"} or vector(1) #"'),
-])
+@pytest.mark.parametrize(
+    ("value", "literal"),
+    [
+        ("churn", '"churn"'),
+        ('a"b', r'"a\"b"'),
+        ("a\\b", r'"a\\b"'),
+        ("line\nbreak", r'"line\nbreak"'),
+        ('x"} or vector(1) #', r'"x\"} or vector(1) #"'),
+    ],
+)
 def test_quote(value: str, literal: str) -> None:
     assert promql.quote(value) == literal
 
 
-@pytest.mark.parametrize(("value", "pattern"), [
-    ("a.b", r"a\.b"), ("a|b", r"a\|b"), ("(x)", r"\(x\)"), ("a{1}", r"a\{1\}"), ("x\\y", r"x\\y"),
-])
+@pytest.mark.parametrize(
+    ("value", "pattern"),
+    [
+        ("a.b", r"a\.b"),
+        ("a|b", r"a\|b"),
+        ("(x)", r"\(x\)"),
+        ("a{1}", r"a\{1\}"),
+        ("x\\y", r"x\\y"),
+    ],
+)
 def test_regex_literal(value: str, pattern: str) -> None:
     assert promql.regex_literal(value) == pattern
 
@@ -33,14 +43,15 @@ def test_multi_selector_merges_values_and_keeps_single_values_exact() -> None:
 def test_hostile_values_stay_inside_their_string() -> None:
     sel = promql.multi_selector("acc", {"model": ['x"}|up{', "y"]})
     # The only unescaped quotes are the two that delimit the matcher's string.
-    body = sel[len('acc{model=~'):-1]
+    body = sel[len("acc{model=~") : -1]
     unescaped = [i for i, ch in enumerate(body) if ch == '"' and body[i - 1] != "\\"]
     assert unescaped == [0, len(body) - 1]
 
 
 def test_accuracy_queries_with_for() -> None:
-    q = promql.accuracy_queries(metric="acc", values_by_label={"model": ["a", "b"]}, group_by=["model"],
-                                window=300, for_seconds=600, step=60)
+    q = promql.accuracy_queries(
+        metric="acc", values_by_label={"model": ["a", "b"]}, group_by=["model"], window=300, for_seconds=600, step=60
+    )
     assert q.current == 'avg by (model) (avg_over_time(acc{model=~"a|b"}[5m]))'
     assert q.held_max == f"max_over_time(({q.current})[10m:1m])"
     assert q.held_count == f"count_over_time(({q.current})[10m:1m])"

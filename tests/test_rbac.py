@@ -37,23 +37,31 @@ def refused(result: subprocess.CompletedProcess[str]) -> bool:
 def tenant(admin: Kubectl, unique_namespace: str) -> str:
     """A namespace the operator watches (the chart's Role and RoleBinding in it) holding a tenant's Secret."""
     install_tenant(admin.kubeconfig, values=CHART_VALUES, namespace=unique_namespace)
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tenant-s3", "namespace": unique_namespace},
-              "stringData": {"AWS_SECRET_ACCESS_KEY": "tenant-only"}}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "tenant-s3", "namespace": unique_namespace},
+        "stringData": {"AWS_SECRET_ACCESS_KEY": "tenant-only"},
+    }
     assert admin.apply(secret).returncode == 0
     return unique_namespace
 
 
-@pytest.mark.parametrize("args", [
-    ("get", "secret", "tenant-s3"),
-    ("get", "secrets"),
-    ("get", "pod", "any-pod"),  # pods may be listed (for termination messages), never read one by one
-    ("create", "configmap", "x", "--from-literal=a=b"),
-    ("create", "serviceaccount", "escalate"),
-    ("create", "rolebinding", "escalate", "--clusterrole=admin", "--serviceaccount=default:default"),
-    ("delete", "pod", "any-pod"),
-])
-def test_the_operator_is_refused_outside_its_rules(operator_kubeconfig: Path, tenant: str,
-                                                  args: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("get", "secret", "tenant-s3"),
+        ("get", "secrets"),
+        ("get", "pod", "any-pod"),  # pods may be listed (for termination messages), never read one by one
+        ("create", "configmap", "x", "--from-literal=a=b"),
+        ("create", "serviceaccount", "escalate"),
+        ("create", "rolebinding", "escalate", "--clusterrole=admin", "--serviceaccount=default:default"),
+        ("delete", "pod", "any-pod"),
+    ],
+)
+def test_the_operator_is_refused_outside_its_rules(
+    operator_kubeconfig: Path, tenant: str, args: tuple[str, ...]
+) -> None:
     result = kubectl(operator_kubeconfig, *args, "-n", tenant)
     assert refused(result), (args, result.returncode, result.stderr)
 
@@ -63,9 +71,12 @@ def merge_patch(kubeconfig: Path, path: str, body: dict[str, Any]) -> int:
     config = yaml.safe_load(kubeconfig.read_text())
     cluster, user = config["clusters"][0]["cluster"], config["users"][0]["user"]
     context = ssl.create_default_context(cafile=cluster["certificate-authority"])
-    request = urllib.request.Request(cluster["server"] + path, data=json.dumps(body).encode(), method="PATCH",
-                                     headers={"Authorization": f"Bearer {user['token']}",
-                                              "Content-Type": "application/merge-patch+json"})
+    request = urllib.request.Request(
+        cluster["server"] + path,
+        data=json.dumps(body).encode(),
+        method="PATCH",
+        headers={"Authorization": f"Bearer {user['token']}", "Content-Type": "application/merge-patch+json"},
+    )
     try:
         with urllib.request.urlopen(request, context=context, timeout=30) as response:
             return int(response.status)
@@ -73,8 +84,9 @@ def merge_patch(kubeconfig: Path, path: str, body: dict[str, Any]) -> int:
         return int(error.code)
 
 
-def test_the_operator_writes_a_policys_status_never_its_spec_or_metadata(operator_kubeconfig: Path, admin: Kubectl,
-                                                                        tenant: str) -> None:
+def test_the_operator_writes_a_policys_status_never_its_spec_or_metadata(
+    operator_kubeconfig: Path, admin: Kubectl, tenant: str
+) -> None:
     policy = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / "churn-policy.yaml").read_text())
     policy["metadata"]["namespace"] = tenant
     assert admin.apply(policy).returncode == 0
@@ -85,9 +97,12 @@ def test_the_operator_writes_a_policys_status_never_its_spec_or_metadata(operato
 
 
 def test_the_operator_reads_secrets_only_in_its_own_namespace(operator_kubeconfig: Path, admin: Kubectl) -> None:
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "prometheus-token",
-                                                                 "namespace": OPERATOR_NAMESPACE},
-              "stringData": {"token": "t"}}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "prometheus-token", "namespace": OPERATOR_NAMESPACE},
+        "stringData": {"token": "t"},
+    }
     assert admin.apply(secret).returncode == 0
     own = kubectl(operator_kubeconfig, "get", "secret", "prometheus-token", "-n", OPERATOR_NAMESPACE)
     assert own.returncode == 0, own.stderr
@@ -95,24 +110,38 @@ def test_the_operator_reads_secrets_only_in_its_own_namespace(operator_kubeconfi
     assert refused(listing), "get by name only: never list (or watch) Secrets"
 
 
-def test_the_training_service_account_has_no_rights(control_plane: ControlPlane, admin: Kubectl,
-                                                    operator_kubeconfig: Path, tenant: str, tmp_path: Path) -> None:
+def test_the_training_service_account_has_no_rights(
+    control_plane: ControlPlane, admin: Kubectl, operator_kubeconfig: Path, tenant: str, tmp_path: Path
+) -> None:
     account = install_tenant(admin.kubeconfig, values=CHART_VALUES, namespace=tenant)
     body = admin.get("serviceaccount", account, namespace=tenant)
     assert body["automountServiceAccountToken"] is False
     token = admin("create", "token", account, "-n", tenant)
     assert token.returncode == 0, token.stderr
     assert control_plane.pki is not None
-    trainer = control_plane.token_kubeconfig(tmp_path / "trainer", token=token.stdout.strip(),
-                                             user=f"system:serviceaccount:{tenant}:{account}", namespace=tenant)
-    for args in (("get", "secret", "tenant-s3"), ("get", "pods"), ("get", "retrainpolicies"), ("get", "jobs"),
-                 ("get", "configmaps")):
+    trainer = control_plane.token_kubeconfig(
+        tmp_path / "trainer",
+        token=token.stdout.strip(),
+        user=f"system:serviceaccount:{tenant}:{account}",
+        namespace=tenant,
+    )
+    for args in (
+        ("get", "secret", "tenant-s3"),
+        ("get", "pods"),
+        ("get", "retrainpolicies"),
+        ("get", "jobs"),
+        ("get", "configmaps"),
+    ):
         assert refused(kubectl(trainer, *args, "-n", tenant)), args
     # Beyond what the cluster gives every authenticated user, nothing: the same rules as a bare account.
     assert admin("create", "serviceaccount", "bare", "-n", tenant).returncode == 0
     bare_token = admin("create", "token", "bare", "-n", tenant)
-    bare = control_plane.token_kubeconfig(tmp_path / "bare", token=bare_token.stdout.strip(),
-                                          user=f"system:serviceaccount:{tenant}:bare", namespace=tenant)
+    bare = control_plane.token_kubeconfig(
+        tmp_path / "bare",
+        token=bare_token.stdout.strip(),
+        user=f"system:serviceaccount:{tenant}:bare",
+        namespace=tenant,
+    )
     rules = kubectl(trainer, "auth", "can-i", "--list", "-n", tenant)
     baseline = kubectl(bare, "auth", "can-i", "--list", "-n", tenant)
     assert rules.returncode == baseline.returncode == 0, rules.stderr + baseline.stderr

@@ -26,8 +26,9 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 class ModelAccuracy:
     """A metric source that knows each model's accuracy and answers the merged queries like Prometheus would."""
 
-    def __init__(self, accuracy: Mapping[str, float], *, held: Mapping[str, float] | None = None,
-                 error: Exception | None = None) -> None:
+    def __init__(
+        self, accuracy: Mapping[str, float], *, held: Mapping[str, float] | None = None, error: Exception | None = None
+    ) -> None:
         self.accuracy = dict(accuracy)
         self.held = dict(held or accuracy)
         self.error = error
@@ -62,10 +63,17 @@ class Harness:
             return source
 
         self.scheduler = Scheduler(
-            reconciler=Reconciler(kube=self.kube, trainer_image="img", service_account="trainer",
-                                  telemetry=self.telemetry, clock=lambda: self.now),
-            endpoints=endpoints, clock=lambda: self.now,
-            observer=Observer(source_for=source_for, on_query=self.telemetry.query))
+            reconciler=Reconciler(
+                kube=self.kube,
+                trainer_image="img",
+                service_account="trainer",
+                telemetry=self.telemetry,
+                clock=lambda: self.now,
+            ),
+            endpoints=endpoints,
+            clock=lambda: self.now,
+            observer=Observer(source_for=source_for, on_query=self.telemetry.query),
+        )
         self.scheduler.upsert_endpoint("default", endpoint or {"url": "http://prom:9090"})
 
     def add(self, body: dict[str, Any]) -> None:
@@ -81,12 +89,17 @@ class Harness:
     def finish_job(self, name: str, *, succeeded: bool, result: dict[str, Any]) -> None:
         job = self.kube.jobs[("team-a", name)]
         kind = "Complete" if succeeded else "Failed"
-        job["status"] = {"completionTime": "2026-11-27T12:01:00Z",
-                         "conditions": [{"type": kind, "status": "True", "reason": "Done"}]}
+        job["status"] = {
+            "completionTime": "2026-11-27T12:01:00Z",
+            "conditions": [{"type": kind, "status": "True", "reason": "Done"}],
+        }
         self.kube.pods[("team-a", f"{name}-pod")] = {
             "metadata": {"name": f"{name}-pod", "labels": {"job-name": name}},
-            "status": {"containerStatuses": [{"state": {"terminated": {
-                "finishedAt": "2026-11-27T12:01:00Z", "message": json.dumps(result)}}}]},
+            "status": {
+                "containerStatuses": [
+                    {"state": {"terminated": {"finishedAt": "2026-11-27T12:01:00Z", "message": json.dumps(result)}}}
+                ]
+            },
         }
 
 
@@ -111,8 +124,14 @@ async def test_firing_trigger_launches_exactly_one_job_and_explains_it() -> None
     assert conditions["RetrainNeeded"]["status"] == "True" and conditions["Training"]["status"] == "True"
     assert [e["reason"] for e in h.kube.events] == ["RetrainStarted"]
     assert status["triggers"][0] | {"since": None} == {
-        "name": "accuracy-drop", "type": "accuracyDecay", "state": "firing", "value": 0.8, "threshold": 0.85,
-        "since": None, "message": status["triggers"][0]["message"]}
+        "name": "accuracy-drop",
+        "type": "accuracyDecay",
+        "state": "firing",
+        "value": 0.8,
+        "threshold": 0.85,
+        "since": None,
+        "message": status["triggers"][0]["message"],
+    }
 
     writes = len(h.kube.status_writes)
     h.now += timedelta(seconds=30)
@@ -129,18 +148,31 @@ async def test_job_outcome_updates_model_and_the_baseline_follows_it() -> None:
     h.add(policy())
     await h.cycle()
     name = h.kube.created_jobs[0]
-    h.finish_job(name, succeeded=True, result={"outcome": "Succeeded", "version": "20261127T120100Z-abc",
-                                               "modelUri": "s3://models/churn/versions/v/model.joblib",
-                                               "metric": "accuracy", "score": 0.97,
-                                               "trainedAt": "2026-11-27T12:01:00Z"})
+    h.finish_job(
+        name,
+        succeeded=True,
+        result={
+            "outcome": "Succeeded",
+            "version": "20261127T120100Z-abc",
+            "modelUri": "s3://models/churn/versions/v/model.joblib",
+            "metric": "accuracy",
+            "score": 0.97,
+            "trainedAt": "2026-11-27T12:01:00Z",
+        },
+    )
     h.source.accuracy = h.source.held = {"churn": 0.96}
     h.now += timedelta(minutes=2)
     await h.cycle()
     status = h.status()
     assert "activeJob" not in status
     assert status["lastRetrain"]["outcome"] == "Succeeded" and status["lastRetrain"]["score"] == 0.97
-    assert status["model"] == {"version": "20261127T120100Z-abc", "uri": "s3://models/churn/versions/v/model.joblib",
-                               "metric": "accuracy", "score": 0.97, "trainedAt": "2026-11-27T12:01:00Z"}
+    assert status["model"] == {
+        "version": "20261127T120100Z-abc",
+        "uri": "s3://models/churn/versions/v/model.joblib",
+        "metric": "accuracy",
+        "score": 0.97,
+        "trainedAt": "2026-11-27T12:01:00Z",
+    }
     assert status["triggers"][0]["threshold"] == pytest.approx(0.92)  # 0.97 - 0.05: the new model's score
     assert status["triggers"][0]["state"] == "clear" and status["phase"] == "Watching"
     assert "RetrainSucceeded" in [e["reason"] for e in h.kube.events]
@@ -155,8 +187,11 @@ async def test_failed_job_is_reported_and_keeps_the_model() -> None:
     h = Harness(ModelAccuracy({"churn": 0.80}))
     h.add(policy())
     await h.cycle()
-    h.finish_job(h.kube.created_jobs[0], succeeded=False,
-                 result={"outcome": "Failed", "reason": "MissingColumn", "message": "column 'label' is missing"})
+    h.finish_job(
+        h.kube.created_jobs[0],
+        succeeded=False,
+        result={"outcome": "Failed", "reason": "MissingColumn", "message": "column 'label' is missing"},
+    )
     await h.cycle()
     status = h.status()
     assert status["lastRetrain"]["outcome"] == "Failed"
@@ -171,8 +206,10 @@ async def test_job_created_before_a_crash_is_adopted_not_duplicated() -> None:
     body = policy()
     ref = PolicyRef("team-a", "churn", body["metadata"]["uid"])
     name = job_name(ref, 0)
-    h.kube.jobs[("team-a", name)] = {"metadata": {"name": name, "labels": {LABEL_POLICY_UID: ref.uid},
-                                                  "creationTimestamp": "2026-11-27T11:59:00Z"}, "status": {}}
+    h.kube.jobs[("team-a", name)] = {
+        "metadata": {"name": name, "labels": {LABEL_POLICY_UID: ref.uid}, "creationTimestamp": "2026-11-27T11:59:00Z"},
+        "status": {},
+    }
     h.add(body)
     await h.cycle()
     assert h.kube.created_jobs == []
@@ -274,8 +311,9 @@ async def test_history_limits_trim_finished_jobs() -> None:
     for _ in range(3):
         name = h.kube.created_jobs[-1]
         h.kube.jobs[("team-a", name)]["metadata"]["creationTimestamp"] = h.now.isoformat()
-        h.finish_job(name, succeeded=True, result={"outcome": "Succeeded", "version": name, "score": 0.99,
-                                                   "metric": "accuracy"})
+        h.finish_job(
+            name, succeeded=True, result={"outcome": "Succeeded", "version": name, "score": 0.99, "metric": "accuracy"}
+        )
         h.now += timedelta(minutes=1)
         await h.cycle()  # records the outcome, trims, and (still firing, no cooldown) starts the next Job
     created = h.kube.created_jobs
@@ -285,8 +323,10 @@ async def test_history_limits_trim_finished_jobs() -> None:
 
 
 async def test_tenant_header_and_namespace_label() -> None:
-    h = Harness(ModelAccuracy({"churn": 0.99}),
-                endpoint={"url": "http://prom", "namespaceLabel": "namespace", "tenantHeader": "X-Scope-OrgID"})
+    h = Harness(
+        ModelAccuracy({"churn": 0.99}),
+        endpoint={"url": "http://prom", "namespaceLabel": "namespace", "tenantHeader": "X-Scope-OrgID"},
+    )
     h.add(policy())
     calls: list[Mapping[str, str] | None] = []
     original = h.source.query
@@ -333,8 +373,11 @@ async def test_endpoint_credentials_come_from_the_operator_namespace() -> None:
 async def test_unusable_endpoint_makes_triggers_inconclusive_not_crash() -> None:
     kube = FakeKubeClient()
     endpoints = Endpoints(kube=kube, operator_namespace="retrain-system")
-    scheduler = Scheduler(reconciler=Reconciler(kube=kube, trainer_image="img", service_account="sa"),
-                          endpoints=endpoints, clock=lambda: NOW)
+    scheduler = Scheduler(
+        reconciler=Reconciler(kube=kube, trainer_image="img", service_account="sa"),
+        endpoints=endpoints,
+        clock=lambda: NOW,
+    )
     scheduler.upsert_endpoint("default", {"url": "http://prom:9090", "auth": {"bearerTokenSecret": {"name": "gone"}}})
     scheduler.upsert_policy(policy())
     await scheduler.run_cycle(list(scheduler.entries))
@@ -348,12 +391,24 @@ async def test_candidate_not_promoted_keeps_the_champion() -> None:
     h = Harness(ModelAccuracy({"churn": 0.80}))
     h.add(policy(decision={"cooldown": "0s"}))
     await h.cycle()
-    h.finish_job(h.kube.created_jobs[0], succeeded=True, result={
-        "outcome": "Succeeded", "version": "v1", "score": 0.97, "metric": "accuracy", "promoted": True})
+    h.finish_job(
+        h.kube.created_jobs[0],
+        succeeded=True,
+        result={"outcome": "Succeeded", "version": "v1", "score": 0.97, "metric": "accuracy", "promoted": True},
+    )
     await h.cycle()
-    h.finish_job(h.kube.created_jobs[1], succeeded=True, result={
-        "outcome": "Succeeded", "version": "v2", "score": 0.90, "metric": "accuracy", "promoted": False,
-        "promotionReason": "does not beat champion v1 accuracy 0.97: kept as candidate"})
+    h.finish_job(
+        h.kube.created_jobs[1],
+        succeeded=True,
+        result={
+            "outcome": "Succeeded",
+            "version": "v2",
+            "score": 0.90,
+            "metric": "accuracy",
+            "promoted": False,
+            "promotionReason": "does not beat champion v1 accuracy 0.97: kept as candidate",
+        },
+    )
     await h.cycle()
     status = h.status()
     assert status["model"]["version"] == "v1"
@@ -373,9 +428,19 @@ async def test_rollback_annotation_launches_one_promote_job_and_updates_the_mode
     assert container["command"] == ["retrain-operator", "train", "promote", "--version", "20261101T000000Z-aaaaaaaa"]
     assert h.status()["lastDecision"]["reason"] == "RollbackInProgress"
     assert h.status()["lastRollback"]["outcome"] == "Running"
-    h.finish_job(name, succeeded=True, result={"outcome": "Succeeded", "action": "Promote", "promoted": True,
-                                               "version": "20261101T000000Z-aaaaaaaa", "score": 0.93,
-                                               "metric": "accuracy", "modelUri": "s3://m/churn/versions/x/model.skops"})
+    h.finish_job(
+        name,
+        succeeded=True,
+        result={
+            "outcome": "Succeeded",
+            "action": "Promote",
+            "promoted": True,
+            "version": "20261101T000000Z-aaaaaaaa",
+            "score": 0.93,
+            "metric": "accuracy",
+            "modelUri": "s3://m/churn/versions/x/model.skops",
+        },
+    )
     await h.cycle()
     await h.cycle()
     status = h.status()
@@ -395,7 +460,8 @@ async def test_images_outside_the_admins_registries_are_invalid() -> None:
     problem = {c["type"]: c for c in h.status("custom")["conditions"]}["Valid"]["message"]
     assert problem.startswith("spec.training.image: 'evil.example.org/miner:1' is not from an allowed registry")
     assert [j for j in h.kube.created_jobs if j.startswith("allowed")] and not [
-        j for j in h.kube.created_jobs if j.startswith("custom")]
+        j for j in h.kube.created_jobs if j.startswith("custom")
+    ]
 
 
 async def test_a_status_field_that_goes_away_is_removed() -> None:
@@ -425,14 +491,26 @@ async def test_a_training_job_after_a_rollback_is_recorded_as_training() -> None
     body["metadata"]["annotations"] = {"retrain.dev/rollback-to": "v1"}
     h.add(body)
     await h.cycle()
-    h.finish_job(h.kube.created_jobs[0], succeeded=True, result={
-        "outcome": "Succeeded", "action": "Promote", "promoted": True, "version": "v1", "score": 0.9,
-        "metric": "accuracy"})
+    h.finish_job(
+        h.kube.created_jobs[0],
+        succeeded=True,
+        result={
+            "outcome": "Succeeded",
+            "action": "Promote",
+            "promoted": True,
+            "version": "v1",
+            "score": 0.9,
+            "metric": "accuracy",
+        },
+    )
     await h.cycle()  # records the rollback and, the trigger still firing, starts a training Job
     active = h.status()["activeJob"]
     assert "action" not in active and "version" not in active, active
-    h.finish_job(h.kube.created_jobs[1], succeeded=True, result={
-        "outcome": "Succeeded", "version": "v2", "score": 0.97, "metric": "accuracy", "promoted": True})
+    h.finish_job(
+        h.kube.created_jobs[1],
+        succeeded=True,
+        result={"outcome": "Succeeded", "version": "v2", "score": 0.97, "metric": "accuracy", "promoted": True},
+    )
     h.now += timedelta(minutes=1)
     await h.cycle()
     status = h.status()
@@ -464,8 +542,15 @@ async def test_a_rollback_job_created_before_a_crash_is_followed_as_a_rollback()
     body = policy(decision={"budget": "team"})
     body["metadata"]["annotations"] = {"retrain.dev/rollback-to": "v1"}
     ref = PolicyRef("team-a", "churn", body["metadata"]["uid"])
-    job = build_job(parse_policy_spec(body["spec"]), policy=ref, sequence=0, triggers=["rollback"], promote="v1",
-                    trainer_image="img", service_account="sa")
+    job = build_job(
+        parse_policy_spec(body["spec"]),
+        policy=ref,
+        sequence=0,
+        triggers=["rollback"],
+        promote="v1",
+        trainer_image="img",
+        service_account="sa",
+    )
     await h.kube.create_job("team-a", job)
     h.kube.created_jobs.clear()
     h.add(body)
@@ -477,8 +562,12 @@ async def test_a_rollback_job_created_before_a_crash_is_followed_as_a_rollback()
 
 async def test_one_policys_bad_time_never_blinds_the_others() -> None:
     h = Harness(ModelAccuracy({"churn": 0.80, "volume": 0.99}))
-    volume = named("volume", "uid-v", model="volume",
-                   triggers=[{"name": "new-data", "dataVolume": {"metric": "labels_total", "minNewSamples": 10}}])
+    volume = named(
+        "volume",
+        "uid-v",
+        model="volume",
+        triggers=[{"name": "new-data", "dataVolume": {"metric": "labels_total", "minNewSamples": 10}}],
+    )
     volume["status"] = {"model": {"version": "v0", "trainedAt": "2026-11-27T11:00:00"}}  # no offset
     h.add(volume)
     h.add(policy())

@@ -234,8 +234,10 @@ def test_defaults() -> None:
         ({"promotion": {"minScore": "high"}}, "promotion.minScore must be a finite number"),
         ({"promotion": {"metric": "f1"}}, "unknown field promotion.metric"),
         ({"builtin__histograms": {"features": {"age": [3, 2]}}}, "histograms.features.age must be strictly increasing"),
-        ({"builtin__histograms": {"predictions": []}},
-         "histograms.predictions must be a list of 1 to 1000 finite numbers"),
+        (
+            {"builtin__histograms": {"predictions": []}},
+            "histograms.predictions must be a list of 1 to 1000 finite numbers",
+        ),
         ({"builtin__histograms": {"predictions": [1, "inf"]}}, "histograms.predictions must be a list"),
         ({"builtin__histograms": {"features": [1]}}, "histograms.features must be a JSON object"),
     ],

@@ -16,15 +16,30 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 
 
-STEPS = ("trigger accuracy-drop: pending", "trigger accuracy-drop: firing", "training Job churn-retrain-",
-         "Succeeded: model", "/metadata.json", "status.model: version", "accuracy recovered", "RetrainStarted",
-         "RetrainSucceeded", "churn-gated decision: Wait (NotWorthRetraining)", "The loop is complete")
+STEPS = (
+    "trigger accuracy-drop: pending",
+    "trigger accuracy-drop: firing",
+    "training Job churn-retrain-",
+    "Succeeded: model",
+    "/metadata.json",
+    "status.model: version",
+    "accuracy recovered",
+    "RetrainStarted",
+    "RetrainSucceeded",
+    "churn-gated decision: Wait (NotWorthRetraining)",
+    "The loop is complete",
+)
 
 
 def run_sandbox(tmp_path: Path, *extra: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "sandbox", "--workdir", str(tmp_path / "sandbox"),
-                             "--timeout", "240", *extra],
-                            capture_output=True, text=True, timeout=400, check=False, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox", "--workdir", str(tmp_path / "sandbox"), "--timeout", "240", *extra],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     out = result.stdout
     for step in STEPS:
@@ -40,8 +55,9 @@ def test_sandbox_story_completes(tmp_path: Path, prometheus_binaries: tuple[str,
     assert "local kubelet" in out
 
 
-def test_sandbox_story_on_a_cluster_of_your_own(tmp_path: Path, cluster: LocalCluster, admin: Kubectl,
-                                                prometheus_binaries: tuple[str, str]) -> None:
+def test_sandbox_story_on_a_cluster_of_your_own(
+    tmp_path: Path, cluster: LocalCluster, admin: Kubectl, prometheus_binaries: tuple[str, str]
+) -> None:
     # "Your own cluster" here is the session's control plane, reached only through its kubeconfig.
     out = run_sandbox(tmp_path, "--kubeconfig", str(cluster.kubeconfig))
     assert f"your cluster at {cluster.url}" in out and "local kubelet" not in out

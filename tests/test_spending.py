@@ -28,8 +28,10 @@ async def test_two_policies_race_for_the_last_run_exactly_one_wins_then_the_wind
     reasons = sorted(h.status(n)["lastDecision"]["reason"] for n in ("a", "b"))
     assert reasons == ["OverBudget", "TriggerFiring"]
     loser = next(n for n in ("a", "b") if h.status(n)["lastDecision"]["reason"] == "OverBudget")
-    assert "RetrainBudget team: runs 1+1 > 1 in the window ending 2026-11-28T00:00:00Z" in \
-        h.status(loser)["lastDecision"]["message"]
+    assert (
+        "RetrainBudget team: runs 1+1 > 1 in the window ending 2026-11-28T00:00:00Z"
+        in h.status(loser)["lastDecision"]["message"]
+    )
     assert [e["reason"] for e in h.kube.events if e["involvedObject"]["name"] == loser] == ["OverBudget"]
     assert len(ledger(h)) == 1 and ledger(h)[0]["state"] == "Reserved"
     budget_status = h.kube.budgets[("team-a", "team")]["status"]
@@ -48,9 +50,19 @@ async def test_two_policies_race_for_the_last_run_exactly_one_wins_then_the_wind
 async def test_settlement_charges_the_real_duration_once() -> None:
     h = Harness(ModelAccuracy({"churn": 0.80}))
     h.kube.add_budget("team-a", "team", {**BUDGET, "limits": {"runs": 5}})
-    h.add(policy(decision={"budget": "team"}, training={
-        "builtin": {"data": {"key": "d"}, "target": "y", "estimator": "sklearn.linear_model.LogisticRegression"},
-        "resources": {"requests": {"cpu": "2", "memory": "1Gi"}}}))
+    h.add(
+        policy(
+            decision={"budget": "team"},
+            training={
+                "builtin": {
+                    "data": {"key": "d"},
+                    "target": "y",
+                    "estimator": "sklearn.linear_model.LogisticRegression",
+                },
+                "resources": {"requests": {"cpu": "2", "memory": "1Gi"}},
+            },
+        )
+    )
     await h.cycle()
     name = h.kube.created_jobs[0]
     reserved = ledger(h)[0]
@@ -64,8 +76,16 @@ async def test_settlement_charges_the_real_duration_once() -> None:
     assert settled["state"] == "Settled" and settled["cpuHours"] == 1.0
     assert settled["cost"] == round(1.0 * 0.5 + 0.5 * 0.01, 6)
     history = h.status()["history"]
-    assert history == [{"job": name, "durationSeconds": 1800.0, "outcome": "Succeeded", "accuracyBefore": 0.8,
-                        "baselineBefore": 0.9, "scoreAfter": 0.97}]
+    assert history == [
+        {
+            "job": name,
+            "durationSeconds": 1800.0,
+            "outcome": "Succeeded",
+            "accuracyBefore": 0.8,
+            "baselineBefore": 0.9,
+            "scoreAfter": 0.97,
+        }
+    ]
 
 
 async def test_job_created_before_a_crash_is_charged_once() -> None:
@@ -75,8 +95,10 @@ async def test_job_created_before_a_crash_is_charged_once() -> None:
     ref = PolicyRef("team-a", "churn", body["metadata"]["uid"])
     name = job_name(ref, 0)
     # The state a crash leaves: the Job exists, nothing recorded it, neither in status nor in the budget.
-    h.kube.jobs[("team-a", name)] = {"metadata": {"name": name, "labels": {LABEL_POLICY_UID: ref.uid},
-                                                  "creationTimestamp": "2026-11-27T11:59:00Z"}, "status": {}}
+    h.kube.jobs[("team-a", name)] = {
+        "metadata": {"name": name, "labels": {LABEL_POLICY_UID: ref.uid}, "creationTimestamp": "2026-11-27T11:59:00Z"},
+        "status": {},
+    }
     h.add(body)
     await h.cycle()
     assert h.kube.created_jobs == [] and [c["key"] for c in ledger(h)] == [f"team-a/{name}"]
@@ -90,8 +112,14 @@ async def test_job_created_before_a_crash_is_charged_once() -> None:
 
 async def test_not_worth_retraining_is_explained_with_numbers() -> None:
     h = Harness(ModelAccuracy({"churn": 0.849}))  # just below 0.85: a 5.1-point drop from 0.9
-    h.add(policy(decision={"prices": {"cpuHour": 100.0, "perRetrain": 50},
-                           "costBenefit": {"valuePerAccuracyPointPerDay": 1.0, "horizon": "7d"}}))
+    h.add(
+        policy(
+            decision={
+                "prices": {"cpuHour": 100.0, "perRetrain": 50},
+                "costBenefit": {"valuePerAccuracyPointPerDay": 1.0, "horizon": "7d"},
+            }
+        )
+    )
     await h.cycle()
     assert h.kube.created_jobs == []
     decision = h.status()["lastDecision"]
@@ -133,8 +161,9 @@ async def test_force_annotation_bypasses_gate_and_cooldown_once_but_not_the_budg
     await h.cycle()
     assert len(h.kube.created_jobs) == 1 and h.status()["lastOverride"] == "ticket-42"
     assert h.status()["lastDecision"]["reason"] == "ForcedRetrain"
-    h.finish_job(h.kube.created_jobs[0], succeeded=True, result={"outcome": "Succeeded", "version": "v1",
-                                                                 "score": 0.99})
+    h.finish_job(
+        h.kube.created_jobs[0], succeeded=True, result={"outcome": "Succeeded", "version": "v1", "score": 0.99}
+    )
     await h.cycle()
     await h.cycle()
     assert len(h.kube.created_jobs) == 1, "the same annotation value forces only once"
@@ -149,8 +178,9 @@ async def test_policy_inline_limits() -> None:
     h = Harness(ModelAccuracy({"churn": 0.80}))
     h.add(policy(decision={"cooldown": "0s", "limits": {"window": "1h", "runs": 1}}))
     await h.cycle()
-    h.finish_job(h.kube.created_jobs[0], succeeded=True, result={"outcome": "Succeeded", "version": "v1",
-                                                                 "score": 0.91})
+    h.finish_job(
+        h.kube.created_jobs[0], succeeded=True, result={"outcome": "Succeeded", "version": "v1", "score": 0.91}
+    )
     h.now += timedelta(minutes=1)
     await h.cycle()
     status = h.status()

@@ -72,14 +72,16 @@ async def test_decisions_jobs_and_queries_are_counted_by_the_injected_telemetry(
     h.add(named("telemetry-c", "uid-tc", model="telemetry-c"))
     before = {
         "evaluations": sample("retrain_evaluations_total", namespace="team-a") or 0.0,
-        "decisions": sample("retrain_decisions_total", namespace="team-a", action="Retrain",
-                            reason="TriggerFiring") or 0.0,
+        "decisions": sample("retrain_decisions_total", namespace="team-a", action="Retrain", reason="TriggerFiring")
+        or 0.0,
         "jobs": sample("retrain_jobs_total", namespace="team-a", outcome="Started") or 0.0,
         "queries": sample("retrain_prometheus_queries_total", endpoint="default", result="Success") or 0.0,
     }
     await h.cycle()
     assert sample("retrain_evaluations_total", namespace="team-a") == before["evaluations"] + 1
-    assert sample("retrain_decisions_total", namespace="team-a", action="Retrain",
-                  reason="TriggerFiring") == before["decisions"] + 1
+    assert (
+        sample("retrain_decisions_total", namespace="team-a", action="Retrain", reason="TriggerFiring")
+        == before["decisions"] + 1
+    )
     assert sample("retrain_jobs_total", namespace="team-a", outcome="Started") == before["jobs"] + 1
     assert sample("retrain_prometheus_queries_total", endpoint="default", result="Success") == before["queries"] + 3

@@ -79,9 +79,15 @@ def problems_of(spec: Mapping[str, Any]) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # The API refuses fields a pod spec would have
 
+
 def api_policy(namespace: str = "team-a") -> dict[str, Any]:
-    body = policy(training={"image": "registry.example.com/team-a/trainer:1", "command": ["python", "train.py"],
-                            "env": [{"name": "TOKEN", "secretKeyRef": {"name": "token", "key": "value"}}]})
+    body = policy(
+        training={
+            "image": "registry.example.com/team-a/trainer:1",
+            "command": ["python", "train.py"],
+            "env": [{"name": "TOKEN", "secretKeyRef": {"name": "token", "key": "value"}}],
+        }
+    )
     body["metadata"] = {"name": "churn", "namespace": namespace}
     return body
 
@@ -108,8 +114,9 @@ ESCALATIONS: list[tuple[str, Any]] = [
 
 
 @pytest.mark.parametrize(("path", "value"), ESCALATIONS, ids=[f"{p}={json.dumps(v)[:30]}" for p, v in ESCALATIONS])
-def test_strict_validation_refuses_fields_the_crd_does_not_have(admin: Kubectl, unique_namespace: str, path: str,
-                                                                value: Any) -> None:
+def test_strict_validation_refuses_fields_the_crd_does_not_have(
+    admin: Kubectl, unique_namespace: str, path: str, value: Any
+) -> None:
     result = admin.apply(set_path(api_policy(unique_namespace), path, value))
     assert result.returncode != 0, f"{path} was accepted"
     assert f'strict decoding error: unknown field "{path}"' in result.stderr, result.stderr
@@ -117,7 +124,8 @@ def test_strict_validation_refuses_fields_the_crd_does_not_have(admin: Kubectl, 
 
 
 def test_without_strict_validation_those_fields_are_dropped_before_the_operator_sees_them(
-        admin: Kubectl, unique_namespace: str) -> None:
+    admin: Kubectl, unique_namespace: str
+) -> None:
     body = api_policy(unique_namespace)
     for path, value in ESCALATIONS:
         body = set_path(body, path, value)
@@ -136,15 +144,40 @@ def test_a_policy_that_names_no_escalation_is_accepted(admin: Kubectl, unique_na
 # ----------------------------------------------------------------------------------------------
 # The Job built from any valid policy
 
-POD_KEYS = {"restartPolicy", "serviceAccountName", "automountServiceAccountToken", "enableServiceLinks",
-            "hostNetwork", "hostPID", "hostIPC", "securityContext", "containers", "volumes"}
+POD_KEYS = {
+    "restartPolicy",
+    "serviceAccountName",
+    "automountServiceAccountToken",
+    "enableServiceLinks",
+    "hostNetwork",
+    "hostPID",
+    "hostIPC",
+    "securityContext",
+    "containers",
+    "volumes",
+}
 CONTAINER_SECURITY = {
-    "allowPrivilegeEscalation": False, "privileged": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-    "runAsUser": NON_ROOT_UID, "runAsGroup": NON_ROOT_UID, "capabilities": {"drop": ["ALL"]},
+    "allowPrivilegeEscalation": False,
+    "privileged": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "runAsUser": NON_ROOT_UID,
+    "runAsGroup": NON_ROOT_UID,
+    "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-NASTY = ["--privileged", "$(cat /var/run/secrets/kubernetes.io/serviceaccount/token)", "; rm -rf /", "\n", "{}",
-         "hostPath: /", "-v /:/host", "x" * 300, "", "ünï"]
+NASTY = [
+    "--privileged",
+    "$(cat /var/run/secrets/kubernetes.io/serviceaccount/token)",
+    "; rm -rf /",
+    "\n",
+    "{}",
+    "hostPath: /",
+    "-v /:/host",
+    "x" * 300,
+    "",
+    "ünï",
+]
 
 
 # Secret keys Kubernetes accepts, odd as they are; the hostile ones of NASTY are refused by the CRD.
@@ -157,13 +190,24 @@ def random_policy(rng: random.Random, index: int, *, admissible: bool = False) -
     ``admissible`` keeps to what the API server admits for a Job (Secret keys, whole GPUs, requests at most
     their limits), so that a sample of them passes the CRD; hostile values stay where they are legal.
     """
+
     def word(n: int = 8) -> str:
         return "".join(rng.choice(string.ascii_lowercase) for _ in range(n))
 
     env: list[dict[str, Any]] = []
     for i in range(rng.randrange(6)):
-        name = rng.choice(["HOME", "TMPDIR", "PATH", "LD_PRELOAD", "KUBERNETES_SERVICE_HOST", f"VAR_{i}",
-                           "AWS_ACCESS_KEY_ID", f"_{word(3).upper()}"])
+        name = rng.choice(
+            [
+                "HOME",
+                "TMPDIR",
+                "PATH",
+                "LD_PRELOAD",
+                "KUBERNETES_SERVICE_HOST",
+                f"VAR_{i}",
+                "AWS_ACCESS_KEY_ID",
+                f"_{word(3).upper()}",
+            ]
+        )
         if name in {e["name"] for e in env} or name in RESERVED_ENV:
             continue
         if rng.random() < 0.4:
@@ -179,24 +223,40 @@ def random_policy(rng: random.Random, index: int, *, admissible: bool = False) -
     if admissible and resources:
         # Whole GPUs, each limit equal to its request (so never below it); limits without requests have a test
         # of their own (test_limits_without_requests_yield_a_job_the_api_server_admits).
-        requests = {name: rng.choice(["1", "2"]) if name.endswith("/gpu") else value
-                    for name, value in (resources.get("requests") or resources["limits"]).items()}
-        resources = {"requests": requests,
-                     "limits": {n: v for n, v in requests.items() if n.endswith("/gpu") or rng.random() < 0.5}}
-    training: dict[str, Any] = {"env": env, "resources": resources,
-                                "deadline": rng.choice(["1s", "10m", "48h"]), "backoffLimit": rng.randrange(11)}
+        requests = {
+            name: rng.choice(["1", "2"]) if name.endswith("/gpu") else value
+            for name, value in (resources.get("requests") or resources["limits"]).items()
+        }
+        resources = {
+            "requests": requests,
+            "limits": {n: v for n, v in requests.items() if n.endswith("/gpu") or rng.random() < 0.5},
+        }
+    training: dict[str, Any] = {
+        "env": env,
+        "resources": resources,
+        "deadline": rng.choice(["1s", "10m", "48h"]),
+        "backoffLimit": rng.randrange(11),
+    }
     if rng.random() < 0.5:
-        training["builtin"] = {"data": {"key": rng.choice(NASTY) or "k"}, "target": "y",
-                               "estimator": "sklearn.linear_model.LogisticRegression",
-                               "params": {"hostNetwork": True, "serviceAccountName": "admin"}}
+        training["builtin"] = {
+            "data": {"key": rng.choice(NASTY) or "k"},
+            "target": "y",
+            "estimator": "sklearn.linear_model.LogisticRegression",
+            "params": {"hostNetwork": True, "serviceAccountName": "admin"},
+        }
         if rng.random() < 0.3:
             training["image"] = rng.choice(["privileged:latest", "docker.io/library/busybox", "x; rm -rf /"])
     else:
-        training |= {"image": rng.choice(["registry.example.com/t:1", "busybox@sha256:" + "0" * 64]),
-                     "command": [rng.choice(NASTY) or "sh" for _ in range(rng.randrange(1, 4))],
-                     "args": [rng.choice(NASTY) for _ in range(rng.randrange(4))]}
-    registry = {"bucket": "models", "prefix": rng.choice(["", "a/", "a/b/"]),
-                "endpoint": rng.choice(["http://127.0.0.1:1", "https://s3.example.com", "http://169.254.169.254"])}
+        training |= {
+            "image": rng.choice(["registry.example.com/t:1", "busybox@sha256:" + "0" * 64]),
+            "command": [rng.choice(NASTY) or "sh" for _ in range(rng.randrange(1, 4))],
+            "args": [rng.choice(NASTY) for _ in range(rng.randrange(4))],
+        }
+    registry = {
+        "bucket": "models",
+        "prefix": rng.choice(["", "a/", "a/b/"]),
+        "endpoint": rng.choice(["http://127.0.0.1:1", "https://s3.example.com", "http://169.254.169.254"]),
+    }
     if rng.random() < 0.5:
         registry["credentialsSecret"] = word()
     body = policy(training=training, model={"name": word(), "registry": registry})
@@ -209,14 +269,23 @@ def assert_job_confined(job: Mapping[str, Any], ref: PolicyRef) -> None:
     meta = job["metadata"]
     assert meta["namespace"] == ref.namespace, "a Job always lands in its policy's namespace"
     (owner,) = meta["ownerReferences"]
-    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == \
-        ("RetrainPolicy", ref.name, ref.uid, True)
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "RetrainPolicy",
+        ref.name,
+        ref.uid,
+        True,
+    )
     pod = job["spec"]["template"]["spec"]
     assert set(pod) == POD_KEYS, "no node selection, tolerations, host aliases, runtime class, sysctls, ..."
     assert pod["serviceAccountName"] == TRAINER_SA and pod["automountServiceAccountToken"] is False
     assert pod["hostNetwork"] is False and pod["hostPID"] is False and pod["hostIPC"] is False
-    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": NON_ROOT_UID, "runAsGroup": NON_ROOT_UID,
-                                      "fsGroup": NON_ROOT_UID, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": NON_ROOT_UID,
+        "runAsGroup": NON_ROOT_UID,
+        "fsGroup": NON_ROOT_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     assert pod["volumes"] == [{"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}}]
     (container,) = pod["containers"]
     assert container["securityContext"] == CONTAINER_SECURITY
@@ -225,8 +294,10 @@ def assert_job_confined(job: Mapping[str, Any], ref: PolicyRef) -> None:
     for var in container["env"]:
         assert set(var) in ({"name", "value"}, {"name", "valueFrom"})
         if "valueFrom" in var:
-            assert set(var["valueFrom"]) == {"secretKeyRef"} and set(var["valueFrom"]["secretKeyRef"]) == \
-                {"name", "key"}, "only keys of Secrets in the Job's own namespace"
+            assert set(var["valueFrom"]) == {"secretKeyRef"} and set(var["valueFrom"]["secretKeyRef"]) == {
+                "name",
+                "key",
+            }, "only keys of Secrets in the Job's own namespace"
     names = [var["name"] for var in container["env"]]
     for reserved in RESERVED_ENV:
         assert names.count(reserved) <= 1
@@ -240,8 +311,17 @@ def generated_jobs(count: int) -> Iterator[tuple[PolicyRef, dict[str, Any]]]:
     for index in range(count):
         ref, body = random_policy(rng, index)
         spec = parse_policy_spec(body["spec"])  # every generated policy is valid
-        yield ref, build_job(spec, policy=ref, sequence=index, triggers=["t"], trainer_image="retrain-operator:0.1.0",
-                             service_account=TRAINER_SA)
+        yield (
+            ref,
+            build_job(
+                spec,
+                policy=ref,
+                sequence=index,
+                triggers=["t"],
+                trainer_image="retrain-operator:0.1.0",
+                service_account=TRAINER_SA,
+            ),
+        )
 
 
 def test_no_valid_policy_yields_a_job_that_escapes_its_confinement() -> None:
@@ -251,8 +331,13 @@ def test_no_valid_policy_yields_a_job_that_escapes_its_confinement() -> None:
 
 def restricted_namespace(admin: Kubectl, namespace: str) -> None:
     """Enforce the ``restricted`` profile and warn about it: Pod Security judges a Job's pod template in warnings."""
-    labelled = admin("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
-                     "pod-security.kubernetes.io/warn=restricted")
+    labelled = admin(
+        "label",
+        "namespace",
+        namespace,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/warn=restricted",
+    )
     assert labelled.returncode == 0, labelled.stderr
 
 
@@ -263,8 +348,11 @@ def dry_run_created(admin: Kubectl, docs: list[dict[str, Any]]) -> tuple[set[str
     """
     items = json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
     result = admin("create", "--dry-run=server", "-f", "-", input=items, timeout=120)
-    created = {line.split()[0].split("/", 1)[1] for line in result.stdout.splitlines()
-               if line.endswith(" created (server dry run)")}
+    created = {
+        line.split()[0].split("/", 1)[1]
+        for line in result.stdout.splitlines()
+        if line.endswith(" created (server dry run)")
+    }
     return created, result.stderr
 
 
@@ -279,8 +367,14 @@ def test_every_policy_the_api_server_admits_yields_a_job_it_admits(admin: Kubect
         ref, body = random_policy(rng, index, admissible=True)
         body["metadata"] = {"name": f"p{index}", "namespace": unique_namespace}
         policies[f"p{index}"] = body
-        job = build_job(parse_policy_spec(body["spec"]), policy=ref, sequence=index, triggers=["t"],
-                        trainer_image="retrain-operator:0.1.0", service_account=TRAINER_SA)
+        job = build_job(
+            parse_policy_spec(body["spec"]),
+            policy=ref,
+            sequence=index,
+            triggers=["t"],
+            trainer_image="retrain-operator:0.1.0",
+            service_account=TRAINER_SA,
+        )
         job["metadata"]["namespace"] = unique_namespace
         jobs[f"p{index}"] = job
     admitted, refusals = dry_run_created(admin, list(policies.values()))
@@ -294,21 +388,39 @@ def test_limits_without_requests_yield_a_job_the_api_server_admits(admin: Kubect
     body = policy(training={"image": "t:1", "command": ["train"], "resources": {"limits": {"memory": "256Mi"}}})
     body["metadata"] = {"name": "small", "namespace": unique_namespace}
     assert admin.apply(body).returncode == 0
-    job = build_job(parse_policy_spec(body["spec"]), policy=PolicyRef(unique_namespace, "small", "u"), sequence=0,
-                    triggers=["t"], trainer_image="i", service_account=TRAINER_SA)
+    job = build_job(
+        parse_policy_spec(body["spec"]),
+        policy=PolicyRef(unique_namespace, "small", "u"),
+        sequence=0,
+        triggers=["t"],
+        trainer_image="i",
+        service_account=TRAINER_SA,
+    )
     created, stderr = dry_run_created(admin, [job])
     assert created == {job["metadata"]["name"]}, stderr
 
 
 def test_builtin_trainer_params_never_reach_the_pod_spec() -> None:
     """``params`` is free-form (the estimator's own), so it may hold anything; it only ever reaches the trainer."""
-    body = policy(training={"builtin": {"data": {"key": "k"}, "target": "y",
-                                        "estimator": "sklearn.linear_model.LogisticRegression",
-                                        "params": {"hostNetwork": True, "privileged": True,
-                                                   "volumes": [{"hostPath": {"path": "/"}}]}}})
+    body = policy(
+        training={
+            "builtin": {
+                "data": {"key": "k"},
+                "target": "y",
+                "estimator": "sklearn.linear_model.LogisticRegression",
+                "params": {"hostNetwork": True, "privileged": True, "volumes": [{"hostPath": {"path": "/"}}]},
+            }
+        }
+    )
     ref = PolicyRef("team-a", "churn", "u")
-    job = build_job(parse_policy_spec(body["spec"]), policy=ref, sequence=0, triggers=["t"], trainer_image="i",
-                    service_account=TRAINER_SA)
+    job = build_job(
+        parse_policy_spec(body["spec"]),
+        policy=ref,
+        sequence=0,
+        triggers=["t"],
+        trainer_image="i",
+        service_account=TRAINER_SA,
+    )
     assert_job_confined(job, ref)
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert json.loads(env["RETRAIN_TRAINER_CONFIG"] or "{}")["builtin"]["params"]["hostNetwork"] is True
@@ -329,13 +441,15 @@ def test_environment_variable_names_must_be_plain(name: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["requests", "limits"])
-@pytest.mark.parametrize("resource", ["hugepages-2Mi", "example.com/fpga", "pods", "requests.cpu",
-                                      "nvidia.com/mig-1g.5gb", "storage"])
+@pytest.mark.parametrize(
+    "resource", ["hugepages-2Mi", "example.com/fpga", "pods", "requests.cpu", "nvidia.com/mig-1g.5gb", "storage"]
+)
 def test_resource_names_outside_the_allowed_set_are_refused(kind: str, resource: str) -> None:
     spec = policy(training={"image": "t:1", "command": ["train"], "resources": {kind: {resource: "1"}}})["spec"]
     assert problems_of(spec) == [
         f"spec.training.resources.{kind}.{resource}: is not allowed; use cpu, memory, ephemeral-storage, "
-        "nvidia.com/gpu or amd.com/gpu"]
+        "nvidia.com/gpu or amd.com/gpu"
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -344,31 +458,58 @@ def test_resource_names_outside_the_allowed_set_are_refused(kind: str, resource:
 RAW = {"name": "raw", "query": {"promql": 'sum(rate(x{namespace="team-b"}[5m]))', "operator": ">", "threshold": 1}}
 
 
-@pytest.mark.parametrize(("endpoint", "namespace", "triggers", "expected"), [
-    ({"url": "http://p:9090", "allowedNamespaces": ["team-b"]}, "team-a", None,
-     ["spec.metrics.endpoint: MetricsEndpoint 'default' does not admit namespace 'team-a'; ask the cluster "
-      "admin to add it to spec.allowedNamespaces"]),
-    ({"url": "http://p:9090", "allowRawQueries": False}, "team-a", [RAW],
-     ["spec.triggers[0].query: MetricsEndpoint 'default' does not allow raw PromQL; use an accuracyDecay "
-      "trigger or an endpoint with allowRawQueries"]),
-    ({"url": "http://p:9090"}, "team-a", [RAW],
-     ["spec.triggers[0].query: MetricsEndpoint 'default' does not allow raw PromQL; use an accuracyDecay "
-      "trigger or an endpoint with allowRawQueries"]),
-    ({"url": "http://p:9090", "allowedNamespaces": ["team-a"]}, "team-a", None, []),
-    ({"url": "http://p:9090", "allowedNamespaces": ["*"], "allowRawQueries": True}, "team-a", [RAW], []),
-    ({"url": "http://p:9090"}, "team-a", None, []),
-])
-def test_endpoint_use_is_checked(endpoint: dict[str, Any], namespace: str, triggers: list[dict[str, Any]] | None,
-                                 expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("endpoint", "namespace", "triggers", "expected"),
+    [
+        (
+            {"url": "http://p:9090", "allowedNamespaces": ["team-b"]},
+            "team-a",
+            None,
+            [
+                "spec.metrics.endpoint: MetricsEndpoint 'default' does not admit namespace 'team-a'; ask the cluster "
+                "admin to add it to spec.allowedNamespaces"
+            ],
+        ),
+        (
+            {"url": "http://p:9090", "allowRawQueries": False},
+            "team-a",
+            [RAW],
+            [
+                "spec.triggers[0].query: MetricsEndpoint 'default' does not allow raw PromQL; use an accuracyDecay "
+                "trigger or an endpoint with allowRawQueries"
+            ],
+        ),
+        (
+            {"url": "http://p:9090"},
+            "team-a",
+            [RAW],
+            [
+                "spec.triggers[0].query: MetricsEndpoint 'default' does not allow raw PromQL; use an accuracyDecay "
+                "trigger or an endpoint with allowRawQueries"
+            ],
+        ),
+        ({"url": "http://p:9090", "allowedNamespaces": ["team-a"]}, "team-a", None, []),
+        ({"url": "http://p:9090", "allowedNamespaces": ["*"], "allowRawQueries": True}, "team-a", [RAW], []),
+        ({"url": "http://p:9090"}, "team-a", None, []),
+    ],
+)
+def test_endpoint_use_is_checked(
+    endpoint: dict[str, Any], namespace: str, triggers: list[dict[str, Any]] | None, expected: list[str]
+) -> None:
     body = policy(triggers=triggers) if triggers else policy()
-    problems = check_endpoint_use(parse_policy_spec(body["spec"]), namespace=namespace, endpoint_name="default",
-                                  endpoint=parse_endpoint_spec(endpoint))
+    problems = check_endpoint_use(
+        parse_policy_spec(body["spec"]),
+        namespace=namespace,
+        endpoint_name="default",
+        endpoint=parse_endpoint_spec(endpoint),
+    )
     assert [str(p) for p in problems] == expected
 
 
 def test_a_missing_endpoint_is_named() -> None:
-    problems = check_endpoint_use(parse_policy_spec(policy()["spec"]), namespace="team-a", endpoint_name="nope",
-                                  endpoint=None)
+    problems = check_endpoint_use(
+        parse_policy_spec(policy()["spec"]), namespace="team-a", endpoint_name="nope", endpoint=None
+    )
     assert [p.field for p in problems] == ["spec.metrics.endpoint"] and "'nope' does not exist" in str(problems[0])
 
 
@@ -383,21 +524,28 @@ class RecordingSource:
         return []
 
 
-@pytest.mark.parametrize(("endpoint", "triggers"), [
-    ({"url": "http://p:9090", "allowedNamespaces": ["team-b"]}, None),
-    ({"url": "http://p:9090"}, [RAW]),
-])
-async def test_a_refused_policy_makes_no_query_and_no_job(endpoint: dict[str, Any],
-                                                          triggers: list[dict[str, Any]] | None) -> None:
+@pytest.mark.parametrize(
+    ("endpoint", "triggers"),
+    [
+        ({"url": "http://p:9090", "allowedNamespaces": ["team-b"]}, None),
+        ({"url": "http://p:9090"}, [RAW]),
+    ],
+)
+async def test_a_refused_policy_makes_no_query_and_no_job(
+    endpoint: dict[str, Any], triggers: list[dict[str, Any]] | None
+) -> None:
     kube = FakeKubeClient()
     source = RecordingSource()
 
     async def source_for(_: str) -> QuerySource:
         return source
 
-    scheduler = Scheduler(reconciler=Reconciler(kube=kube, trainer_image="i", service_account=TRAINER_SA),
-                          endpoints=Endpoints(kube=kube, operator_namespace=OPERATOR_NS), clock=lambda: NOW,
-                          observer=Observer(source_for=source_for))
+    scheduler = Scheduler(
+        reconciler=Reconciler(kube=kube, trainer_image="i", service_account=TRAINER_SA),
+        endpoints=Endpoints(kube=kube, operator_namespace=OPERATOR_NS),
+        clock=lambda: NOW,
+        observer=Observer(source_for=source_for),
+    )
     scheduler.upsert_endpoint("default", endpoint)
     scheduler.upsert_policy(policy(triggers=triggers) if triggers else policy())
     await scheduler.run_cycle(list(scheduler.entries))
@@ -423,8 +571,10 @@ async def test_built_in_queries_always_carry_the_policys_own_namespace() -> None
     async def source_for(_: str) -> QuerySource:
         return source
 
-    subjects = [subject("team-a", "sneaky", {"model": "churn", "namespace": "team-b"}, endpoint),
-                subject("team-a", "plain", {"model": "fraud"}, endpoint)]
+    subjects = [
+        subject("team-a", "sneaky", {"model": "churn", "namespace": "team-b"}, endpoint),
+        subject("team-a", "plain", {"model": "fraud"}, endpoint),
+    ]
     await Observer(source_for=source_for).observe(subjects, now=NOW)
     assert source.calls
     for query, _ in source.calls:
@@ -438,14 +588,17 @@ async def test_tenant_header_carries_the_policys_namespace_and_tenants_never_sha
     async def source_for(_: str) -> QuerySource:
         return source
 
-    subjects = [subject("team-a", "a", {"model": "churn"}, endpoint),
-                subject("team-b", "b", {"model": "churn"}, endpoint)]
+    subjects = [
+        subject("team-a", "a", {"model": "churn"}, endpoint),
+        subject("team-b", "b", {"model": "churn"}, endpoint),
+    ]
     await Observer(source_for=source_for).observe(subjects, now=NOW)
     assert sorted(headers["X-Scope-OrgID"] for _, headers in source.calls) == ["team-a", "team-b"]
 
 
 # ----------------------------------------------------------------------------------------------
 # Hostile label values against a real Prometheus
+
 
 @pytest.mark.integration
 async def test_hostile_label_values_match_only_themselves(prometheus: PrometheusServer, prom_series_id: str) -> None:
@@ -457,8 +610,13 @@ async def test_hostile_label_values_match_only_themselves(prometheus: Prometheus
     for index, value in enumerate(values):
         for tenant, base in (("team-a", 0.1), ("team-b", 0.6)):
             truth[(tenant, value)] = round(base + index / 1000, 6)
-            series.append(Series("tenant_accuracy", {"test": prom_series_id, "namespace": tenant, "model": value},
-                                 [(t, truth[(tenant, value)]) for t in stamps]))
+            series.append(
+                Series(
+                    "tenant_accuracy",
+                    {"test": prom_series_id, "namespace": tenant, "model": value},
+                    [(t, truth[(tenant, value)]) for t in stamps],
+                )
+            )
     prometheus.push(series)
 
     endpoint = parse_endpoint_spec({"url": prometheus.url, "namespaceLabel": "namespace"})
@@ -470,18 +628,24 @@ async def test_hostile_label_values_match_only_themselves(prometheus: Prometheus
     def spec_for(value: str) -> Any:
         body = policy()
         body["spec"]["metrics"]["selector"] = {"model": value, "test": prom_series_id}
-        body["spec"]["triggers"][0] = {"name": "acc", "accuracyDecay": {"metric": "tenant_accuracy", "window": "5m",
-                                                                         "fixedBaseline": 0.9, "maxDrop": 0.05}}
+        body["spec"]["triggers"][0] = {
+            "name": "acc",
+            "accuracyDecay": {"metric": "tenant_accuracy", "window": "5m", "fixedBaseline": 0.9, "maxDrop": 0.05},
+        }
         return parse_policy_spec(body["spec"])
 
     try:
         # One at a time (exact matchers), then all tenants' policies together (one merged regex query).
         for value in HOSTILE:
             observed = await Observer(source_for=source_for).observe(
-                [Subject("team-a", "p", spec_for(value), "default", endpoint)], now=now)
+                [Subject("team-a", "p", spec_for(value), "default", endpoint)], now=now
+            )
             assert observed[("team-a", "p", "acc")].value == pytest.approx(truth[("team-a", value)]), repr(value)
-        subjects = [Subject(tenant, f"p{i}", spec_for(value), "default", endpoint)
-                    for i, value in enumerate(HOSTILE) for tenant in ("team-a", "team-b")]
+        subjects = [
+            Subject(tenant, f"p{i}", spec_for(value), "default", endpoint)
+            for i, value in enumerate(HOSTILE)
+            for tenant in ("team-a", "team-b")
+        ]
         observer = Observer(source_for=source_for)
         observed = await observer.observe(subjects, now=now)
         assert observer.stats.queries == 1, "one merged query for every tenant's policy"
@@ -497,14 +661,16 @@ async def test_hostile_label_values_match_only_themselves(prometheus: Prometheus
         query = promql.selector("tenant_accuracy", {"model": value, "namespace": "team-a", "test": prom_series_id})
         result = prometheus.query(query, at=now.timestamp())["result"]
         assert [(r["metric"]["namespace"], r["metric"]["model"]) for r in result] == [("team-a", value)], query
-        regex = promql.multi_selector("tenant_accuracy", {"model": [value, "zzz-none"], "namespace": ["team-a"],
-                                                          "test": [prom_series_id]})
+        regex = promql.multi_selector(
+            "tenant_accuracy", {"model": [value, "zzz-none"], "namespace": ["team-a"], "test": [prom_series_id]}
+        )
         result = prometheus.query(regex, at=now.timestamp())["result"]
         assert [(r["metric"]["namespace"], r["metric"]["model"]) for r in result] == [("team-a", value)], regex
 
 
 # ----------------------------------------------------------------------------------------------
 # No tenant-controlled URL is called with the operator's credentials
+
 
 class FiringAccuracy:
     """Accuracy far below the baseline for every model asked about, held long enough to fire."""
@@ -528,9 +694,12 @@ async def test_the_operator_never_calls_the_registry_endpoint_of_a_policy() -> N
             return source
 
         clock = [NOW]
-        scheduler = Scheduler(reconciler=Reconciler(kube=kube, trainer_image="i", service_account=TRAINER_SA),
-                              endpoints=Endpoints(kube=kube, operator_namespace=OPERATOR_NS),
-                              clock=lambda: clock[0], observer=Observer(source_for=source_for))
+        scheduler = Scheduler(
+            reconciler=Reconciler(kube=kube, trainer_image="i", service_account=TRAINER_SA),
+            endpoints=Endpoints(kube=kube, operator_namespace=OPERATOR_NS),
+            clock=lambda: clock[0],
+            observer=Observer(source_for=source_for),
+        )
         scheduler.upsert_endpoint("default", {"url": "http://prometheus.monitoring:9090"})
         body = policy()
         body["spec"]["model"]["registry"]["endpoint"] = url
@@ -542,11 +711,32 @@ async def test_the_operator_never_calls_the_registry_endpoint_of_a_policy() -> N
         assert env["AWS_ENDPOINT_URL"]["value"] == url  # handed to the Job, which runs as the tenant
         assert json.loads(env["RETRAIN_TRAINER_CONFIG"]["value"])["model"]["registry"]["endpoint"] == url
         # The Job ends; the operator reads the outcome from the pod's termination message, not the registry.
-        job["status"] = {"completionTime": "2026-11-27T12:01:00Z",
-                         "conditions": [{"type": "Complete", "status": "True"}]}
-        kube.pods[("team-a", "pod")] = {"metadata": {"name": "pod", "labels": {"job-name": name}}, "status": {
-            "containerStatuses": [{"state": {"terminated": {"finishedAt": "2026-11-27T12:01:00Z", "message": json.dumps(
-                {"outcome": "Succeeded", "version": "v1", "modelUri": f"{url}/models/v1", "score": 0.99})}}}]}}
+        job["status"] = {
+            "completionTime": "2026-11-27T12:01:00Z",
+            "conditions": [{"type": "Complete", "status": "True"}],
+        }
+        kube.pods[("team-a", "pod")] = {
+            "metadata": {"name": "pod", "labels": {"job-name": name}},
+            "status": {
+                "containerStatuses": [
+                    {
+                        "state": {
+                            "terminated": {
+                                "finishedAt": "2026-11-27T12:01:00Z",
+                                "message": json.dumps(
+                                    {
+                                        "outcome": "Succeeded",
+                                        "version": "v1",
+                                        "modelUri": f"{url}/models/v1",
+                                        "score": 0.99,
+                                    }
+                                ),
+                            }
+                        }
+                    }
+                ]
+            },
+        }
         clock[0] = NOW + timedelta(minutes=2)
         await scheduler.run_cycle(list(scheduler.entries))
         assert scheduler.entries[("team-a", "churn")].stored_status["lastRetrain"]["outcome"] == "Succeeded"
@@ -570,8 +760,9 @@ async def test_endpoint_credentials_come_only_from_the_operators_namespace() -> 
 
     kube.read_secret = recording_read  # type: ignore[method-assign]
     endpoints = Endpoints(kube=kube, operator_namespace=OPERATOR_NS)
-    endpoints.upsert("default", {"url": "http://prometheus.monitoring:9090",
-                                 "auth": {"bearerTokenSecret": {"name": "prometheus"}}})
+    endpoints.upsert(
+        "default", {"url": "http://prometheus.monitoring:9090", "auth": {"bearerTokenSecret": {"name": "prometheus"}}}
+    )
     client = await endpoints.source("default")
     try:
         assert reads == [(OPERATOR_NS, "prometheus")]

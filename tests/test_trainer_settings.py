@@ -59,29 +59,44 @@ def test_examples_use_the_builtin_trainer() -> None:
 @pytest.mark.parametrize(("name", "spec"), POLICIES, ids=[name for name, _ in POLICIES])
 def test_the_trainer_reads_back_what_the_operator_parsed(name: str, spec: dict[str, Any]) -> None:
     parsed = _parsed(spec)
-    job = build_job(parsed, policy=REF, sequence=4, triggers=["accuracy-drop", "input-drift"],
-                    trainer_image="retrain-operator:test", service_account="retrain-trainer")
+    job = build_job(
+        parsed,
+        policy=REF,
+        sequence=4,
+        triggers=["accuracy-drop", "input-drift"],
+        trainer_image="retrain-operator:test",
+        service_account="retrain-trainer",
+    )
 
     config = load_config(_config_env(job), source=f"${CONFIG_ENV}")
 
     assert config.model == parsed.model
     assert config.builtin == parsed.training.builtin
     assert config.promotion == parsed.promotion
-    assert config.run == RunSpec(policy="team-a/churn", policy_uid=REF.uid, job=job["metadata"]["name"],
-                                 trigger="accuracy-drop,input-drift")
+    assert config.run == RunSpec(
+        policy="team-a/churn", policy_uid=REF.uid, job=job["metadata"]["name"], trigger="accuracy-drop,input-drift"
+    )
 
 
 @pytest.mark.parametrize(("name", "spec"), POLICIES, ids=[name for name, _ in POLICIES])
 def test_a_rollback_reads_back_the_model_the_operator_parsed(name: str, spec: dict[str, Any]) -> None:
     parsed = _parsed(spec)
-    job = build_job(parsed, policy=REF, sequence=5, triggers=[], trainer_image="retrain-operator:test",
-                    service_account="retrain-trainer", promote="20261127-104000-abc")
+    job = build_job(
+        parsed,
+        policy=REF,
+        sequence=5,
+        triggers=[],
+        trainer_image="retrain-operator:test",
+        service_account="retrain-trainer",
+        promote="20261127-104000-abc",
+    )
 
     config = load_registry_config(_config_env(job), source=f"${CONFIG_ENV}")
 
     assert config.model == parsed.model
-    assert config.run == RunSpec(policy="team-a/churn", policy_uid=REF.uid, job=job["metadata"]["name"],
-                                 trigger="rollback")
+    assert config.run == RunSpec(
+        policy="team-a/churn", policy_uid=REF.uid, job=job["metadata"]["name"], trigger="rollback"
+    )
 
 
 def _settings(value: Any) -> list[Any]:
@@ -108,9 +123,16 @@ def test_the_round_trip_covers_every_setting() -> None:
         assert parsed.training.builtin is not None
         for value in (*_settings(parsed.model), *_settings(parsed.training.builtin), *_settings(parsed.promotion)):
             set_fields.setdefault(type(value), set()).update(
-                spec.name for spec in dataclasses.fields(value) if _is_set(value, spec))
+                spec.name for spec in dataclasses.fields(value) if _is_set(value, spec)
+            )
     assert {cls.__name__ for cls in set_fields} == {
-        "ModelSpec", "RegistrySpec", "BuiltinTrainer", "DataSpec", "WindowSpec", "SplitSpec", "HistogramSpec",
+        "ModelSpec",
+        "RegistrySpec",
+        "BuiltinTrainer",
+        "DataSpec",
+        "WindowSpec",
+        "SplitSpec",
+        "HistogramSpec",
         "PromotionSpec",
     }
     for cls, names in set_fields.items():

@@ -28,76 +28,126 @@ def accuracy(*, for_seconds: float = 0, missing: str = "Inconclusive", **kw: obj
 
 @pytest.mark.parametrize(("value", "state"), [(0.80, "firing"), (0.8499, "firing"), (0.85, "clear"), (0.9, "clear")])
 def test_accuracy_fires_below_baseline_minus_max_drop(value: float, state: str) -> None:
-    result = evaluate_accuracy(accuracy(fixed_baseline=0.9), observation=Observation(value=value), model_score=None,
-                               previous=PreviousState(), now=NOW)
+    result = evaluate_accuracy(
+        accuracy(fixed_baseline=0.9),
+        observation=Observation(value=value),
+        model_score=None,
+        previous=PreviousState(),
+        now=NOW,
+    )
     assert result.state == state
     assert result.threshold == pytest.approx(0.85)
 
 
 def test_model_score_is_the_baseline_when_there_is_a_model() -> None:
-    result = evaluate_accuracy(accuracy(fixed_baseline=0.9), observation=Observation(value=0.93), model_score=0.99,
-                               previous=PreviousState(), now=NOW)
+    result = evaluate_accuracy(
+        accuracy(fixed_baseline=0.9),
+        observation=Observation(value=0.93),
+        model_score=0.99,
+        previous=PreviousState(),
+        now=NOW,
+    )
     assert result.state == "firing" and result.threshold == pytest.approx(0.94)
     assert "current model's holdout score" in result.message
 
 
 def test_relative_drop() -> None:
     assert accuracy_levels(AccuracyDecay(metric="a", max_drop=0.1, relative=True, clear_drop=0.05), 0.8) == (
-        pytest.approx(0.72), pytest.approx(0.76))
+        pytest.approx(0.72),
+        pytest.approx(0.76),
+    )
 
 
 def test_no_baseline_is_inconclusive() -> None:
-    result = evaluate_accuracy(accuracy(), observation=Observation(value=0.5), model_score=None,
-                               previous=PreviousState(), now=NOW)
+    result = evaluate_accuracy(
+        accuracy(), observation=Observation(value=0.5), model_score=None, previous=PreviousState(), now=NOW
+    )
     assert result.state == "inconclusive" and result.problem == "NoBaseline"
 
 
-@pytest.mark.parametrize(("held", "points", "expected", "state"), [
-    (0.84, 10, 10, "firing"),   # below the threshold over the whole period
-    (0.86, 10, 10, "pending"),  # rose above it at some point in the period
-    (0.84, 3, 10, "pending"),   # the metric is younger than `for`
-    (None, 0, 10, "pending"),
-    (math.nan, 10, 10, "pending"),
-])
+@pytest.mark.parametrize(
+    ("held", "points", "expected", "state"),
+    [
+        (0.84, 10, 10, "firing"),  # below the threshold over the whole period
+        (0.86, 10, 10, "pending"),  # rose above it at some point in the period
+        (0.84, 3, 10, "pending"),  # the metric is younger than `for`
+        (None, 0, 10, "pending"),
+        (math.nan, 10, 10, "pending"),
+    ],
+)
 def test_for_is_judged_from_history(held: float | None, points: int, expected: int, state: str) -> None:
     obs = Observation(value=0.80, held=held, held_points=points, expected_points=expected)
-    result = evaluate_accuracy(accuracy(for_seconds=300, fixed_baseline=0.9), observation=obs, model_score=None,
-                               previous=PreviousState(), now=NOW)
+    result = evaluate_accuracy(
+        accuracy(for_seconds=300, fixed_baseline=0.9),
+        observation=obs,
+        model_score=None,
+        previous=PreviousState(),
+        now=NOW,
+    )
     assert result.state == state
 
 
 def test_pending_keeps_its_since() -> None:
     obs = Observation(value=0.80, held=0.95, held_points=10, expected_points=10)
-    result = evaluate_accuracy(accuracy(for_seconds=300, fixed_baseline=0.9), observation=obs, model_score=None,
-                               previous=PreviousState("pending", EARLIER), now=NOW)
+    result = evaluate_accuracy(
+        accuracy(for_seconds=300, fixed_baseline=0.9),
+        observation=obs,
+        model_score=None,
+        previous=PreviousState("pending", EARLIER),
+        now=NOW,
+    )
     assert result.state == "pending" and result.since == EARLIER
 
 
 @pytest.mark.parametrize(("value", "state"), [(0.86, "firing"), (0.8799, "firing"), (0.88, "clear")])
 def test_hysteresis_clears_only_past_the_clear_level(value: float, state: str) -> None:
     trigger = accuracy(fixed_baseline=0.9, clear_drop=0.02)  # fires below 0.85, clears at 0.88
-    result = evaluate_accuracy(trigger, observation=Observation(value=value), model_score=None,
-                               previous=PreviousState("firing", EARLIER), now=NOW)
+    result = evaluate_accuracy(
+        trigger,
+        observation=Observation(value=value),
+        model_score=None,
+        previous=PreviousState("firing", EARLIER),
+        now=NOW,
+    )
     assert result.state == state
     if state == "firing":
         assert result.since == EARLIER
 
 
-@pytest.mark.parametrize(("policy", "state"), [("Inconclusive", "inconclusive"), ("Clear", "clear"),
-                                               ("Fire", "firing")])
-@pytest.mark.parametrize("obs", [Observation.missing("NoData", "no samples"), Observation(value=math.nan),
-                                 Observation.missing("Unreachable", "connection refused")])
+@pytest.mark.parametrize(
+    ("policy", "state"), [("Inconclusive", "inconclusive"), ("Clear", "clear"), ("Fire", "firing")]
+)
+@pytest.mark.parametrize(
+    "obs",
+    [
+        Observation.missing("NoData", "no samples"),
+        Observation(value=math.nan),
+        Observation.missing("Unreachable", "connection refused"),
+    ],
+)
 def test_missing_data_follows_the_policy_never_zero(policy: str, state: str, obs: Observation) -> None:
-    result = evaluate_accuracy(accuracy(fixed_baseline=0.9, missing=policy), observation=obs, model_score=None,
-                               previous=PreviousState(), now=NOW)
+    result = evaluate_accuracy(
+        accuracy(fixed_baseline=0.9, missing=policy),
+        observation=obs,
+        model_score=None,
+        previous=PreviousState(),
+        now=NOW,
+    )
     assert result.state == state
     assert result.value is None
     assert result.problem in {"NoData", "NotANumber", "Unreachable"}
 
 
-@pytest.mark.parametrize(("operator", "value", "state"), [
-    (">", 11, "firing"), (">", 10, "clear"), (">=", 10, "firing"), ("<", 9, "firing"), ("<=", 10.5, "clear"),
-])
+@pytest.mark.parametrize(
+    ("operator", "value", "state"),
+    [
+        (">", 11, "firing"),
+        (">", 10, "clear"),
+        (">=", 10, "firing"),
+        ("<", 9, "firing"),
+        ("<=", 10.5, "clear"),
+    ],
+)
 def test_query_operators(operator: str, value: float, state: str) -> None:
     trigger = TriggerSpec(name="q", kind=QueryTrigger(promql="x", operator=operator, threshold=10))
     result = evaluate_query(trigger, observation=Observation(value=value), previous=PreviousState(), now=NOW)

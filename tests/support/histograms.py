@@ -53,9 +53,19 @@ class History:
         return {k: last[k] - first[k] for k in last}
 
 
-def simulate(*, labels: Mapping[str, str], start: float, end: float, seed: int, shift_at: float | None = None,
-             shift: Mapping[str, float] | None = None, batch: int = 20, edges: Mapping[str, Sequence[float]],
-             metric: str = "feature_value", column_names: bool = False) -> tuple[list[Series], History]:
+def simulate(
+    *,
+    labels: Mapping[str, str],
+    start: float,
+    end: float,
+    seed: int,
+    shift_at: float | None = None,
+    shift: Mapping[str, float] | None = None,
+    batch: int = 20,
+    edges: Mapping[str, Sequence[float]],
+    metric: str = "feature_value",
+    column_names: bool = False,
+) -> tuple[list[Series], History]:
     """Histogram series for one model from ``start`` to ``end`` (Unix seconds), samples every 15 s."""
     data = dataset()
     rng = np.random.default_rng(seed)
@@ -80,7 +90,12 @@ def simulate(*, labels: Mapping[str, str], start: float, end: float, seed: int, 
                 samples.setdefault((feature, bound), []).append((moment, float(value)))
         moment += STEP
     # Serving code may label features by their training column names (what drift against the model needs).
-    series = [Series(f"{metric}_bucket", {**labels, "feature": FEATURES[feature] if column_names else feature,
-                                          "le": bound}, points)
-              for (feature, bound), points in samples.items()]
+    series = [
+        Series(
+            f"{metric}_bucket",
+            {**labels, "feature": FEATURES[feature] if column_names else feature, "le": bound},
+            points,
+        )
+        for (feature, bound), points in samples.items()
+    ]
     return series, history

@@ -114,10 +114,20 @@ class Stack:
 
     def start_operator(self, *extra: str, log: str = "operator.log") -> OperatorProcess:
         self.operator = OperatorProcess(
-            kubeconfig=self.operator_kubeconfig, log_path=self.tmp / log,
-            args=["--namespace", self.namespace, "--operator-namespace", OPERATOR_NAMESPACE,
-                  "--trainer-image", "retrain-operator:test", "--training-service-account", self.training_account,
-                  *extra]).start()
+            kubeconfig=self.operator_kubeconfig,
+            log_path=self.tmp / log,
+            args=[
+                "--namespace",
+                self.namespace,
+                "--operator-namespace",
+                OPERATOR_NAMESPACE,
+                "--trainer-image",
+                "retrain-operator:test",
+                "--training-service-account",
+                self.training_account,
+                *extra,
+            ],
+        ).start()
         return self.operator
 
     def runs(self) -> list[Any]:
@@ -129,8 +139,9 @@ class Stack:
 def cluster(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """The session's control plane with the local kubelet, which runs Pods with this environment's PATH."""
     env = {"PATH": f"{venv_bin()}:/usr/bin:/bin"}
-    with LocalCluster(workdir=tmp_path_factory.mktemp("cluster"), control_plane=control_plane,
-                      env_overrides=env) as running:
+    with LocalCluster(
+        workdir=tmp_path_factory.mktemp("cluster"), control_plane=control_plane, env_overrides=env
+    ) as running:
         yield running
 
 
@@ -139,31 +150,57 @@ def operator_kubeconfig(cluster: LocalCluster, tmp_path_factory: pytest.TempPath
     """The chart installed (all but its Deployment) and a kubeconfig of its ServiceAccount."""
     pki = cluster.control_plane.pki
     assert pki is not None
-    return install_operator(cluster.kubeconfig, values=CHART_VALUES, server=cluster.url, ca=pki.ca_cert,
-                            kubeconfig_path=tmp_path_factory.mktemp("operator") / "kubeconfig")
+    return install_operator(
+        cluster.kubeconfig,
+        values=CHART_VALUES,
+        server=cluster.url,
+        ca=pki.ca_cert,
+        kubeconfig_path=tmp_path_factory.mktemp("operator") / "kubeconfig",
+    )
 
 
 @pytest.fixture
-def stack(tmp_path: Path, cluster: LocalCluster, operator_kubeconfig: Path, unique_namespace: str,
-          prometheus: PrometheusServer, s3_server: S3Server, prom_series_id: str) -> Iterator[Stack]:
+def stack(
+    tmp_path: Path,
+    cluster: LocalCluster,
+    operator_kubeconfig: Path,
+    unique_namespace: str,
+    prometheus: PrometheusServer,
+    s3_server: S3Server,
+    prom_series_id: str,
+) -> Iterator[Stack]:
     s3 = s3_client(s3_server)
     bucket = new_bucket(s3, "e2e")
     s3.put_object(Bucket=bucket, Key="data/churn.csv", Body=training_csv().encode())
     namespace = unique_namespace
     # Tenants' namespaces enforce the restricted Pod Security profile (docs/install.md): the real
     # admission plugin then refuses any training Pod that does not meet it.
-    labelled = kubectl(cluster.kubeconfig, "label", "namespace", namespace,
-                       "pod-security.kubernetes.io/enforce=restricted")
+    labelled = kubectl(
+        cluster.kubeconfig, "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
     assert labelled.returncode == 0, labelled.stderr
     account = install_tenant(cluster.kubeconfig, values=CHART_VALUES, namespace=namespace)
-    stack = Stack(cluster, namespace, operator_kubeconfig, account, None,  # type: ignore[arg-type]
-                  prometheus, s3_server, bucket, prom_series_id, tmp_path)
+    stack = Stack(
+        cluster,
+        namespace,
+        operator_kubeconfig,
+        account,
+        None,  # type: ignore[arg-type]
+        prometheus,
+        s3_server,
+        bucket,
+        prom_series_id,
+        tmp_path,
+    )
     endpoint = yaml.safe_load((ROOT / "examples" / "metricsendpoint.yaml").read_text())
     endpoint["metadata"]["name"] = namespace
     endpoint["spec"].update(url=prometheus.url, allowedNamespaces=[namespace])
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "churn-s3", "namespace": namespace},
-              "stringData": {"AWS_ACCESS_KEY_ID": s3_server.access_key,
-                             "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "churn-s3", "namespace": namespace},
+        "stringData": {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key},
+    }
     applied = stack.apply(secret, endpoint)
     assert applied.returncode == 0, applied.stderr
     stack.start_operator()

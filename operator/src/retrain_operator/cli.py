@@ -26,20 +26,38 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the operator against the current kubeconfig or in-cluster config")
     run.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
     scope = run.add_mutually_exclusive_group()
-    scope.add_argument("--namespace", "-n", action="append", default=[],
-                       help="watch only this namespace (repeatable); default: all namespaces")
+    scope.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
     scope.add_argument("--all-namespaces", "-A", action="store_true", default=True)
-    run.add_argument("--operator-namespace", default=os.environ.get("POD_NAMESPACE", "retrain-system"),
-                     help="namespace of the Secrets that MetricsEndpoints name")
+    run.add_argument(
+        "--operator-namespace",
+        default=os.environ.get("POD_NAMESPACE", "retrain-system"),
+        help="namespace of the Secrets that MetricsEndpoints name",
+    )
     run.add_argument("--trainer-image", default=os.environ.get("RETRAIN_TRAINER_IMAGE", DEFAULT_TRAINER_IMAGE))
-    run.add_argument("--training-service-account", default="default",
-                     help="service account of every training pod; policies cannot choose another")
-    run.add_argument("--allowed-image-prefix", action="append", default=[],
-                     help="registries a policy's own training image may come from (repeatable); default: any")
+    run.add_argument(
+        "--training-service-account",
+        default="default",
+        help="service account of every training pod; policies cannot choose another",
+    )
+    run.add_argument(
+        "--allowed-image-prefix",
+        action="append",
+        default=[],
+        help="registries a policy's own training image may come from (repeatable); default: any",
+    )
     run.add_argument("--metrics-port", type=int, default=0, help="serve the operator's metrics; 0 disables")
     run.add_argument("--liveness", default=None, help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
-    run.add_argument("--leader-election", action="store_true",
-                     help="run several replicas: only the holder of a Lease in --operator-namespace reconciles")
+    run.add_argument(
+        "--leader-election",
+        action="store_true",
+        help="run several replicas: only the holder of a Lease in --operator-namespace reconciles",
+    )
     run.add_argument("--lease-name", default="retrain-operator", help="name of the leader-election Lease")
     run.add_argument("--lease-seconds", type=float, default=15.0, help="how long a Lease lasts without renewal")
     run.add_argument("--max-parallel", type=int, default=32)
@@ -91,8 +109,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     try:
-        result = asyncio.run(evaluate_policy(body, prometheus_url=args.prometheus_url, at=at,
-                                             namespace_label=args.namespace_label))
+        result = asyncio.run(
+            evaluate_policy(body, prometheus_url=args.prometheus_url, at=at, namespace_label=args.namespace_label)
+        )
     except InvalidSpec as exc:
         if args.output == "json":
             print(json.dumps({"error": "InvalidSpec", "problems": [str(p) for p in exc.problems]}))
@@ -131,27 +150,40 @@ def _run(args: argparse.Namespace) -> int:
     endpoints = Endpoints(kube=kube, operator_namespace=args.operator_namespace)
 
     recorder = telemetry.Telemetry()
-    reconciler = Reconciler(kube=kube, trainer_image=args.trainer_image,
-                            service_account=args.training_service_account, telemetry=recorder)
+    reconciler = Reconciler(
+        kube=kube, trainer_image=args.trainer_image, service_account=args.training_service_account, telemetry=recorder
+    )
     elector = None
     if args.leader_election:
         identity = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        elector = LeaderElector(kube=kube, namespace=args.operator_namespace, name=args.lease_name,
-                                identity=identity, lease_seconds=args.lease_seconds)
-    scheduler = Scheduler(reconciler=reconciler, endpoints=endpoints, max_parallel=args.max_parallel,
-                          observer=Observer(source_for=endpoints.source, on_query=recorder.query),
-                          elector=elector, allowed_images=args.allowed_image_prefix)
+        elector = LeaderElector(
+            kube=kube,
+            namespace=args.operator_namespace,
+            name=args.lease_name,
+            identity=identity,
+            lease_seconds=args.lease_seconds,
+        )
+    scheduler = Scheduler(
+        reconciler=reconciler,
+        endpoints=endpoints,
+        max_parallel=args.max_parallel,
+        observer=Observer(source_for=endpoints.source, on_query=recorder.query),
+        elector=elector,
+        allowed_images=args.allowed_image_prefix,
+    )
     if args.metrics_port:
         start_http_server(args.metrics_port, addr="0.0.0.0", registry=telemetry.REGISTRY)
     namespaces = args.namespace or None
-    asyncio.run(kopf.operator(
-        registry=registry,
-        memo=kopf.Memo(scheduler=scheduler, close=endpoints.close),
-        clusterwide=namespaces is None,
-        namespaces=namespaces or [],
-        standalone=True,
-        liveness_endpoint=args.liveness,
-    ))
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            memo=kopf.Memo(scheduler=scheduler, close=endpoints.close),
+            clusterwide=namespaces is None,
+            namespaces=namespaces or [],
+            standalone=True,
+            liveness_endpoint=args.liveness,
+        )
+    )
     return 0
 
 

@@ -58,8 +58,9 @@ class KubeClient(Protocol):
     async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
     async def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
     async def get_budget(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-    async def replace_budget_status(self, namespace: str, name: str, status: Mapping[str, Any], *,
-                                    resource_version: str) -> dict[str, Any]: ...
+    async def replace_budget_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], *, resource_version: str
+    ) -> dict[str, Any]: ...
 
 
 def event_body(*, involved: Mapping[str, Any], type: str, reason: str, message: str, now: datetime) -> dict[str, Any]:
@@ -192,8 +193,9 @@ class ApiKubeClient:
     async def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         # A replace carries the resourceVersion read: a concurrent writer makes it fail with 409.
         try:
-            result: dict[str, Any] = await self._call(self._coordination.replace_namespaced_lease, name, namespace,
-                                                      dict(body))
+            result: dict[str, Any] = await self._call(
+                self._coordination.replace_namespaced_lease, name, namespace, dict(body)
+            )
         except ApiError as exc:
             if exc.status == 409:
                 raise Conflict(str(exc)) from None
@@ -202,24 +204,33 @@ class ApiKubeClient:
 
     async def get_budget(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = await self._call(self._custom.get_namespaced_custom_object, GROUP, VERSION,
-                                                      namespace, BUDGET_PLURAL, name)
+            result: dict[str, Any] = await self._call(
+                self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, BUDGET_PLURAL, name
+            )
             return result
         except NotFound:
             return None
 
-    async def replace_budget_status(self, namespace: str, name: str, status: Mapping[str, Any], *,
-                                    resource_version: str) -> dict[str, Any]:
+    async def replace_budget_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], *, resource_version: str
+    ) -> dict[str, Any]:
         # A JSON patch whose first operation tests the resourceVersion read: if anyone wrote the budget
         # since, the server answers 422 and nothing is written.
-        body = [{"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
-                {"op": "add", "path": "/status", "value": dict(status)}]
+        body = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+            {"op": "add", "path": "/status", "value": dict(status)},
+        ]
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{BUDGET_PLURAL}/{name}/status"
         try:
             # The generated custom-objects methods always send merge patches; a JSON patch needs the raw call.
             result: dict[str, Any] = await self._call(
-                self._api.call_api, path, "PATCH", body=body, auth_settings=["BearerToken"],
-                header_params={"Content-Type": "application/json-patch+json", "Accept": "application/json"})
+                self._api.call_api,
+                path,
+                "PATCH",
+                body=body,
+                auth_settings=["BearerToken"],
+                header_params={"Content-Type": "application/json-patch+json", "Accept": "application/json"},
+            )
         except ApiError as exc:
             if exc.status in (409, 422):
                 raise Conflict(str(exc)) from None
@@ -228,8 +239,9 @@ class ApiKubeClient:
 
     async def get_metrics_endpoint(self, name: str) -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = await self._call(self._custom.get_cluster_custom_object, GROUP, VERSION,
-                                                      ENDPOINT_PLURAL, name)
+            result: dict[str, Any] = await self._call(
+                self._custom.get_cluster_custom_object, GROUP, VERSION, ENDPOINT_PLURAL, name
+            )
             return result
         except NotFound:
             return None
@@ -323,9 +335,7 @@ class FakeKubeClient:
         return {"metadata": {"namespace": namespace, "name": name}, "status": copy.deepcopy(merged)}
 
     async def create_event(self, *, involved: Mapping[str, Any], type: str, reason: str, message: str) -> None:
-        self.events.append(
-            event_body(involved=involved, type=type, reason=reason, message=message, now=utcnow())
-        )
+        self.events.append(event_body(involved=involved, type=type, reason=reason, message=message, now=utcnow()))
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         lease = self.leases.get((namespace, name))
@@ -354,9 +364,10 @@ class FakeKubeClient:
 
     def add_budget(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
         self._version += 1
-        self.budgets[(namespace, name)] = {"metadata": {"namespace": namespace, "name": name,
-                                                        "resourceVersion": str(self._version)},
-                                           "spec": copy.deepcopy(dict(spec))}
+        self.budgets[(namespace, name)] = {
+            "metadata": {"namespace": namespace, "name": name, "resourceVersion": str(self._version)},
+            "spec": copy.deepcopy(dict(spec)),
+        }
 
     async def get_budget(self, namespace: str, name: str) -> dict[str, Any] | None:
         budget = self.budgets.get((namespace, name))
@@ -364,8 +375,9 @@ class FakeKubeClient:
         await asyncio.sleep(0)  # let concurrent reconciliations interleave between read and write, as on a network
         return snapshot
 
-    async def replace_budget_status(self, namespace: str, name: str, status: Mapping[str, Any], *,
-                                    resource_version: str) -> dict[str, Any]:
+    async def replace_budget_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], *, resource_version: str
+    ) -> dict[str, Any]:
         budget = self.budgets.get((namespace, name))
         if budget is None:
             raise NotFound(f"retrainbudget {namespace}/{name}")

@@ -51,10 +51,19 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Variables the operator sets itself; a policy overriding them could redirect the trainer.
-RESERVED_ENV = frozenset({
-    "RETRAIN_TRAINER_CONFIG", "RETRAIN_RESOURCES", "TERMINATION_MESSAGE_PATH", "HOME", "TMPDIR",
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION",
-})
+RESERVED_ENV = frozenset(
+    {
+        "RETRAIN_TRAINER_CONFIG",
+        "RETRAIN_RESOURCES",
+        "TERMINATION_MESSAGE_PATH",
+        "HOME",
+        "TMPDIR",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ENDPOINT_URL",
+        "AWS_DEFAULT_REGION",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -135,8 +144,13 @@ class TriggerSpec:
 
     @property
     def type(self) -> str:
-        return {AccuracyDecay: "accuracyDecay", QueryTrigger: "query", ScheduleTrigger: "schedule",
-                DriftTrigger: "drift", DataVolumeTrigger: "dataVolume"}[type(self.kind)]
+        return {
+            AccuracyDecay: "accuracyDecay",
+            QueryTrigger: "query",
+            ScheduleTrigger: "schedule",
+            DriftTrigger: "drift",
+            DataVolumeTrigger: "dataVolume",
+        }[type(self.kind)]
 
 
 @dataclass(frozen=True)
@@ -277,16 +291,19 @@ def parse_policy_spec(raw: Any) -> PolicySpec:
         limits_raw = r.obj(decision_raw.get("limits"), "spec.decision.limits")
         inline = InlineLimits(
             window=r.duration(limits_raw, "window", "spec.decision.limits", default="24h", minimum=MIN_WINDOW),
-            limits=_parse_limits(r, limits_raw, "spec.decision.limits"))
+            limits=_parse_limits(r, limits_raw, "spec.decision.limits"),
+        )
     decision = DecisionSpec(
         cooldown=r.duration(decision_raw, "cooldown", "spec.decision", default="1h"),
         dry_run=r.bool_(decision_raw, "dryRun", "spec.decision"),
         budget=r.str_(decision_raw, "budget", "spec.decision"),
         limits=inline,
         prices=_parse_prices(r, decision_raw.get("prices"), "spec.decision.prices")
-        if decision_raw.get("prices") is not None else None,
+        if decision_raw.get("prices") is not None
+        else None,
         cost_benefit=_parse_cost_benefit(r, decision_raw.get("costBenefit"), "spec.decision.costBenefit")
-        if decision_raw.get("costBenefit") is not None else None,
+        if decision_raw.get("costBenefit") is not None
+        else None,
     )
 
     training = _parse_training(r, r.obj(spec.get("training"), "spec.training", required=True))
@@ -301,8 +318,15 @@ def parse_policy_spec(raw: Any) -> PolicySpec:
     if r.problems:
         raise InvalidSpec(r.problems)
     return PolicySpec(
-        model=model, metrics=metrics, triggers=tuple(triggers), training=training, evaluation=evaluation,
-        decision=decision, history_limits=history, suspend=suspend, promotion=promotion,
+        model=model,
+        metrics=metrics,
+        triggers=tuple(triggers),
+        training=training,
+        evaluation=evaluation,
+        decision=decision,
+        history_limits=history,
+        suspend=suspend,
+        promotion=promotion,
     )
 
 
@@ -311,8 +335,12 @@ def _parse_limits(r: Reader, raw: Mapping[str, Any], path: str) -> Limits:
     if runs is not None and (isinstance(runs, bool) or not isinstance(runs, int) or runs < 0):
         r.fail(f"{path}.runs", "must be a whole number of runs, 0 or more")
         runs = None
-    limits = Limits(runs=runs, cpu_hours=r.num(raw, "cpuHours", path, minimum=0.0),
-                    gpu_hours=r.num(raw, "gpuHours", path, minimum=0.0), cost=r.num(raw, "cost", path, minimum=0.0))
+    limits = Limits(
+        runs=runs,
+        cpu_hours=r.num(raw, "cpuHours", path, minimum=0.0),
+        gpu_hours=r.num(raw, "gpuHours", path, minimum=0.0),
+        cost=r.num(raw, "cost", path, minimum=0.0),
+    )
     if limits == Limits():
         r.fail(path, "set at least one of runs, cpuHours, gpuHours or cost")
     return limits
@@ -320,10 +348,12 @@ def _parse_limits(r: Reader, raw: Mapping[str, Any], path: str) -> Limits:
 
 def _parse_prices(r: Reader, raw: Any, path: str) -> Prices:
     body = r.obj(raw, path)
-    return Prices(cpu_hour=r.num(body, "cpuHour", path, default=0.0, minimum=0.0) or 0.0,
-                  memory_gib_hour=r.num(body, "memoryGiBHour", path, default=0.0, minimum=0.0) or 0.0,
-                  gpu_hour=r.num(body, "gpuHour", path, default=0.0, minimum=0.0) or 0.0,
-                  per_retrain=r.num(body, "perRetrain", path, default=0.0, minimum=0.0) or 0.0)
+    return Prices(
+        cpu_hour=r.num(body, "cpuHour", path, default=0.0, minimum=0.0) or 0.0,
+        memory_gib_hour=r.num(body, "memoryGiBHour", path, default=0.0, minimum=0.0) or 0.0,
+        gpu_hour=r.num(body, "gpuHour", path, default=0.0, minimum=0.0) or 0.0,
+        per_retrain=r.num(body, "perRetrain", path, default=0.0, minimum=0.0) or 0.0,
+    )
 
 
 def _parse_cost_benefit(r: Reader, raw: Any, path: str) -> CostBenefitSpec | None:
@@ -340,7 +370,8 @@ def _parse_cost_benefit(r: Reader, raw: Any, path: str) -> CostBenefitSpec | Non
         horizon_days=r.duration(body, "horizon", path, default="7d", minimum=1.0) / 86400.0,
         min_net_benefit=r.num(body, "minNetBenefit", path, default=0.0) or 0.0,
         estimated_duration=r.duration(body, "estimatedDuration", path, default="10m", minimum=1.0),
-        recovery_prior=prior, prior_weight=weight,
+        recovery_prior=prior,
+        prior_weight=weight,
         human_cost=r.num(body, "humanCostPerRetrain", path, default=0.0, minimum=0.0) or 0.0,
     )
 
@@ -393,9 +424,12 @@ def _parse_trigger(r: Reader, raw: Any, path: str) -> TriggerSpec | None:
         window = r.duration(body, "window", kind_path, default="5m", minimum=1.0)
         if metric is not None and max_drop is not None and baseline is not None:
             kind = AccuracyDecay(
-                metric=metric, max_drop=max_drop, window=window,
+                metric=metric,
+                max_drop=max_drop,
+                window=window,
                 baseline=baseline,  # type: ignore[arg-type]
-                fixed_baseline=fixed, clear_drop=clear_drop,
+                fixed_baseline=fixed,
+                clear_drop=clear_drop,
                 relative=r.bool_(body, "relative", kind_path),
             )
     elif kind_name == "query":
@@ -409,8 +443,10 @@ def _parse_trigger(r: Reader, raw: Any, path: str) -> TriggerSpec | None:
             wrong = clear > threshold if operator.startswith(">") else clear < threshold
             if wrong:
                 side = "at or below" if operator.startswith(">") else "at or above"
-                r.fail(f"{kind_path}.clearThreshold",
-                       f"{clear} must be {side} threshold {threshold} for operator {operator!r}")
+                r.fail(
+                    f"{kind_path}.clearThreshold",
+                    f"{clear} must be {side} threshold {threshold} for operator {operator!r}",
+                )
         if promql and operator and threshold is not None:
             kind = QueryTrigger(promql=promql, operator=operator, threshold=threshold, clear_threshold=clear)
     elif kind_name == "drift":
@@ -450,7 +486,8 @@ def _parse_drift(r: Reader, body: Mapping[str, Any], path: str) -> DriftTrigger 
         raw_counts = r.obj(reference.get("counts"), f"{path}.reference.counts", required=True)
         for feature, buckets in raw_counts.items():
             if not isinstance(buckets, Mapping) or not all(
-                    isinstance(v, int | float) and not isinstance(v, bool) for v in buckets.values()):
+                isinstance(v, int | float) and not isinstance(v, bool) for v in buckets.values()
+            ):
                 r.fail(f"{path}.reference.counts.{feature}", "must map each 'le' bound to a cumulative count")
                 continue
             counts[str(feature)] = {str(le): float(v) for le, v in buckets.items()}
@@ -475,14 +512,22 @@ def _parse_drift(r: Reader, body: Mapping[str, Any], path: str) -> DriftTrigger 
     if metric is None or statistic is None or source is None or mode is None:
         return None
     return DriftTrigger(
-        metric=metric, statistic=statistic, feature_label=label, features=r.str_list(body, "features", path),
-        window=r.duration(body, "window", path, default="1h", minimum=1.0), reference=source,
+        metric=metric,
+        statistic=statistic,
+        feature_label=label,
+        features=r.str_list(body, "features", path),
+        window=r.duration(body, "window", path, default="1h", minimum=1.0),
+        reference=source,
         reference_offset=r.duration(reference, "offset", f"{path}.reference", default="7d", minimum=0.0),
         reference_window=r.duration(reference, "window", f"{path}.reference", default="1d", minimum=1.0),
-        reference_counts=counts, threshold=threshold, learn_k=learn_k,
+        reference_counts=counts,
+        threshold=threshold,
+        learn_k=learn_k,
         learn_windows=r.int_(learn, "windows", f"{path}.learnThreshold", default=24, minimum=5) if learn else 24,
-        use_p_value=use_p, min_samples=r.num(body, "minSamples", path, default=100.0, minimum=1.0) or 100.0,
-        mode=mode, min_share=share,
+        use_p_value=use_p,
+        min_samples=r.num(body, "minSamples", path, default=100.0, minimum=1.0) or 100.0,
+        mode=mode,
+        min_share=share,
     )
 
 
@@ -492,9 +537,11 @@ def _parse_training(r: Reader, raw: Mapping[str, Any]) -> TrainingSpec:
     if raw.get("builtin") is not None:
         builtin = parse_builtin(r, raw["builtin"], f"{path}.builtin")
         if builtin.estimator and not builtin.estimator.startswith("sklearn."):
-            r.fail(f"{path}.builtin.estimator",
-                   f"{builtin.estimator!r} is not allowed; name a scikit-learn estimator such as "
-                   "sklearn.linear_model.LogisticRegression")
+            r.fail(
+                f"{path}.builtin.estimator",
+                f"{builtin.estimator!r} is not allowed; name a scikit-learn estimator such as "
+                "sklearn.linear_model.LogisticRegression",
+            )
     image = r.str_(raw, "image", path)
     command = r.str_list(raw, "command", path)
     if builtin is None and not command:
@@ -515,11 +562,13 @@ def _parse_training(r: Reader, raw: Mapping[str, Any]) -> TrainingSpec:
         ref = item.get("secretKeyRef")
         if ref is not None:
             ref_obj = r.obj(ref, f"{path}.env[{index}].secretKeyRef")
-            env.append(EnvVar(
-                name=name or "",
-                secret_name=r.str_(ref_obj, "name", f"{path}.env[{index}].secretKeyRef", required=True),
-                secret_key=r.str_(ref_obj, "key", f"{path}.env[{index}].secretKeyRef", required=True),
-            ))
+            env.append(
+                EnvVar(
+                    name=name or "",
+                    secret_name=r.str_(ref_obj, "name", f"{path}.env[{index}].secretKeyRef", required=True),
+                    secret_key=r.str_(ref_obj, "key", f"{path}.env[{index}].secretKeyRef", required=True),
+                )
+            )
         else:
             env.append(EnvVar(name=name or "", value=r.str_(item, "value", f"{path}.env[{index}]", default="")))
     resources = r.obj(raw.get("resources"), f"{path}.resources")
@@ -528,11 +577,19 @@ def _parse_training(r: Reader, raw: Mapping[str, Any]) -> TrainingSpec:
     for kind, mapping in (("requests", requests), ("limits", limits)):
         for key in mapping:
             if key not in ("cpu", "memory", "ephemeral-storage", "nvidia.com/gpu", "amd.com/gpu"):
-                r.fail(f"{path}.resources.{kind}.{key}",
-                       "is not allowed; use cpu, memory, ephemeral-storage, nvidia.com/gpu or amd.com/gpu")
+                r.fail(
+                    f"{path}.resources.{kind}.{key}",
+                    "is not allowed; use cpu, memory, ephemeral-storage, nvidia.com/gpu or amd.com/gpu",
+                )
     return TrainingSpec(
-        builtin=builtin, image=image, command=command, args=r.str_list(raw, "args", path), env=tuple(env),
-        requests=requests, limits=limits, deadline=r.duration(raw, "deadline", path, default="1h", minimum=1.0),
+        builtin=builtin,
+        image=image,
+        command=command,
+        args=r.str_list(raw, "args", path),
+        env=tuple(env),
+        requests=requests,
+        limits=limits,
+        deadline=r.duration(raw, "deadline", path, default="1h", minimum=1.0),
         backoff_limit=r.int_(raw, "backoffLimit", path, default=0),
     )
 
@@ -580,28 +637,44 @@ def check_image(spec: PolicySpec, *, allowed_prefixes: Sequence[str]) -> list[Pr
     image = spec.training.image
     if image is None or not allowed_prefixes or any(image.startswith(p) for p in allowed_prefixes):
         return []
-    return [Problem("spec.training.image",
-                    f"{image!r} is not from an allowed registry; use an image starting with one of "
-                    f"{', '.join(allowed_prefixes)} or leave image empty for the built-in trainer")]
+    return [
+        Problem(
+            "spec.training.image",
+            f"{image!r} is not from an allowed registry; use an image starting with one of "
+            f"{', '.join(allowed_prefixes)} or leave image empty for the built-in trainer",
+        )
+    ]
 
 
-def check_endpoint_use(spec: PolicySpec, *, namespace: str, endpoint_name: str,
-                       endpoint: EndpointSpec | None) -> list[Problem]:
+def check_endpoint_use(
+    spec: PolicySpec, *, namespace: str, endpoint_name: str, endpoint: EndpointSpec | None
+) -> list[Problem]:
     """Problems of a policy that depend on its MetricsEndpoint (which the admin, not the tenant, owns)."""
     if endpoint is None:
-        return [Problem("spec.metrics.endpoint",
-                        f"MetricsEndpoint {endpoint_name!r} does not exist; name one of the cluster's "
-                        "MetricsEndpoints (kubectl get metricsendpoints)")]
+        return [
+            Problem(
+                "spec.metrics.endpoint",
+                f"MetricsEndpoint {endpoint_name!r} does not exist; name one of the cluster's "
+                "MetricsEndpoints (kubectl get metricsendpoints)",
+            )
+        ]
     problems = []
     if not endpoint.admits(namespace):
-        problems.append(Problem("spec.metrics.endpoint",
-                                f"MetricsEndpoint {endpoint_name!r} does not admit namespace {namespace!r}; "
-                                "ask the cluster admin to add it to spec.allowedNamespaces"))
+        problems.append(
+            Problem(
+                "spec.metrics.endpoint",
+                f"MetricsEndpoint {endpoint_name!r} does not admit namespace {namespace!r}; "
+                "ask the cluster admin to add it to spec.allowedNamespaces",
+            )
+        )
     if not endpoint.allow_raw_queries:
         for index, trigger in enumerate(spec.triggers):
             if isinstance(trigger.kind, QueryTrigger):
-                problems.append(Problem(
-                    f"spec.triggers[{index}].query",
-                    f"MetricsEndpoint {endpoint_name!r} does not allow raw PromQL; use an accuracyDecay "
-                    "trigger or an endpoint with allowRawQueries"))
+                problems.append(
+                    Problem(
+                        f"spec.triggers[{index}].query",
+                        f"MetricsEndpoint {endpoint_name!r} does not allow raw PromQL; use an accuracyDecay "
+                        "trigger or an endpoint with allowRawQueries",
+                    )
+                )
     return problems

@@ -31,8 +31,20 @@ from retrain_operator.domain.times import parse_rfc3339, rfc3339
 LEDGER_LIMIT = 200
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$")
-_FACTORS = {None: 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
-            "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50}
+_FACTORS = {
+    None: 1.0,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+    "Ti": 2.0**40,
+    "Pi": 2.0**50,
+}
 GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
 
 
@@ -58,8 +70,9 @@ class Resources:
     def from_requests(cls, requests: Mapping[str, str], limits: Mapping[str, str] | None = None) -> Resources:
         merged = {**(limits or {}), **requests}
         gpu = sum(quantity(merged[k]) for k in GPU_RESOURCES if k in merged)
-        return cls(cpu=quantity(merged.get("cpu", "0")), memory_gib=quantity(merged.get("memory", "0")) / 2**30,
-                   gpu=gpu)
+        return cls(
+            cpu=quantity(merged.get("cpu", "0")), memory_gib=quantity(merged.get("memory", "0")) / 2**30, gpu=gpu
+        )
 
 
 @dataclass(frozen=True)
@@ -96,19 +109,32 @@ class Charge:
     runs: int = 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "policy": self.policy, "at": rfc3339(self.at), "state": self.state,
-                "runs": self.runs, "cpuHours": round(self.cpu_hours, 6), "gpuHours": round(self.gpu_hours, 6),
-                "cost": round(self.cost, 6)}
+        return {
+            "key": self.key,
+            "policy": self.policy,
+            "at": rfc3339(self.at),
+            "state": self.state,
+            "runs": self.runs,
+            "cpuHours": round(self.cpu_hours, 6),
+            "gpuHours": round(self.gpu_hours, 6),
+            "cost": round(self.cost, 6),
+        }
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Charge:
         at = parse_rfc3339(raw.get("at"))
         if at is None:
             raise ValueError(f"charge {raw.get('key')!r} has no time: at={raw.get('at')!r}")
-        return cls(key=str(raw["key"]), policy=str(raw.get("policy", "")), at=at,
-                   state=str(raw.get("state", "Reserved")), cpu_hours=float(raw.get("cpuHours", 0)),
-                   gpu_hours=float(raw.get("gpuHours", 0)), cost=float(raw.get("cost", 0)),
-                   runs=int(raw.get("runs", 1)))
+        return cls(
+            key=str(raw["key"]),
+            policy=str(raw.get("policy", "")),
+            at=at,
+            state=str(raw.get("state", "Reserved")),
+            cpu_hours=float(raw.get("cpuHours", 0)),
+            gpu_hours=float(raw.get("gpuHours", 0)),
+            cost=float(raw.get("cost", 0)),
+            runs=int(raw.get("runs", 1)),
+        )
 
 
 @dataclass(frozen=True)
@@ -121,18 +147,30 @@ class Usage:
     cost: float = 0.0
 
     def plus(self, charge: Charge) -> Usage:
-        return Usage(self.runs + charge.runs, self.cpu_hours + charge.cpu_hours, self.gpu_hours + charge.gpu_hours,
-                     self.cost + charge.cost)
+        return Usage(
+            self.runs + charge.runs,
+            self.cpu_hours + charge.cpu_hours,
+            self.gpu_hours + charge.gpu_hours,
+            self.cost + charge.cost,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"runs": self.runs, "cpuHours": round(self.cpu_hours, 6), "gpuHours": round(self.gpu_hours, 6),
-                "cost": round(self.cost, 6)}
+        return {
+            "runs": self.runs,
+            "cpuHours": round(self.cpu_hours, 6),
+            "gpuHours": round(self.gpu_hours, 6),
+            "cost": round(self.cost, 6),
+        }
 
     @classmethod
     def from_dict(cls, raw: Any) -> Usage:
         raw = raw if isinstance(raw, Mapping) else {}
-        return cls(runs=int(raw.get("runs") or 0), cpu_hours=float(raw.get("cpuHours") or 0.0),
-                   gpu_hours=float(raw.get("gpuHours") or 0.0), cost=float(raw.get("cost") or 0.0))
+        return cls(
+            runs=int(raw.get("runs") or 0),
+            cpu_hours=float(raw.get("cpuHours") or 0.0),
+            gpu_hours=float(raw.get("gpuHours") or 0.0),
+            cost=float(raw.get("cost") or 0.0),
+        )
 
 
 def window_bounds(length_seconds: float, now: datetime) -> tuple[datetime, datetime]:
@@ -156,8 +194,12 @@ def cost_of(resources: Resources, *, seconds: float, prices: Prices) -> tuple[fl
     hours = max(0.0, seconds) / 3600.0
     cpu_hours = resources.cpu * hours
     gpu_hours = resources.gpu * hours
-    money = (cpu_hours * prices.cpu_hour + resources.memory_gib * hours * prices.memory_gib_hour
-             + gpu_hours * prices.gpu_hour + prices.per_retrain)
+    money = (
+        cpu_hours * prices.cpu_hour
+        + resources.memory_gib * hours * prices.memory_gib_hour
+        + gpu_hours * prices.gpu_hour
+        + prices.per_retrain
+    )
     return cpu_hours, gpu_hours, money
 
 
@@ -184,8 +226,9 @@ class ChargeVerdict:
     message: str
 
 
-def judge_charge(limits: Limits, *, window: float, ledger: Ledger, charge: Charge, at: datetime,
-                 owner: str) -> ChargeVerdict:
+def judge_charge(
+    limits: Limits, *, window: float, ledger: Ledger, charge: Charge, at: datetime, owner: str
+) -> ChargeVerdict:
     """Does ``charge`` fit ``limits`` in the window containing ``at``, given what ``ledger`` holds?
 
     ``owner`` names the limits in the message ("RetrainBudget team", "policy limits").
@@ -195,8 +238,9 @@ def judge_charge(limits: Limits, *, window: float, ledger: Ledger, charge: Charg
     broken = exceeded(limits, used, charge)
     if broken:
         return ChargeVerdict(False, f"{owner}: {', '.join(broken)} in the window ending {rfc3339(end)}")
-    return ChargeVerdict(True, f"{owner}: fits ({used.runs + 1} runs, cost {used.cost + charge.cost:.4g} "
-                               "in this window)")
+    return ChargeVerdict(
+        True, f"{owner}: fits ({used.runs + 1} runs, cost {used.cost + charge.cost:.4g} in this window)"
+    )
 
 
 @dataclass(frozen=True)
@@ -225,8 +269,9 @@ class Ledger:
             return self
         base = current or fallback
         settled = replace(base, state="Settled", cpu_hours=cpu_hours, gpu_hours=gpu_hours, cost=cost)
-        return Ledger(tuple(settled if c.key == key else c for c in self.charges) if current else
-                      (*self.charges, settled))
+        return Ledger(
+            tuple(settled if c.key == key else c for c in self.charges) if current else (*self.charges, settled)
+        )
 
     def release(self, key: str) -> Ledger:
         return Ledger(tuple(c for c in self.charges if c.key != key))
@@ -235,13 +280,14 @@ class Ledger:
         current = [c for c in self.charges if c.at >= window_start]
         older = [c for c in self.charges if c.at < window_start]
         room = max(0, LEDGER_LIMIT - len(current))
-        return Ledger(tuple(older[len(older) - room:] if room else []) + tuple(current))
+        return Ledger(tuple(older[len(older) - room :] if room else []) + tuple(current))
 
     def to_list(self) -> list[dict[str, Any]]:
         return [c.to_dict() for c in self.charges]
 
 
 # The cost-benefit gate.
+
 
 @dataclass(frozen=True)
 class CostBenefitSpec:
@@ -309,14 +355,25 @@ class Assessment:
         return self.expected_benefit - self.expected_cost
 
     def to_dict(self) -> dict[str, Any]:
-        return {"expectedCost": round(self.expected_cost, 4), "expectedBenefit": round(self.expected_benefit, 4),
-                "net": round(self.net, 4), "expectedDurationSeconds": round(self.duration_seconds, 1),
-                "recoveryShare": round(self.recovery, 4), "accuracyDrop": None if self.drop is None
-                else round(self.drop, 6)}
+        return {
+            "expectedCost": round(self.expected_cost, 4),
+            "expectedBenefit": round(self.expected_benefit, 4),
+            "net": round(self.net, 4),
+            "expectedDurationSeconds": round(self.duration_seconds, 1),
+            "recoveryShare": round(self.recovery, 4),
+            "accuracyDrop": None if self.drop is None else round(self.drop, 6),
+        }
 
 
-def assess(spec: CostBenefitSpec, *, resources: Resources, prices: Prices, runs: Sequence[RunRecord],
-           baseline: float | None, current: float | None) -> Assessment:
+def assess(
+    spec: CostBenefitSpec,
+    *,
+    resources: Resources,
+    prices: Prices,
+    runs: Sequence[RunRecord],
+    baseline: float | None,
+    current: float | None,
+) -> Assessment:
     """Expected cost and benefit of retraining now."""
     duration, source = expected_duration(spec, runs)
     _, _, compute = cost_of(resources, seconds=duration, prices=replace(prices, per_retrain=0.0))
@@ -324,16 +381,27 @@ def assess(spec: CostBenefitSpec, *, resources: Resources, prices: Prices, runs:
     cost = compute + human
     share, n = recovery_share(spec, runs)
     if baseline is None or current is None or math.isnan(current):
-        return Assessment(cost, 0.0, duration, source, share, n, None, False,
-                          f"no accuracy drop to value (no accuracyDecay value); expected cost {cost:.4g}")
+        return Assessment(
+            cost,
+            0.0,
+            duration,
+            source,
+            share,
+            n,
+            None,
+            False,
+            f"no accuracy drop to value (no accuracyDecay value); expected cost {cost:.4g}",
+        )
     drop = max(0.0, baseline - current)
     benefit = drop * 100 * share * spec.value_per_point_per_day * spec.horizon_days
     worth = benefit - cost > spec.min_net_benefit
     verdict = "worth it" if worth else "not worth it"
-    message = (f"{verdict}: benefit {benefit:.4g} ({drop * 100:.2g} points x {share:.2f} recovered x "
-               f"{spec.value_per_point_per_day:g}/point/day x {spec.horizon_days:g} days) vs cost {cost:.4g} "
-               f"({duration / 60:.3g} min by {source}, human {human:g}); net {benefit - cost:.4g}, "
-               f"minimum {spec.min_net_benefit:g}")
+    message = (
+        f"{verdict}: benefit {benefit:.4g} ({drop * 100:.2g} points x {share:.2f} recovered x "
+        f"{spec.value_per_point_per_day:g}/point/day x {spec.horizon_days:g} days) vs cost {cost:.4g} "
+        f"({duration / 60:.3g} min by {source}, human {human:g}); net {benefit - cost:.4g}, "
+        f"minimum {spec.min_net_benefit:g}"
+    )
     return Assessment(cost, benefit, duration, source, share, n, drop, worth, message)
 
 

@@ -34,9 +34,12 @@ class Remaining:
         def left(limit: float | None, spent: float) -> float | None:
             return None if limit is None else round(max(0.0, limit - spent), 6)
 
-        return cls(runs=None if limits.runs is None else max(0, limits.runs - used.runs),
-                   cpu_hours=left(limits.cpu_hours, used.cpu_hours), gpu_hours=left(limits.gpu_hours, used.gpu_hours),
-                   cost=left(limits.cost, used.cost))
+        return cls(
+            runs=None if limits.runs is None else max(0, limits.runs - used.runs),
+            cpu_hours=left(limits.cpu_hours, used.cpu_hours),
+            gpu_hours=left(limits.gpu_hours, used.gpu_hours),
+            cost=left(limits.cost, used.cost),
+        )
 
     @classmethod
     def from_dict(cls, raw: Any) -> Remaining:
@@ -47,8 +50,12 @@ class Remaining:
             return float(value) if isinstance(value, int | float) else None
 
         runs = raw.get("runs")
-        return cls(runs=int(runs) if isinstance(runs, int | float) else None, cpu_hours=number("cpuHours"),
-                   gpu_hours=number("gpuHours"), cost=number("cost"))
+        return cls(
+            runs=int(runs) if isinstance(runs, int | float) else None,
+            cpu_hours=number("cpuHours"),
+            gpu_hours=number("gpuHours"),
+            cost=number("cost"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return compact({"runs": self.runs, "cpuHours": self.cpu_hours, "gpuHours": self.gpu_hours, "cost": self.cost})
@@ -70,20 +77,34 @@ class SpendingStatus:
         start, end = window_bounds(window, now)
         bounded = ledger.bounded(window_start=start)
         used = usage(bounded.charges, start=start, end=end)
-        return cls(window_start=rfc3339(start), window_end=rfc3339(end), used=used,
-                   remaining=Remaining.of(limits, used), ledger=bounded)
+        return cls(
+            window_start=rfc3339(start),
+            window_end=rfc3339(end),
+            used=used,
+            remaining=Remaining.of(limits, used),
+            ledger=bounded,
+        )
 
     @classmethod
     def from_dict(cls, raw: Any) -> SpendingStatus:
         raw = raw if isinstance(raw, Mapping) else {}
         ledger = raw.get("ledger")
-        return cls(window_start=str(raw.get("windowStart") or ""), window_end=str(raw.get("windowEnd") or ""),
-                   used=Usage.from_dict(raw.get("used")), remaining=Remaining.from_dict(raw.get("remaining")),
-                   ledger=Ledger.from_list(ledger if isinstance(ledger, list) else None))
+        return cls(
+            window_start=str(raw.get("windowStart") or ""),
+            window_end=str(raw.get("windowEnd") or ""),
+            used=Usage.from_dict(raw.get("used")),
+            remaining=Remaining.from_dict(raw.get("remaining")),
+            ledger=Ledger.from_list(ledger if isinstance(ledger, list) else None),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"windowStart": self.window_start, "windowEnd": self.window_end, "used": self.used.to_dict(),
-                "remaining": self.remaining.to_dict(), "ledger": self.ledger.to_list()}
+        return {
+            "windowStart": self.window_start,
+            "windowEnd": self.window_end,
+            "used": self.used.to_dict(),
+            "remaining": self.remaining.to_dict(),
+            "ledger": self.ledger.to_list(),
+        }
 
 
 @dataclass(frozen=True)
@@ -108,23 +129,32 @@ class BudgetStatus:
         return parse_rfc3339(self.spending.window_end) if self.spending is not None else None
 
     @classmethod
-    def of(cls, *, window: float, limits: Limits, ledger: Ledger, previous: BudgetStatus, generation: int,
-           now: datetime) -> BudgetStatus:
+    def of(
+        cls, *, window: float, limits: Limits, ledger: Ledger, previous: BudgetStatus, generation: int, now: datetime
+    ) -> BudgetStatus:
         """The status for this ledger at ``now``; the Exhausted condition keeps its time while it holds."""
         spending = SpendingStatus.of(window=window, limits=limits, ledger=ledger, now=now)
         full = is_exhausted(limits, spending.used)
-        condition = (Condition("Exhausted", "True", "LimitReached", "used up: " + ", ".join(full)) if full else
-                     Condition("Exhausted", "False", "WithinLimits", "every limit has room in this window"))
-        return cls(spending=spending, observed_generation=generation,
-                   conditions=merge_conditions(previous.conditions, [condition], generation=generation, now=now))
+        condition = (
+            Condition("Exhausted", "True", "LimitReached", "used up: " + ", ".join(full))
+            if full
+            else Condition("Exhausted", "False", "WithinLimits", "every limit has room in this window")
+        )
+        return cls(
+            spending=spending,
+            observed_generation=generation,
+            conditions=merge_conditions(previous.conditions, [condition], generation=generation, now=now),
+        )
 
     @classmethod
     def from_dict(cls, raw: Any) -> BudgetStatus:
         raw = raw if isinstance(raw, Mapping) else {}
         generation = raw.get("observedGeneration")
-        return cls(spending=SpendingStatus.from_dict(raw) if raw.get("windowStart") or raw.get("ledger") else None,
-                   conditions=conditions_from(raw.get("conditions")),
-                   observed_generation=generation if isinstance(generation, int) else None)
+        return cls(
+            spending=SpendingStatus.from_dict(raw) if raw.get("windowStart") or raw.get("ledger") else None,
+            conditions=conditions_from(raw.get("conditions")),
+            observed_generation=generation if isinstance(generation, int) else None,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = self.spending.to_dict() if self.spending is not None else {}

@@ -60,8 +60,9 @@ class Requests:
 
     @classmethod
     def from_annotations(cls, annotations: Mapping[str, str]) -> Requests:
-        return cls(force=annotations.get(FORCE_ANNOTATION) or None,
-                   rollback=annotations.get(ROLLBACK_ANNOTATION) or None)
+        return cls(
+            force=annotations.get(FORCE_ANNOTATION) or None, rollback=annotations.get(ROLLBACK_ANNOTATION) or None
+        )
 
 
 def force_to_honour(requests: Requests, *, last_override: str | None) -> str | None:
@@ -69,8 +70,9 @@ def force_to_honour(requests: Requests, *, last_override: str | None) -> str | N
     return None if requests.force == last_override else requests.force
 
 
-def rollback_to_start(requests: Requests, *, last_request: str | None, active_job: str | None,
-                      suspended: bool) -> str | None:
+def rollback_to_start(
+    requests: Requests, *, last_request: str | None, active_job: str | None, suspended: bool
+) -> str | None:
     """The version to roll back to now: a request not yet acted on, with nothing running and the policy not paused."""
     wanted = requests.rollback
     if wanted is None or wanted == last_request or active_job or suspended:
@@ -107,27 +109,41 @@ def launched(decision: Decision, launch: Launch) -> Decision:
     """The retrain as it stands once its Job was (or could not be) created."""
     name = launch.job
     if launch.outcome == "NameTaken":
-        return Decision("Wait", "JobNameTaken",
-                        f"a Job named {name} exists and does not belong to this policy; delete or rename it",
-                        decision.triggers)
+        return Decision(
+            "Wait",
+            "JobNameTaken",
+            f"a Job named {name} exists and does not belong to this policy; delete or rename it",
+            decision.triggers,
+        )
     if launch.outcome == "Failed":
         return Decision("Wait", "JobCreateFailed", f"creating Job {name} failed: {launch.error}", decision.triggers)
     verb = "adopted existing" if launch.outcome == "Adopted" else "started"
-    return Decision("Retrain", decision.reason, f"{verb} Job {name}: {decision.message}", decision.triggers,
-                    decision.assessment)
+    return Decision(
+        "Retrain", decision.reason, f"{verb} Job {name}: {decision.message}", decision.triggers, decision.assessment
+    )
 
 
 def rolling_back(version: str, launch: Launch) -> Decision:
     """A rollback waits for its promote Job; one that could not be created says why."""
     if not launch.running:
         return Decision("Wait", "RollbackFailed", f"creating the rollback Job {launch.job} failed: {launch.error}")
-    return Decision("Wait", "RollbackInProgress",
-                    f"{ROLLBACK_ANNOTATION}={version!r}: started Job {launch.job} to make it the champion")
+    return Decision(
+        "Wait",
+        "RollbackInProgress",
+        f"{ROLLBACK_ANNOTATION}={version!r}: started Job {launch.job} to make it the champion",
+    )
 
 
-def decide(spec: PolicySpec, *, results: Sequence[TriggerResult], active_job: str | None,
-           last_retrain_start: datetime | None, now: datetime, gate: Assessment | None = None,
-           forced: str | None = None) -> Decision:
+def decide(
+    spec: PolicySpec,
+    *,
+    results: Sequence[TriggerResult],
+    active_job: str | None,
+    last_retrain_start: datetime | None,
+    now: datetime,
+    gate: Assessment | None = None,
+    forced: str | None = None,
+) -> Decision:
     """The decision. ``gate`` is the cost-benefit assessment (when the policy has one); ``forced`` the value
     of a retrain.dev/force-retrain annotation to honour (``force_to_honour``). A retrain decided here
     then meets the limits and budgets (``within_budget``) and its Job's creation (``launched``)."""
@@ -138,8 +154,10 @@ def decide(spec: PolicySpec, *, results: Sequence[TriggerResult], active_job: st
     if active_job is not None:
         return Decision("Wait", "TrainingInProgress", f"Job {active_job} is still running", firing)
     if forced is not None:
-        message = (f"retrain.dev/force-retrain={forced!r}: cooldown and the cost-benefit gate are bypassed; "
-                   "budgets still apply")
+        message = (
+            f"retrain.dev/force-retrain={forced!r}: cooldown and the cost-benefit gate are bypassed; "
+            "budgets still apply"
+        )
         action: Action = "WouldRetrain" if spec.decision.dry_run else "Retrain"
         return Decision(action, "ForcedRetrain", message, (*firing, "force-retrain"), gate)
     if not firing:
@@ -156,9 +174,13 @@ def decide(spec: PolicySpec, *, results: Sequence[TriggerResult], active_job: st
         elapsed = (now - last_retrain_start).total_seconds()
         if elapsed < spec.decision.cooldown:
             remaining = format_duration(spec.decision.cooldown - elapsed)
-            return Decision("Wait", "CoolingDown",
-                            f"last retrain started {format_duration(elapsed)} ago; cooldown "
-                            f"{format_duration(spec.decision.cooldown)} ends in {remaining} ({because})", firing)
+            return Decision(
+                "Wait",
+                "CoolingDown",
+                f"last retrain started {format_duration(elapsed)} ago; cooldown "
+                f"{format_duration(spec.decision.cooldown)} ends in {remaining} ({because})",
+                firing,
+            )
     scheduled = any(r.firing and r.type == "schedule" for r in results)
     if gate is not None and not gate.worth_it and not scheduled:
         return Decision("Wait", "NotWorthRetraining", f"{gate.message} ({because})", firing, gate)

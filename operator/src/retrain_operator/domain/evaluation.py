@@ -27,8 +27,9 @@ from retrain_operator.domain.triggers import (
 )
 
 
-def evaluate_triggers(spec: PolicySpec, *, observations: Mapping[str, Observation], status: PolicyStatus,
-                      created: datetime, now: datetime) -> list[TriggerResult]:
+def evaluate_triggers(
+    spec: PolicySpec, *, observations: Mapping[str, Observation], status: PolicyStatus, created: datetime, now: datetime
+) -> list[TriggerResult]:
     """Every trigger's result, in the order of the spec."""
     previous = status.previous_states()
     model = status.model
@@ -40,24 +41,42 @@ def evaluate_triggers(spec: PolicySpec, *, observations: Mapping[str, Observatio
         before = previous.get(trigger.name, PreviousState())
         observation = observations.get(trigger.name) or Observation.missing("NoData", "not observed")
         if isinstance(trigger.kind, AccuracyDecay):
-            results.append(evaluate_accuracy(trigger, observation=observation, model_score=status.model_score,
-                                             previous=before, now=now))
+            results.append(
+                evaluate_accuracy(
+                    trigger, observation=observation, model_score=status.model_score, previous=before, now=now
+                )
+            )
         elif isinstance(trigger.kind, QueryTrigger):
             results.append(evaluate_query(trigger, observation=observation, previous=before, now=now))
         elif isinstance(trigger.kind, DriftTrigger):
-            results.append(evaluate_drift(trigger, observation=observation, previous=before, now=now,
-                                          model_reference=model.reference if model is not None else None))
+            results.append(
+                evaluate_drift(
+                    trigger,
+                    observation=observation,
+                    previous=before,
+                    now=now,
+                    model_reference=model.reference if model is not None else None,
+                )
+            )
         elif isinstance(trigger.kind, DataVolumeTrigger):
             rows = model.rows if model is not None else None
-            results.append(evaluate_data_volume(trigger, observation=observation, previous=before, now=now,
-                                                training_rows=float(rows) if rows else None))
+            results.append(
+                evaluate_data_volume(
+                    trigger,
+                    observation=observation,
+                    previous=before,
+                    now=now,
+                    training_rows=float(rows) if rows else None,
+                )
+            )
         else:
             results.append(evaluate_schedule(trigger, reference=reference, now=now))
     return results
 
 
-def accuracy_now(spec: PolicySpec, results: Sequence[TriggerResult],
-                 model_score: float | None) -> tuple[float | None, float | None]:
+def accuracy_now(
+    spec: PolicySpec, results: Sequence[TriggerResult], model_score: float | None
+) -> tuple[float | None, float | None]:
     """Baseline and current accuracy from the first accuracyDecay trigger that has a value."""
     for trigger, result in zip(spec.triggers, results, strict=True):
         if isinstance(trigger.kind, AccuracyDecay) and result.value is not None:

@@ -68,16 +68,28 @@ def trainer_config(spec: PolicySpec, *, policy: PolicyRef, job: str, triggers: S
     """What the built-in trainer reads from RETRAIN_TRAINER_CONFIG: the policy's settings, as parsed."""
     builtin = spec.training.builtin
     assert builtin is not None
-    return TrainerConfig(model=spec.model, builtin=builtin, promotion=spec.promotion,
-                         run=_run_spec(policy, job=job, trigger=",".join(triggers)))
+    return TrainerConfig(
+        model=spec.model,
+        builtin=builtin,
+        promotion=spec.promotion,
+        run=_run_spec(policy, job=job, trigger=",".join(triggers)),
+    )
 
 
 def _run_spec(policy: PolicyRef, *, job: str, trigger: str) -> RunSpec:
     return RunSpec(policy=f"{policy.namespace}/{policy.name}", policy_uid=policy.uid, job=job, trigger=trigger)
 
 
-def build_job(spec: PolicySpec, *, policy: PolicyRef, sequence: int, triggers: Sequence[str],
-              trainer_image: str, service_account: str, promote: str | None = None) -> dict[str, Any]:
+def build_job(
+    spec: PolicySpec,
+    *,
+    policy: PolicyRef,
+    sequence: int,
+    triggers: Sequence[str],
+    trainer_image: str,
+    service_account: str,
+    promote: str | None = None,
+) -> dict[str, Any]:
     """The Job manifest for one retrain, or (``promote``) for moving the champion pointer to that version."""
     name = job_name(policy, sequence)
     training = spec.training
@@ -111,8 +123,9 @@ def build_job(spec: PolicySpec, *, policy: PolicyRef, sequence: int, triggers: S
         args = list(training.args)
     for var in training.env:
         if var.secret_name is not None:
-            env.append({"name": var.name,
-                        "valueFrom": {"secretKeyRef": {"name": var.secret_name, "key": var.secret_key}}})
+            env.append(
+                {"name": var.name, "valueFrom": {"secretKeyRef": {"name": var.secret_name, "key": var.secret_key}}}
+            )
         else:
             env.append({"name": var.name, "value": var.value or ""})
     resources: dict[str, Any] = {}
@@ -127,8 +140,11 @@ def build_job(spec: PolicySpec, *, policy: PolicyRef, sequence: int, triggers: S
         LABEL_POLICY_UID: policy.uid,
         LABEL_MODEL: spec.model.name,
     }
-    annotations = {ANNOTATION_TRIGGER: ",".join(triggers), ANNOTATION_SEQUENCE: str(sequence),
-                   ANNOTATION_ACTION: "Promote" if promote is not None else "Train"}
+    annotations = {
+        ANNOTATION_TRIGGER: ",".join(triggers),
+        ANNOTATION_SEQUENCE: str(sequence),
+        ANNOTATION_ACTION: "Promote" if promote is not None else "Train",
+    }
     if promote is not None:
         annotations[ANNOTATION_VERSION] = promote
     container = {
@@ -161,10 +177,16 @@ def build_job(spec: PolicySpec, *, policy: PolicyRef, sequence: int, triggers: S
             "namespace": policy.namespace,
             "labels": labels,
             "annotations": annotations,
-            "ownerReferences": [{
-                "apiVersion": API_VERSION, "kind": "RetrainPolicy", "name": policy.name, "uid": policy.uid,
-                "controller": True, "blockOwnerDeletion": True,
-            }],
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "RetrainPolicy",
+                    "name": policy.name,
+                    "uid": policy.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
         },
         "spec": {
             "backoffLimit": training.backoff_limit,
@@ -223,8 +245,7 @@ def read_outcome(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> J
     if finished_condition is None:
         return JobOutcome(False, False, None, {}, "running")
     succeeded = "Complete" in conditions
-    finished_at = _parse_time(status.get("completionTime")) or _parse_time(
-        finished_condition.get("lastTransitionTime"))
+    finished_at = _parse_time(status.get("completionTime")) or _parse_time(finished_condition.get("lastTransitionTime"))
     result: dict[str, Any] = {}
     message = ""
     terminated = []
@@ -250,12 +271,12 @@ def read_outcome(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> J
             message = f"training Job failed: {finished_condition.get('reason') or 'Failed'}"
             if finished_condition.get("message"):
                 message += f" ({finished_condition['message']})"
-    return JobOutcome(True, succeeded and result.get("outcome", "Succeeded") == "Succeeded", finished_at,
-                      result, message)
+    return JobOutcome(
+        True, succeeded and result.get("outcome", "Succeeded") == "Succeeded", finished_at, result, message
+    )
 
 
-def trimmed_jobs(jobs: Sequence[Mapping[str, Any]], *, successful: int, failed: int,
-                 keep: str | None) -> list[str]:
+def trimmed_jobs(jobs: Sequence[Mapping[str, Any]], *, successful: int, failed: int, keep: str | None) -> list[str]:
     """Names of finished Jobs beyond the history limits, oldest first; the ``keep`` Job is never trimmed."""
     done: dict[str, list[tuple[str, str]]] = {"Complete": [], "Failed": []}
     for job in jobs:

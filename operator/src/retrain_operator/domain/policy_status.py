@@ -92,14 +92,28 @@ class ActiveJob:
         raw = _mapping(raw)
         if not _text(raw, "name"):
             return None
-        return cls(name=str(raw["name"]), trigger=_text(raw, "trigger") or "", started_at=_text(raw, "startedAt"),
-                   action=_text(raw, "action"), version=_text(raw, "version"),
-                   accuracy_before=_number(raw, "accuracyBefore"), baseline_before=_number(raw, "baselineBefore"))
+        return cls(
+            name=str(raw["name"]),
+            trigger=_text(raw, "trigger") or "",
+            started_at=_text(raw, "startedAt"),
+            action=_text(raw, "action"),
+            version=_text(raw, "version"),
+            accuracy_before=_number(raw, "accuracyBefore"),
+            baseline_before=_number(raw, "baselineBefore"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return compact({"name": self.name, "trigger": self.trigger, "action": self.action, "version": self.version,
-                        "startedAt": self.started_at, "accuracyBefore": self.accuracy_before,
-                        "baselineBefore": self.baseline_before})
+        return compact(
+            {
+                "name": self.name,
+                "trigger": self.trigger,
+                "action": self.action,
+                "version": self.version,
+                "startedAt": self.started_at,
+                "accuracyBefore": self.accuracy_before,
+                "baselineBefore": self.baseline_before,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -122,11 +136,15 @@ class ModelRecord:
     def from_result(cls, result: Mapping[str, Any], *, finished: str) -> ModelRecord:
         """The champion from a trainer's result; a trainer that gives no training time trained it when it finished."""
         reference = result.get("reference")
-        return cls(version=str(result["version"]), uri=str(result.get("modelUri", "")),
-                   metric=str(result.get("metric", "")), score=_number(result, "score"),
-                   trained_at=str(result.get("trainedAt") or finished),
-                   rows=result["rows"] if isinstance(result.get("rows"), int) else None,
-                   reference=without_nulls(reference) if isinstance(reference, Mapping) else None)
+        return cls(
+            version=str(result["version"]),
+            uri=str(result.get("modelUri", "")),
+            metric=str(result.get("metric", "")),
+            score=_number(result, "score"),
+            trained_at=str(result.get("trainedAt") or finished),
+            rows=result["rows"] if isinstance(result.get("rows"), int) else None,
+            reference=without_nulls(reference) if isinstance(reference, Mapping) else None,
+        )
 
     @classmethod
     def from_dict(cls, raw: Any) -> ModelRecord | None:
@@ -135,15 +153,28 @@ class ModelRecord:
             return None
         rows = raw.get("rows")
         reference = raw.get("reference")
-        return cls(version=str(raw["version"]), uri=_text(raw, "uri"), metric=_text(raw, "metric"),
-                   score=_number(raw, "score"), trained_at=_text(raw, "trainedAt"),
-                   rows=rows if isinstance(rows, int) and not isinstance(rows, bool) else None,
-                   reference=without_nulls(reference) if isinstance(reference, Mapping) else None)
+        return cls(
+            version=str(raw["version"]),
+            uri=_text(raw, "uri"),
+            metric=_text(raw, "metric"),
+            score=_number(raw, "score"),
+            trained_at=_text(raw, "trainedAt"),
+            rows=rows if isinstance(rows, int) and not isinstance(rows, bool) else None,
+            reference=without_nulls(reference) if isinstance(reference, Mapping) else None,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return compact({"version": self.version, "uri": self.uri, "metric": self.metric, "score": self.score,
-                        "trainedAt": self.trained_at, "rows": self.rows,
-                        "reference": dict(self.reference) if self.reference is not None else None})
+        return compact(
+            {
+                "version": self.version,
+                "uri": self.uri,
+                "metric": self.metric,
+                "score": self.score,
+                "trainedAt": self.trained_at,
+                "rows": self.rows,
+                "reference": dict(self.reference) if self.reference is not None else None,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -167,17 +198,27 @@ class RetrainRecord:
 
     @classmethod
     def lost(cls, active: ActiveJob, *, now: datetime) -> RetrainRecord:
-        return cls(job=active.name, trigger=active.trigger, started_at=active.started_at, finished_at=rfc3339(now),
-                   outcome="Failed", message="the Job disappeared before it finished (deleted?)")
+        return cls(
+            job=active.name,
+            trigger=active.trigger,
+            started_at=active.started_at,
+            finished_at=rfc3339(now),
+            outcome="Failed",
+            message="the Job disappeared before it finished (deleted?)",
+        )
 
     @classmethod
     def finished(cls, active: ActiveJob, outcome: JobOutcome, *, now: datetime) -> RetrainRecord:
         """The record of a training Job that ended, in the trainer's words where it gave some."""
         result = outcome.result
-        record = cls(job=active.name, trigger=active.trigger, started_at=active.started_at,
-                     finished_at=rfc3339(outcome.finished_at or now),
-                     outcome="Succeeded" if outcome.succeeded else "Failed",
-                     message=outcome.message[:RECORD_MESSAGE] or ("model trained" if outcome.succeeded else "failed"))
+        record = cls(
+            job=active.name,
+            trigger=active.trigger,
+            started_at=active.started_at,
+            finished_at=rfc3339(outcome.finished_at or now),
+            outcome="Succeeded" if outcome.succeeded else "Failed",
+            message=outcome.message[:RECORD_MESSAGE] or ("model trained" if outcome.succeeded else "failed"),
+        )
         if not (outcome.succeeded and result.get("version")):
             return record
         # A trainer without a promotion gate (a custom image) promotes what it reports.
@@ -187,9 +228,14 @@ class RetrainRecord:
             verb = "trained and promoted" if promoted else "trained, kept as a candidate"
             message = f"model {result['version']} {verb}, {result.get('metric', 'score')} {result.get('score')}"
         reason = result.get("promotionReason")
-        return replace(record, model_version=str(result["version"]), score=_number(result, "score"),
-                       promoted=promoted, message=message,
-                       promotion_reason=str(reason)[:RECORD_MESSAGE] if reason else None)
+        return replace(
+            record,
+            model_version=str(result["version"]),
+            score=_number(result, "score"),
+            promoted=promoted,
+            message=message,
+            promotion_reason=str(reason)[:RECORD_MESSAGE] if reason else None,
+        )
 
     @classmethod
     def from_dict(cls, raw: Any) -> RetrainRecord | None:
@@ -197,17 +243,34 @@ class RetrainRecord:
         if not _text(raw, "job"):
             return None
         promoted = raw.get("promoted")
-        return cls(job=str(raw["job"]), trigger=_text(raw, "trigger") or "", started_at=_text(raw, "startedAt"),
-                   finished_at=_text(raw, "finishedAt") or "", outcome=_text(raw, "outcome") or "",
-                   message=_text(raw, "message") or "", model_version=_text(raw, "modelVersion"),
-                   score=_number(raw, "score"), promoted=promoted if isinstance(promoted, bool) else None,
-                   promotion_reason=_text(raw, "promotionReason"))
+        return cls(
+            job=str(raw["job"]),
+            trigger=_text(raw, "trigger") or "",
+            started_at=_text(raw, "startedAt"),
+            finished_at=_text(raw, "finishedAt") or "",
+            outcome=_text(raw, "outcome") or "",
+            message=_text(raw, "message") or "",
+            model_version=_text(raw, "modelVersion"),
+            score=_number(raw, "score"),
+            promoted=promoted if isinstance(promoted, bool) else None,
+            promotion_reason=_text(raw, "promotionReason"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return compact({"job": self.job, "trigger": self.trigger, "startedAt": self.started_at,
-                        "finishedAt": self.finished_at, "outcome": self.outcome, "message": self.message,
-                        "modelVersion": self.model_version, "score": self.score, "promoted": self.promoted,
-                        "promotionReason": self.promotion_reason})
+        return compact(
+            {
+                "job": self.job,
+                "trigger": self.trigger,
+                "startedAt": self.started_at,
+                "finishedAt": self.finished_at,
+                "outcome": self.outcome,
+                "message": self.message,
+                "modelVersion": self.model_version,
+                "score": self.score,
+                "promoted": self.promoted,
+                "promotionReason": self.promotion_reason,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -223,24 +286,45 @@ class HistoryEntry:
 
     @classmethod
     def of(cls, record: RetrainRecord, active: ActiveJob, *, seconds: float) -> HistoryEntry:
-        return cls(job=record.job, duration_seconds=round(seconds, 1), outcome=record.outcome,
-                   accuracy_before=active.accuracy_before, baseline_before=active.baseline_before,
-                   score_after=record.score)
+        return cls(
+            job=record.job,
+            duration_seconds=round(seconds, 1),
+            outcome=record.outcome,
+            accuracy_before=active.accuracy_before,
+            baseline_before=active.baseline_before,
+            score_after=record.score,
+        )
 
     def run(self) -> RunRecord:
-        return RunRecord(duration_seconds=self.duration_seconds, accuracy_before=self.accuracy_before,
-                         baseline_before=self.baseline_before, score_after=self.score_after)
+        return RunRecord(
+            duration_seconds=self.duration_seconds,
+            accuracy_before=self.accuracy_before,
+            baseline_before=self.baseline_before,
+            score_after=self.score_after,
+        )
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> HistoryEntry:
-        return cls(job=_text(raw, "job") or "", duration_seconds=_number(raw, "durationSeconds") or 0.0,
-                   outcome=_text(raw, "outcome") or "", accuracy_before=_number(raw, "accuracyBefore"),
-                   baseline_before=_number(raw, "baselineBefore"), score_after=_number(raw, "scoreAfter"))
+        return cls(
+            job=_text(raw, "job") or "",
+            duration_seconds=_number(raw, "durationSeconds") or 0.0,
+            outcome=_text(raw, "outcome") or "",
+            accuracy_before=_number(raw, "accuracyBefore"),
+            baseline_before=_number(raw, "baselineBefore"),
+            score_after=_number(raw, "scoreAfter"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return compact({"job": self.job, "durationSeconds": self.duration_seconds, "outcome": self.outcome,
-                        "accuracyBefore": self.accuracy_before, "baselineBefore": self.baseline_before,
-                        "scoreAfter": self.score_after})
+        return compact(
+            {
+                "job": self.job,
+                "durationSeconds": self.duration_seconds,
+                "outcome": self.outcome,
+                "accuracyBefore": self.accuracy_before,
+                "baselineBefore": self.baseline_before,
+                "scoreAfter": self.score_after,
+            }
+        )
 
 
 def rollback_result(outcome: JobOutcome) -> tuple[bool, str]:
@@ -265,12 +349,24 @@ class RollbackRecord:
         raw = _mapping(raw)
         if _text(raw, "version") is None:
             return None
-        return cls(version=str(raw["version"]), job=_text(raw, "job") or "", outcome=_text(raw, "outcome") or "",
-                   message=_text(raw, "message") or "", finished_at=_text(raw, "finishedAt"))
+        return cls(
+            version=str(raw["version"]),
+            job=_text(raw, "job") or "",
+            outcome=_text(raw, "outcome") or "",
+            message=_text(raw, "message") or "",
+            finished_at=_text(raw, "finishedAt"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return compact({"version": self.version, "job": self.job, "outcome": self.outcome,
-                        "message": self.message, "finishedAt": self.finished_at})
+        return compact(
+            {
+                "version": self.version,
+                "job": self.job,
+                "outcome": self.outcome,
+                "message": self.message,
+                "finishedAt": self.finished_at,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -287,17 +383,26 @@ class CostBenefitRecord:
     @classmethod
     def from_dict(cls, raw: Any) -> CostBenefitRecord | None:
         raw = _mapping(raw)
-        numbers = [_number(raw, key) for key in ("expectedCost", "expectedBenefit", "net",
-                                                  "expectedDurationSeconds", "recoveryShare")]
+        numbers = [
+            _number(raw, key)
+            for key in ("expectedCost", "expectedBenefit", "net", "expectedDurationSeconds", "recoveryShare")
+        ]
         if any(n is None for n in numbers):
             return None
         cost, benefit, net, duration, share = (float(n or 0.0) for n in numbers)
         return cls(cost, benefit, net, duration, share, _number(raw, "accuracyDrop"))
 
     def to_dict(self) -> dict[str, Any]:
-        return compact({"expectedCost": self.expected_cost, "expectedBenefit": self.expected_benefit,
-                        "net": self.net, "expectedDurationSeconds": self.expected_duration_seconds,
-                        "recoveryShare": self.recovery_share, "accuracyDrop": self.accuracy_drop})
+        return compact(
+            {
+                "expectedCost": self.expected_cost,
+                "expectedBenefit": self.expected_benefit,
+                "net": self.net,
+                "expectedDurationSeconds": self.expected_duration_seconds,
+                "recoveryShare": self.recovery_share,
+                "accuracyDrop": self.accuracy_drop,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -313,26 +418,45 @@ class DecisionRecord:
     @classmethod
     def taken(cls, previous: DecisionRecord | None, decision: Decision, *, now: datetime) -> DecisionRecord:
         """Every launch is a decision of its own, so a Retrain always carries the time it was taken."""
-        same = (previous is not None and decision.action != "Retrain" and previous.action == decision.action
-                and previous.reason == decision.reason)
+        same = (
+            previous is not None
+            and decision.action != "Retrain"
+            and previous.action == decision.action
+            and previous.reason == decision.reason
+        )
         time = previous.time if same and previous is not None and previous.time else rfc3339(now)
         numbers = CostBenefitRecord.from_dict(decision.assessment.to_dict()) if decision.assessment else None
-        return cls(time=time, action=decision.action, reason=decision.reason,
-                   message=decision.message[:DECISION_MESSAGE], cost_benefit=numbers)
+        return cls(
+            time=time,
+            action=decision.action,
+            reason=decision.reason,
+            message=decision.message[:DECISION_MESSAGE],
+            cost_benefit=numbers,
+        )
 
     @classmethod
     def from_dict(cls, raw: Any) -> DecisionRecord | None:
         raw = _mapping(raw)
         if not raw:
             return None
-        return cls(time=_text(raw, "time") or "", action=_text(raw, "action") or "",
-                   reason=_text(raw, "reason") or "", message=_text(raw, "message") or "",
-                   cost_benefit=CostBenefitRecord.from_dict(raw.get("costBenefit")))
+        return cls(
+            time=_text(raw, "time") or "",
+            action=_text(raw, "action") or "",
+            reason=_text(raw, "reason") or "",
+            message=_text(raw, "message") or "",
+            cost_benefit=CostBenefitRecord.from_dict(raw.get("costBenefit")),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return compact({"time": self.time or None, "action": self.action, "reason": self.reason,
-                        "message": self.message,
-                        "costBenefit": self.cost_benefit.to_dict() if self.cost_benefit else None})
+        return compact(
+            {
+                "time": self.time or None,
+                "action": self.action,
+                "reason": self.reason,
+                "message": self.message,
+                "costBenefit": self.cost_benefit.to_dict() if self.cost_benefit else None,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -362,12 +486,17 @@ class TriggerRecord:
         """Values rounded, so a value that moved in its last digits is not a change worth a write."""
         features = result.details.get("features") or ()
         learned = result.details.get("learnedThreshold")
-        return cls(name=result.name, type=result.type, state=result.state, message=result.message[:RECORD_MESSAGE],
-                   value=None if result.value is None else round(result.value, VALUE_DIGITS),
-                   threshold=None if result.threshold is None else round(result.threshold, VALUE_DIGITS),
-                   since=rfc3339(result.since) if result.since is not None else None,
-                   features=tuple(FeatureValue(str(f["name"]), float(f["value"])) for f in features),
-                   learned_threshold=without_nulls(dict(learned)) if learned else None)
+        return cls(
+            name=result.name,
+            type=result.type,
+            state=result.state,
+            message=result.message[:RECORD_MESSAGE],
+            value=None if result.value is None else round(result.value, VALUE_DIGITS),
+            threshold=None if result.threshold is None else round(result.threshold, VALUE_DIGITS),
+            since=rfc3339(result.since) if result.since is not None else None,
+            features=tuple(FeatureValue(str(f["name"]), float(f["value"])) for f in features),
+            learned_threshold=without_nulls(dict(learned)) if learned else None,
+        )
 
     def previous(self) -> PreviousState:
         """What the next evaluation of this trigger needs to remember: its state and since when."""
@@ -375,25 +504,46 @@ class TriggerRecord:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> TriggerRecord:
-        features = tuple(FeatureValue(str(f.get("name", "")), float(f.get("value") or 0.0))
-                         for f in records(raw.get("features")))
+        features = tuple(
+            FeatureValue(str(f.get("name", "")), float(f.get("value") or 0.0)) for f in records(raw.get("features"))
+        )
         learned = raw.get("learnedThreshold")
-        return cls(name=_text(raw, "name") or "", type=_text(raw, "type") or "", state=_text(raw, "state") or "",
-                   message=_text(raw, "message") or "", value=_number(raw, "value"),
-                   threshold=_number(raw, "threshold"), since=_text(raw, "since"), features=features,
-                   learned_threshold=without_nulls(learned) if isinstance(learned, Mapping) and learned else None)
+        return cls(
+            name=_text(raw, "name") or "",
+            type=_text(raw, "type") or "",
+            state=_text(raw, "state") or "",
+            message=_text(raw, "message") or "",
+            value=_number(raw, "value"),
+            threshold=_number(raw, "threshold"),
+            since=_text(raw, "since"),
+            features=features,
+            learned_threshold=without_nulls(learned) if isinstance(learned, Mapping) and learned else None,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return compact({
-            "name": self.name, "type": self.type, "state": self.state, "value": self.value,
-            "threshold": self.threshold, "message": self.message, "since": self.since,
-            "features": [{"name": f.name, "value": f.value} for f in self.features] or None,
-            "learnedThreshold": dict(self.learned_threshold) if self.learned_threshold else None,
-        })
+        return compact(
+            {
+                "name": self.name,
+                "type": self.type,
+                "state": self.state,
+                "value": self.value,
+                "threshold": self.threshold,
+                "message": self.message,
+                "since": self.since,
+                "features": [{"name": f.name, "value": f.value} for f in self.features] or None,
+                "learnedThreshold": dict(self.learned_threshold) if self.learned_threshold else None,
+            }
+        )
 
 
-def conditions_for(*, valid_problems: Sequence[str], results: Sequence[TriggerResult], decision: Decision | None,
-                   active_job: str | None, last_outcome: str | None) -> list[Condition]:
+def conditions_for(
+    *,
+    valid_problems: Sequence[str],
+    results: Sequence[TriggerResult],
+    decision: Decision | None,
+    active_job: str | None,
+    last_outcome: str | None,
+) -> list[Condition]:
     """The five standard conditions; Ready summarises the others."""
     if valid_problems:
         text = "; ".join(valid_problems)
@@ -408,14 +558,16 @@ def conditions_for(*, valid_problems: Sequence[str], results: Sequence[TriggerRe
         metrics = Condition("MetricsAvailable", "True", "NoMetricTriggers", "no trigger reads metrics")
     elif missing:
         first = missing[0]
-        metrics = Condition("MetricsAvailable", "False", first.problem or "NoData",
-                            "; ".join(f"{r.name}: {r.message}" for r in missing))
+        metrics = Condition(
+            "MetricsAvailable", "False", first.problem or "NoData", "; ".join(f"{r.name}: {r.message}" for r in missing)
+        )
     else:
         metrics = Condition("MetricsAvailable", "True", "QueriesSucceeded", "every trigger has a value")
     firing = [r for r in results if r.firing]
     if firing:
-        needed = Condition("RetrainNeeded", "True", "TriggerFiring",
-                           "; ".join(f"{r.name}: {r.message}" for r in firing))
+        needed = Condition(
+            "RetrainNeeded", "True", "TriggerFiring", "; ".join(f"{r.name}: {r.message}" for r in firing)
+        )
     elif valid_problems:
         needed = Condition("RetrainNeeded", "Unknown", "NotEvaluated", "the spec is invalid")
     else:
@@ -524,14 +676,23 @@ class PolicyStatus:
         return replace(self, last_rollback_request=version)
 
     def rollback_started(self, *, version: str, job: str, now: datetime) -> PolicyStatus:
-        status = self.job_started(ActiveJob(name=job, trigger="rollback", action="Promote", version=version,
-                                            started_at=rfc3339(now)))
-        return replace(status, last_rollback=RollbackRecord(version=version, job=job, outcome="Running",
-                                                            message=f"moving the champion to {version}"))
+        status = self.job_started(
+            ActiveJob(name=job, trigger="rollback", action="Promote", version=version, started_at=rfc3339(now))
+        )
+        return replace(
+            status,
+            last_rollback=RollbackRecord(
+                version=version, job=job, outcome="Running", message=f"moving the champion to {version}"
+            ),
+        )
 
     def rollback_not_started(self, *, version: str, job: str, message: str, now: datetime) -> PolicyStatus:
-        return replace(self, last_rollback=RollbackRecord(version=version, job=job, outcome="Failed",
-                                                          message=message[:RECORD_MESSAGE], finished_at=rfc3339(now)))
+        return replace(
+            self,
+            last_rollback=RollbackRecord(
+                version=version, job=job, outcome="Failed", message=message[:RECORD_MESSAGE], finished_at=rfc3339(now)
+            ),
+        )
 
     def rollback_finished(self, outcome: JobOutcome, *, now: datetime) -> PolicyStatus:
         """The active promote Job ended: the champion it named serves now, or the record says why not."""
@@ -539,9 +700,13 @@ class PolicyStatus:
             return self
         finished = rfc3339(outcome.finished_at or now)
         moved, message = rollback_result(outcome)
-        record = RollbackRecord(version=self.active_job.version or "", job=self.active_job.name,
-                                outcome="Succeeded" if outcome.succeeded else "Failed",
-                                message=message[:RECORD_MESSAGE], finished_at=finished)
+        record = RollbackRecord(
+            version=self.active_job.version or "",
+            job=self.active_job.name,
+            outcome="Succeeded" if outcome.succeeded else "Failed",
+            message=message[:RECORD_MESSAGE],
+            finished_at=finished,
+        )
         model = ModelRecord.from_result(outcome.result, finished=finished) if moved else self.model
         return replace(self, model=model, last_rollback=record, active_job=None)
 
@@ -549,41 +714,61 @@ class PolicyStatus:
     def override_honoured(self, value: str) -> PolicyStatus:
         return replace(self, last_override=value)
 
-    def charged(self, limits: InlineLimits | None, *, now: datetime,
-                change: Callable[[Ledger], Ledger] = lambda ledger: ledger) -> PolicyStatus:
+    def charged(
+        self, limits: InlineLimits | None, *, now: datetime, change: Callable[[Ledger], Ledger] = lambda ledger: ledger
+    ) -> PolicyStatus:
         """The one way the policy's own ledger changes: apply ``change`` and roll the window to ``now``.
 
         Without inline limits the policy keeps no ledger, and ``spending`` goes away.
         """
         if limits is None:
             return replace(self, spending=None)
-        return replace(self, spending=SpendingStatus.of(window=limits.window, limits=limits.limits,
-                                                        ledger=change(self.ledger), now=now))
+        return replace(
+            self,
+            spending=SpendingStatus.of(window=limits.window, limits=limits.limits, ledger=change(self.ledger), now=now),
+        )
 
     # The evaluation's record.
-    def evaluated(self, *, results: Sequence[TriggerResult], decision: Decision, suspended: bool, generation: int,
-                  now: datetime) -> PolicyStatus:
+    def evaluated(
+        self, *, results: Sequence[TriggerResult], decision: Decision, suspended: bool, generation: int, now: datetime
+    ) -> PolicyStatus:
         """What one evaluation of a valid spec shows: its decision, the triggers, the phase and the conditions."""
         metrics_ok = not any(r.problem for r in results if r.type != "schedule")
         last_outcome = self.last_retrain.outcome if self.last_retrain is not None else None
-        conditions = conditions_for(valid_problems=[], results=results, decision=decision,
-                                    active_job=self.active_name, last_outcome=last_outcome)
+        conditions = conditions_for(
+            valid_problems=[],
+            results=results,
+            decision=decision,
+            active_job=self.active_name,
+            last_outcome=last_outcome,
+        )
         return replace(
-            self, last_decision=DecisionRecord.taken(self.last_decision, decision, now=now),
+            self,
+            last_decision=DecisionRecord.taken(self.last_decision, decision, now=now),
             triggers=tuple(TriggerRecord.of(r) for r in results),
             phase=phase_for(valid=True, suspended=suspended, active_job=self.active_name, metrics_ok=metrics_ok),
             conditions=merge_conditions(self.conditions, conditions, generation=generation, now=now),
-            observed_generation=generation)
+            observed_generation=generation,
+        )
 
     def invalid(self, *, problems: Sequence[str], decision: Decision, generation: int, now: datetime) -> PolicyStatus:
         """What an invalid spec shows: why, and no trigger; what was running or trained is kept."""
         last_outcome = self.last_retrain.outcome if self.last_retrain is not None else None
-        conditions = conditions_for(valid_problems=problems, results=[], decision=decision,
-                                    active_job=self.active_name, last_outcome=last_outcome)
+        conditions = conditions_for(
+            valid_problems=problems,
+            results=[],
+            decision=decision,
+            active_job=self.active_name,
+            last_outcome=last_outcome,
+        )
         return replace(
-            self, last_decision=DecisionRecord.taken(self.last_decision, decision, now=now), phase="Invalid",
-            triggers=(), observed_generation=generation,
-            conditions=merge_conditions(self.conditions, conditions, generation=generation, now=now))
+            self,
+            last_decision=DecisionRecord.taken(self.last_decision, decision, now=now),
+            phase="Invalid",
+            triggers=(),
+            observed_generation=generation,
+            conditions=merge_conditions(self.conditions, conditions, generation=generation, now=now),
+        )
 
     # The wire form.
     @classmethod
@@ -596,7 +781,8 @@ class PolicyStatus:
             observed_generation=generation if isinstance(generation, int) else None,
             phase=_text(raw, "phase"),
             conditions=conditions_from(raw.get("conditions")),
-            triggers=tuple(TriggerRecord.from_dict(t) for t in records(triggers)) if isinstance(triggers, list)
+            triggers=tuple(TriggerRecord.from_dict(t) for t in records(triggers))
+            if isinstance(triggers, list)
             else None,
             last_decision=DecisionRecord.from_dict(raw.get("lastDecision")),
             active_job=ActiveJob.from_dict(raw.get("activeJob")),
@@ -612,19 +798,21 @@ class PolicyStatus:
 
     def to_dict(self) -> dict[str, Any]:
         """The status as the API server holds it: no nulls, and no empty list the operator never writes."""
-        return compact({
-            "observedGeneration": self.observed_generation,
-            "phase": self.phase,
-            "conditions": [c.to_dict() for c in self.conditions] or None,
-            "triggers": [t.to_dict() for t in self.triggers] if self.triggers is not None else None,
-            "lastDecision": self.last_decision.to_dict() if self.last_decision else None,
-            "activeJob": self.active_job.to_dict() if self.active_job else None,
-            "lastRetrain": self.last_retrain.to_dict() if self.last_retrain else None,
-            "model": self.model.to_dict() if self.model else None,
-            "retrains": self.retrains or None,
-            "spending": self.spending.to_dict() if self.spending else None,
-            "history": [h.to_dict() for h in self.history] or None,
-            "lastRollback": self.last_rollback.to_dict() if self.last_rollback else None,
-            "lastRollbackRequest": self.last_rollback_request,
-            "lastOverride": self.last_override,
-        })
+        return compact(
+            {
+                "observedGeneration": self.observed_generation,
+                "phase": self.phase,
+                "conditions": [c.to_dict() for c in self.conditions] or None,
+                "triggers": [t.to_dict() for t in self.triggers] if self.triggers is not None else None,
+                "lastDecision": self.last_decision.to_dict() if self.last_decision else None,
+                "activeJob": self.active_job.to_dict() if self.active_job else None,
+                "lastRetrain": self.last_retrain.to_dict() if self.last_retrain else None,
+                "model": self.model.to_dict() if self.model else None,
+                "retrains": self.retrains or None,
+                "spending": self.spending.to_dict() if self.spending else None,
+                "history": [h.to_dict() for h in self.history] or None,
+                "lastRollback": self.last_rollback.to_dict() if self.last_rollback else None,
+                "lastRollbackRequest": self.last_rollback_request,
+                "lastOverride": self.last_override,
+            }
+        )

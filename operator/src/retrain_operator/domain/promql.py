@@ -67,8 +67,15 @@ class AccuracyQueries:
     expected_points: int
 
 
-def accuracy_queries(*, metric: str, values_by_label: Mapping[str, Iterable[str]], group_by: Sequence[str],
-                     window: float, for_seconds: float, step: float) -> AccuracyQueries:
+def accuracy_queries(
+    *,
+    metric: str,
+    values_by_label: Mapping[str, Iterable[str]],
+    group_by: Sequence[str],
+    window: float,
+    for_seconds: float,
+    step: float,
+) -> AccuracyQueries:
     """Queries for accuracy averaged over ``window``, grouped by ``group_by``.
 
     ``held_max`` is the highest windowed average over the last ``for_seconds``: when even that is
@@ -96,8 +103,14 @@ def raw_held_query(promql: str, *, operator: str, for_seconds: float, step: floa
     return f"{reducer}(({promql}){rng})", f"count_over_time(({promql}){rng})"
 
 
-def histogram_increase(*, metric: str, values_by_label: Mapping[str, Iterable[str]], group_by: Sequence[str],
-                       feature_label: str, window: float) -> str:
+def histogram_increase(
+    *,
+    metric: str,
+    values_by_label: Mapping[str, Iterable[str]],
+    group_by: Sequence[str],
+    feature_label: str,
+    window: float,
+) -> str:
     """Per-bucket increase of a classic histogram over ``window``, by policy labels, feature and ``le``.
 
     ``increase`` handles counter resets; summing by ``le`` merges the replicas of one model.

@@ -46,14 +46,26 @@ class ConditionRecord:
     def from_dict(cls, raw: Mapping[str, Any]) -> ConditionRecord:
         generation = raw.get("observedGeneration")
         since = raw.get("lastTransitionTime")
-        return cls(type=str(raw.get("type", "")), status=str(raw.get("status", "")), reason=str(raw.get("reason", "")),
-                   message=str(raw.get("message", "")), last_transition_time=since if isinstance(since, str) else None,
-                   observed_generation=generation if isinstance(generation, int) else None)
+        return cls(
+            type=str(raw.get("type", "")),
+            status=str(raw.get("status", "")),
+            reason=str(raw.get("reason", "")),
+            message=str(raw.get("message", "")),
+            last_transition_time=since if isinstance(since, str) else None,
+            observed_generation=generation if isinstance(generation, int) else None,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return compact({"type": self.type, "status": self.status, "reason": self.reason, "message": self.message,
-                        "lastTransitionTime": self.last_transition_time,
-                        "observedGeneration": self.observed_generation})
+        return compact(
+            {
+                "type": self.type,
+                "status": self.status,
+                "reason": self.reason,
+                "message": self.message,
+                "lastTransitionTime": self.last_transition_time,
+                "observedGeneration": self.observed_generation,
+            }
+        )
 
 
 def conditions_from(raw: Any) -> tuple[ConditionRecord, ...]:
@@ -61,8 +73,9 @@ def conditions_from(raw: Any) -> tuple[ConditionRecord, ...]:
     return tuple(ConditionRecord.from_dict(item) for item in records(raw) if item.get("type"))
 
 
-def merge_conditions(previous: Sequence[ConditionRecord], current: Sequence[Condition], *,
-                     generation: int, now: datetime) -> tuple[ConditionRecord, ...]:
+def merge_conditions(
+    previous: Sequence[ConditionRecord], current: Sequence[Condition], *, generation: int, now: datetime
+) -> tuple[ConditionRecord, ...]:
     """Conditions in a stable order; a condition's transition time moves only when its status changes."""
     before = {c.type: c for c in previous}
     out = []
@@ -70,9 +83,16 @@ def merge_conditions(previous: Sequence[ConditionRecord], current: Sequence[Cond
         old = before.get(cond.type)
         unchanged = old is not None and old.status == cond.status and old.last_transition_time
         since = old.last_transition_time if unchanged and old is not None else rfc3339(now)
-        out.append(ConditionRecord(type=cond.type, status=cond.status, reason=cond.reason,
-                                   message=cond.message[:MESSAGE_LIMIT], last_transition_time=since,
-                                   observed_generation=generation))
+        out.append(
+            ConditionRecord(
+                type=cond.type,
+                status=cond.status,
+                reason=cond.reason,
+                message=cond.message[:MESSAGE_LIMIT],
+                last_transition_time=since,
+                observed_generation=generation,
+            )
+        )
     return tuple(out)
 
 

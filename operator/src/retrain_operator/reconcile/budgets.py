@@ -52,20 +52,27 @@ class Accountant:
         except InvalidSpec as exc:
             raise BudgetUnavailable(f"RetrainBudget {namespace}/{name} is invalid: {exc}") from None
 
-    async def _write(self, body: dict[str, Any], spec: BudgetSpec, ledger: Ledger, *, now: datetime,
-                     only_if_changed: bool = False) -> bool:
+    async def _write(
+        self, body: dict[str, Any], spec: BudgetSpec, ledger: Ledger, *, now: datetime, only_if_changed: bool = False
+    ) -> bool:
         """Write the status ``ledger`` gives at ``now``; raises Conflict when the budget changed since read."""
         meta = body["metadata"]
         stored = body.get("status") or {}
-        status = BudgetStatus.of(window=spec.window, limits=spec.limits, ledger=ledger,
-                                 previous=BudgetStatus.from_dict(stored),
-                                 generation=int(meta.get("generation") or 0), now=now)
+        status = BudgetStatus.of(
+            window=spec.window,
+            limits=spec.limits,
+            ledger=ledger,
+            previous=BudgetStatus.from_dict(stored),
+            generation=int(meta.get("generation") or 0),
+            now=now,
+        )
         self._telemetry.budget(meta["namespace"], meta["name"], status.used)
         built = status.to_dict()
         if only_if_changed and not status_changed(stored, built):
             return False
-        await self._kube.replace_budget_status(meta["namespace"], meta["name"], built,
-                                               resource_version=str(meta["resourceVersion"]))
+        await self._kube.replace_budget_status(
+            meta["namespace"], meta["name"], built, resource_version=str(meta["resourceVersion"])
+        )
         return True
 
     async def spec(self, namespace: str, name: str) -> BudgetSpec | None:
@@ -84,8 +91,9 @@ class Accountant:
 
     @staticmethod
     def _judge(name: str, spec: BudgetSpec, ledger: Ledger, charge: Charge) -> ChargeVerdict:
-        return judge_charge(spec.limits, window=spec.window, ledger=ledger, charge=charge, at=charge.at,
-                            owner=f"RetrainBudget {name}")
+        return judge_charge(
+            spec.limits, window=spec.window, ledger=ledger, charge=charge, at=charge.at, owner=f"RetrainBudget {name}"
+        )
 
     async def reserve(self, namespace: str, name: str, charge: Charge) -> ChargeVerdict:
         """Reserve the charge if it fits; a charge already in the ledger counts as reserved."""

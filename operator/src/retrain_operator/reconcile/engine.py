@@ -52,8 +52,9 @@ from retrain_operator.reconcile.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
 
-WARNING_REASONS = frozenset({"MetricsUnavailable", "JobCreateFailed", "InvalidSpec", "JobNameTaken", "OverBudget",
-                             "RollbackFailed"})
+WARNING_REASONS = frozenset(
+    {"MetricsUnavailable", "JobCreateFailed", "InvalidSpec", "JobNameTaken", "OverBudget", "RollbackFailed"}
+)
 
 
 @dataclass
@@ -137,8 +138,15 @@ class Reconciler:
     policy between calls is in the ``PolicyEntry`` and in the policy's status, nowhere else.
     """
 
-    def __init__(self, *, kube: KubeClient, trainer_image: str, service_account: str,
-                 telemetry: Telemetry | None = None, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        kube: KubeClient,
+        trainer_image: str,
+        service_account: str,
+        telemetry: Telemetry | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self._kube = kube
         self.telemetry = telemetry or Telemetry()
         self.accountant = Accountant(kube=kube, clock=clock or utcnow, telemetry=self.telemetry)
@@ -149,13 +157,20 @@ class Reconciler:
     async def _event(self, entry: PolicyEntry, *, reason: str, message: str, warning: bool = False) -> None:
         involved = {"apiVersion": API_VERSION, "kind": "RetrainPolicy", "metadata": entry.body["metadata"]}
         try:
-            await self._kube.create_event(involved=involved, type="Warning" if warning else "Normal",
-                                          reason=reason, message=message)
+            await self._kube.create_event(
+                involved=involved, type="Warning" if warning else "Normal", reason=reason, message=message
+            )
         except Exception as exc:  # an event lost must never stop a reconciliation
             logger.warning("event %s for %s/%s not posted: %s", reason, entry.namespace, entry.name, exc)
 
-    async def reconcile(self, entry: PolicyEntry, *, observations: Mapping[str, Observation],
-                        endpoint_problems: Sequence[Problem], now: datetime) -> bool:
+    async def reconcile(
+        self,
+        entry: PolicyEntry,
+        *,
+        observations: Mapping[str, Observation],
+        endpoint_problems: Sequence[Problem],
+        now: datetime,
+    ) -> bool:
         """Bring one policy up to date; return whether its status was written."""
         entry.parse()
         stored = entry.stored_status
@@ -165,12 +180,14 @@ class Reconciler:
             return await self._write_invalid(entry, problems, stored=stored, now=now)
         spec = entry.spec
         status, finished_now = await self._follow_job(entry, spec, before, now=now)
-        results = evaluate_triggers(spec, observations=observations, status=status, created=entry.created or now,
-                                    now=now)
+        results = evaluate_triggers(
+            spec, observations=observations, status=status, created=entry.created or now, now=now
+        )
         self.telemetry.triggers(entry.namespace, entry.name, {r.name: (r.value, r.firing) for r in results})
         requests = Requests.from_annotations(entry.annotations)
-        rollback = rollback_to_start(requests, last_request=status.last_rollback_request,
-                                     active_job=status.active_name, suspended=spec.suspend)
+        rollback = rollback_to_start(
+            requests, last_request=status.last_rollback_request, active_job=status.active_name, suspended=spec.suspend
+        )
         if rollback is not None:
             status, decision = await self._rollback(entry, spec, status, version=rollback, now=now)
         else:
@@ -178,8 +195,9 @@ class Reconciler:
         status = status.charged(spec.decision.limits, now=now)  # the window rolls even when nothing is charged
         if finished_now:
             await self._trim(entry, spec, status)
-        status = status.evaluated(results=results, decision=decision, suspended=spec.suspend,
-                                  generation=entry.generation, now=now)
+        status = status.evaluated(
+            results=results, decision=decision, suspended=spec.suspend, generation=entry.generation, now=now
+        )
         await self._announce(entry, decision, previous=before.last_decision.reason if before.last_decision else None)
         return await self._write(entry, stored, status)
 
@@ -187,11 +205,13 @@ class Reconciler:
         """Count the decision; log and post an event when its reason changed (firing needs no event of its own)."""
         self.telemetry.decided(entry.namespace, decision)
         if previous != decision.reason or decision.launches:
-            logger.info("%s/%s: %s (%s): %s", entry.namespace, entry.name, decision.action, decision.reason,
-                        decision.message)
+            logger.info(
+                "%s/%s: %s (%s): %s", entry.namespace, entry.name, decision.action, decision.reason, decision.message
+            )
         if previous != decision.reason and decision.reason != "TriggerFiring":
-            await self._event(entry, reason=decision.reason, message=decision.message,
-                              warning=decision.reason in WARNING_REASONS)
+            await self._event(
+                entry, reason=decision.reason, message=decision.message, warning=decision.reason in WARNING_REASONS
+            )
 
     async def _write(self, entry: PolicyEntry, stored: Mapping[str, Any], status: PolicyStatus) -> bool:
         """The one status write: the merge patch from what the server holds to what was built, if they differ."""
@@ -206,8 +226,9 @@ class Reconciler:
             entry.body["metadata"] = {**entry.body["metadata"], "resourceVersion": str(version)}
         return True
 
-    async def _write_invalid(self, entry: PolicyEntry, problems: Sequence[str], *, stored: Mapping[str, Any],
-                             now: datetime) -> bool:
+    async def _write_invalid(
+        self, entry: PolicyEntry, problems: Sequence[str], *, stored: Mapping[str, Any], now: datetime
+    ) -> bool:
         before = PolicyStatus.from_dict(stored)
         decision = invalid(problems)
         status = before.invalid(problems=problems, decision=decision, generation=entry.generation, now=now)
@@ -217,30 +238,48 @@ class Reconciler:
         self.telemetry.decided(entry.namespace, decision)
         return await self._write(entry, stored, status)
 
-    async def _retrain(self, entry: PolicyEntry, spec: PolicySpec, status: PolicyStatus, *,
-                       results: Sequence[TriggerResult], requests: Requests,
-                       now: datetime) -> tuple[PolicyStatus, Decision]:
+    async def _retrain(
+        self,
+        entry: PolicyEntry,
+        spec: PolicySpec,
+        status: PolicyStatus,
+        *,
+        results: Sequence[TriggerResult],
+        requests: Requests,
+        now: datetime,
+    ) -> tuple[PolicyStatus, Decision]:
         """Decide on the triggers; a retrain must then pass the limits and budgets, and its Job is created."""
         forced = force_to_honour(requests, last_override=status.last_override)
         gate = await self._spending.gate(entry.namespace, spec, results=results, status=status)
-        decision = decide(spec, results=results, active_job=status.active_name,
-                          last_retrain_start=status.last_retrain_started, now=now, gate=gate, forced=forced)
+        decision = decide(
+            spec,
+            results=results,
+            active_job=status.active_name,
+            last_retrain_start=status.last_retrain_started,
+            now=now,
+            gate=gate,
+            forced=forced,
+        )
         if not decision.retrains:
             return status, decision
-        charge = await self._spending.estimate(entry.ref, spec, status, job=job_name(entry.ref, status.retrains),
-                                               now=now)
-        status, verdict = await self._spending.admit(entry.namespace, spec, status, charge=charge,
-                                                     reserve=decision.launches, now=now)
+        charge = await self._spending.estimate(
+            entry.ref, spec, status, job=job_name(entry.ref, status.retrains), now=now
+        )
+        status, verdict = await self._spending.admit(
+            entry.namespace, spec, status, charge=charge, reserve=decision.launches, now=now
+        )
         decision = within_budget(decision, verdict)
         if decision.launches:
-            status, decision = await self._launch(entry, spec, status, decision=decision, charge_key=charge.key,
-                                                  results=results, now=now)
+            status, decision = await self._launch(
+                entry, spec, status, decision=decision, charge_key=charge.key, results=results, now=now
+            )
         if forced and decision.retrains:
             status = status.override_honoured(forced)
         return status, decision
 
-    async def _follow_job(self, entry: PolicyEntry, spec: PolicySpec, status: PolicyStatus, *,
-                          now: datetime) -> tuple[PolicyStatus, bool]:
+    async def _follow_job(
+        self, entry: PolicyEntry, spec: PolicySpec, status: PolicyStatus, *, now: datetime
+    ) -> tuple[PolicyStatus, bool]:
         """Record the outcome of the active Job if it has ended (and say so); adopt an unrecorded Job after a crash."""
         if not entry.scanned_jobs:
             status = await self._adopt_unrecorded(entry, status, now=now)
@@ -250,8 +289,16 @@ class Reconciler:
             return status, False
         job = await self._kube.get_job(entry.namespace, active.name)
         if job is None:
-            status, _ = await self._spending.settle(entry.ref, spec, status.job_lost(now=now), job=active.name,
-                                                    job_body=None, started=active.started, finished=now, now=now)
+            status, _ = await self._spending.settle(
+                entry.ref,
+                spec,
+                status.job_lost(now=now),
+                job=active.name,
+                job_body=None,
+                started=active.started,
+                finished=now,
+                now=now,
+            )
             await self._event(entry, reason="RetrainFailed", message=f"Job {active.name} disappeared", warning=True)
             return status, True
         outcome = read_outcome(job, await self._kube.list_pods(entry.namespace, f"job-name={active.name}"))
@@ -259,32 +306,56 @@ class Reconciler:
             return status, False
         if active.is_rollback:
             moved, message = rollback_result(outcome)
-            await self._event(entry, reason="RolledBack" if moved else "RollbackFailed",
-                              message=f"Job {active.name}: {message}", warning=not moved)
+            await self._event(
+                entry,
+                reason="RolledBack" if moved else "RollbackFailed",
+                message=f"Job {active.name}: {message}",
+                warning=not moved,
+            )
             return status.rollback_finished(outcome, now=now), True
         record = RetrainRecord.finished(active, outcome, now=now)
         status, seconds = await self._spending.settle(
-            entry.ref, spec, status.training_finished(record, result=outcome.result), job=active.name, job_body=job,
-            started=active.started, finished=outcome.finished_at or now, now=now)
+            entry.ref,
+            spec,
+            status.training_finished(record, result=outcome.result),
+            job=active.name,
+            job_body=job,
+            started=active.started,
+            finished=outcome.finished_at or now,
+            now=now,
+        )
         status = status.with_history(HistoryEntry.of(record, active, seconds=seconds))
         succeeded = record.outcome == "Succeeded"
-        await self._event(entry, reason="RetrainSucceeded" if succeeded else "RetrainFailed",
-                          message=f"Job {active.name}: {record.message}", warning=not succeeded)
+        await self._event(
+            entry,
+            reason="RetrainSucceeded" if succeeded else "RetrainFailed",
+            message=f"Job {active.name}: {record.message}",
+            warning=not succeeded,
+        )
         self.telemetry.job(entry.namespace, record.outcome)
         return status, True
 
-    async def _rollback(self, entry: PolicyEntry, spec: PolicySpec, status: PolicyStatus, *, version: str,
-                        now: datetime) -> tuple[PolicyStatus, Decision]:
+    async def _rollback(
+        self, entry: PolicyEntry, spec: PolicySpec, status: PolicyStatus, *, version: str, now: datetime
+    ) -> tuple[PolicyStatus, Decision]:
         """Launch the Job that points the champion back at ``version`` (the trainer checks it is complete)."""
-        body = build_job(spec, policy=entry.ref, sequence=status.retrains, triggers=["rollback"], promote=version,
-                         trainer_image=self._trainer_image, service_account=self._service_account)
+        body = build_job(
+            spec,
+            policy=entry.ref,
+            sequence=status.retrains,
+            triggers=["rollback"],
+            promote=version,
+            trainer_image=self._trainer_image,
+            service_account=self._service_account,
+        )
         # A Job by this name is ours, created before a crash: the deterministic name says so.
         launch = await self._create_job(entry, body, trust_name=True)
         decision = rolling_back(version, launch)
         status = status.rollback_requested(version)
         if not launch.running:
-            return status.rollback_not_started(version=version, job=launch.job, message=decision.message,
-                                               now=now), decision
+            return status.rollback_not_started(
+                version=version, job=launch.job, message=decision.message, now=now
+            ), decision
         await self._event(entry, reason="RollbackStarted", message=decision.message)
         return status.rollback_started(version=version, job=launch.job, now=now), decision
 
@@ -302,18 +373,24 @@ class Reconciler:
             if annotations.get(ANNOTATION_ACTION) == "Promote":
                 # A rollback: follow it as one, never charge it, and do not start it again.
                 version = str(annotations.get(ANNOTATION_VERSION, ""))
-                status = status.job_started(ActiveJob(name=expected, trigger=trigger, started_at=started_at,
-                                                      action="Promote", version=version))
+                status = status.job_started(
+                    ActiveJob(name=expected, trigger=trigger, started_at=started_at, action="Promote", version=version)
+                )
                 status = status.rollback_requested(version)
-                await self._event(entry, reason="RollbackAdopted",
-                                  message=f"rollback Job {expected} was created but not recorded; following it")
+                await self._event(
+                    entry,
+                    reason="RollbackAdopted",
+                    message=f"rollback Job {expected} was created but not recorded; following it",
+                )
                 continue
             status = status.job_started(ActiveJob(name=expected, trigger=trigger, started_at=started_at))
             if entry.spec is not None:
-                status = await self._spending.adopt(entry.ref, entry.spec, status, job=expected,
-                                                    now=parse_rfc3339(started_at) or now)
-            await self._event(entry, reason="RetrainAdopted",
-                              message=f"Job {expected} was created but not recorded; following it")
+                status = await self._spending.adopt(
+                    entry.ref, entry.spec, status, job=expected, now=parse_rfc3339(started_at) or now
+                )
+            await self._event(
+                entry, reason="RetrainAdopted", message=f"Job {expected} was created but not recorded; following it"
+            )
         return status
 
     async def _create_job(self, entry: PolicyEntry, body: Mapping[str, Any], *, trust_name: bool = False) -> Launch:
@@ -331,12 +408,26 @@ class Reconciler:
             return Launch(name, "Failed", str(exc))
         return Launch(name, "Created")
 
-    async def _launch(self, entry: PolicyEntry, spec: PolicySpec, status: PolicyStatus, *, decision: Decision,
-                      charge_key: str, results: Sequence[TriggerResult],
-                      now: datetime) -> tuple[PolicyStatus, Decision]:
+    async def _launch(
+        self,
+        entry: PolicyEntry,
+        spec: PolicySpec,
+        status: PolicyStatus,
+        *,
+        decision: Decision,
+        charge_key: str,
+        results: Sequence[TriggerResult],
+        now: datetime,
+    ) -> tuple[PolicyStatus, Decision]:
         """Create the training Job; when it cannot run, the reservation made for it is released."""
-        body = build_job(spec, policy=entry.ref, sequence=status.retrains, triggers=decision.triggers,
-                         trainer_image=self._trainer_image, service_account=self._service_account)
+        body = build_job(
+            spec,
+            policy=entry.ref,
+            sequence=status.retrains,
+            triggers=decision.triggers,
+            trainer_image=self._trainer_image,
+            service_account=self._service_account,
+        )
         try:
             launch = await self._create_job(entry, body)
         except Exception:
@@ -352,10 +443,15 @@ class Reconciler:
         baseline, current = accuracy_now(spec, results, status.model_score)
         if baseline is None or current is None:
             baseline = current = None  # the history entry learns from both or from neither
-        status = status.job_started(ActiveJob(
-            name=launch.job, trigger=",".join(decision.triggers), started_at=rfc3339(now),
-            accuracy_before=None if current is None else round(current, 6),
-            baseline_before=None if baseline is None else round(baseline, 6)))
+        status = status.job_started(
+            ActiveJob(
+                name=launch.job,
+                trigger=",".join(decision.triggers),
+                started_at=rfc3339(now),
+                accuracy_before=None if current is None else round(current, 6),
+                baseline_before=None if baseline is None else round(baseline, 6),
+            )
+        )
         await self._event(entry, reason="RetrainStarted", message=decision.message)
         self.telemetry.job(entry.namespace, "Started")
         return status, decision
@@ -363,6 +459,7 @@ class Reconciler:
     async def _trim(self, entry: PolicyEntry, spec: PolicySpec, status: PolicyStatus) -> None:
         jobs = await self._kube.list_jobs(entry.namespace, f"{LABEL_POLICY_UID}={entry.uid}")
         keep = status.last_retrain.job if status.last_retrain is not None else None
-        for name in trimmed_jobs(jobs, successful=spec.history_limits.successful, failed=spec.history_limits.failed,
-                                 keep=keep):
+        for name in trimmed_jobs(
+            jobs, successful=spec.history_limits.successful, failed=spec.history_limits.failed, keep=keep
+        ):
             await self._kube.delete_job(entry.namespace, name)

@@ -33,8 +33,16 @@ def _parse(value: Any) -> datetime | None:
 
 
 class LeaderElector:
-    def __init__(self, *, kube: KubeClient, namespace: str, name: str, identity: str, lease_seconds: float = 15.0,
-                 clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        kube: KubeClient,
+        namespace: str,
+        name: str,
+        identity: str,
+        lease_seconds: float = 15.0,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self._kube = kube
         self.namespace = namespace
         self.name = name
@@ -50,8 +58,13 @@ class LeaderElector:
         return self._renewed is not None and (self._clock() - self._renewed).total_seconds() < self.lease_seconds
 
     def _spec(self, now: datetime, *, acquired: datetime, transitions: int) -> dict[str, Any]:
-        return {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.lease_seconds),
-                "acquireTime": _micro(acquired), "renewTime": _micro(now), "leaseTransitions": transitions}
+        return {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": int(self.lease_seconds),
+            "acquireTime": _micro(acquired),
+            "renewTime": _micro(now),
+            "leaseTransitions": transitions,
+        }
 
     async def step(self) -> bool:
         """Acquire or renew once; return whether this replica leads."""
@@ -60,10 +73,15 @@ class LeaderElector:
         try:
             lease = await self._kube.get_lease(self.namespace, self.name)
             if lease is None:
-                await self._kube.create_lease(self.namespace, {
-                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": {"name": self.name, "namespace": self.namespace},
-                    "spec": self._spec(now, acquired=now, transitions=0)})
+                await self._kube.create_lease(
+                    self.namespace,
+                    {
+                        "apiVersion": "coordination.k8s.io/v1",
+                        "kind": "Lease",
+                        "metadata": {"name": self.name, "namespace": self.namespace},
+                        "spec": self._spec(now, acquired=now, transitions=0),
+                    },
+                )
                 self._renewed = now
             else:
                 spec = lease.get("spec") or {}

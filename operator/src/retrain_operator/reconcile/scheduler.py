@@ -90,12 +90,21 @@ class Endpoints:
         bearer = await self._secret(spec.bearer_token.name, spec.bearer_token.key) if spec.bearer_token else None
         basic = None
         if spec.basic_auth_username and spec.basic_auth_password:
-            basic = (await self._secret(spec.basic_auth_username.name, spec.basic_auth_username.key),
-                     await self._secret(spec.basic_auth_password.name, spec.basic_auth_password.key))
+            basic = (
+                await self._secret(spec.basic_auth_username.name, spec.basic_auth_username.key),
+                await self._secret(spec.basic_auth_password.name, spec.basic_auth_password.key),
+            )
         ca = await self._secret(spec.ca.name, spec.ca.key) if spec.ca else None
-        return PrometheusClient(url=spec.url, timeout=spec.timeout, headers=dict(spec.headers), bearer_token=bearer,
-                                basic_auth=basic, ca_pem=ca, insecure_skip_verify=spec.insecure_skip_verify,
-                                max_concurrency=spec.max_concurrency)
+        return PrometheusClient(
+            url=spec.url,
+            timeout=spec.timeout,
+            headers=dict(spec.headers),
+            bearer_token=bearer,
+            basic_auth=basic,
+            ca_pem=ca,
+            insecure_skip_verify=spec.insecure_skip_verify,
+            max_concurrency=spec.max_concurrency,
+        )
 
     async def close(self) -> None:
         for _, client in self._clients.values():
@@ -106,9 +115,17 @@ class Endpoints:
 class Scheduler:
     """The one loop that evaluates every due policy and keeps RetrainBudgets' windows current (see the module)."""
 
-    def __init__(self, *, reconciler: Reconciler, endpoints: Endpoints, clock: Callable[[], datetime] = utcnow,
-                 max_parallel: int = 32, observer: Observer | None = None,
-                 elector: LeaderElector | None = None, allowed_images: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        reconciler: Reconciler,
+        endpoints: Endpoints,
+        clock: Callable[[], datetime] = utcnow,
+        max_parallel: int = 32,
+        observer: Observer | None = None,
+        elector: LeaderElector | None = None,
+        allowed_images: Sequence[str] = (),
+    ) -> None:
         self.elector = elector
         self.allowed_images = tuple(allowed_images)
         self._reconciler = reconciler
@@ -259,20 +276,31 @@ class Scheduler:
                 continue
             name = entry.spec.metrics.endpoint
             endpoint = await self._endpoints.lookup(name)
-            problems = check_endpoint_use(entry.spec, namespace=entry.namespace, endpoint_name=name,
-                                          endpoint=endpoint)
+            problems = check_endpoint_use(entry.spec, namespace=entry.namespace, endpoint_name=name, endpoint=endpoint)
             problems += check_image(entry.spec, allowed_prefixes=self.allowed_images)
             if endpoint is None and name in self._endpoints.problems:
-                problems = [Problem("spec.metrics.endpoint",
-                                    f"MetricsEndpoint {name!r} is invalid: {self._endpoints.problems[name]}")]
+                problems = [
+                    Problem(
+                        "spec.metrics.endpoint",
+                        f"MetricsEndpoint {name!r} is invalid: {self._endpoints.problems[name]}",
+                    )
+                ]
             if problems:
                 endpoint_problems[key] = problems
             else:
                 assert endpoint is not None
                 model = entry.status.model
                 trained = model.trained if model is not None else None
-                subjects.append(Subject(entry.namespace, entry.name, entry.spec, name, endpoint,
-                                        model_trained_at=trained or entry.created))
+                subjects.append(
+                    Subject(
+                        entry.namespace,
+                        entry.name,
+                        entry.spec,
+                        name,
+                        endpoint,
+                        model_trained_at=trained or entry.created,
+                    )
+                )
         try:
             observed = await self.observer.observe(subjects, now=now)
         except Exception:
@@ -289,11 +317,15 @@ class Scheduler:
                 if self.elector is not None and not self.elector.is_leader:
                     return  # lost the lease mid-cycle: leave the rest to the new leader
                 try:
-                    await self._reconciler.reconcile(entry, observations=mine,
-                                                     endpoint_problems=endpoint_problems.get(
-                                                         (entry.namespace, entry.name), []), now=now)
+                    await self._reconciler.reconcile(
+                        entry,
+                        observations=mine,
+                        endpoint_problems=endpoint_problems.get((entry.namespace, entry.name), []),
+                        now=now,
+                    )
                 except Exception:
-                    logger.exception("reconciling %s/%s failed; retrying at its next interval",
-                                     entry.namespace, entry.name)
+                    logger.exception(
+                        "reconciling %s/%s failed; retrying at its next interval", entry.namespace, entry.name
+                    )
 
         await asyncio.gather(*(one(e) for e in entries))

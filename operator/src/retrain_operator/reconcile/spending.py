@@ -67,18 +67,25 @@ class Spending:
                 return cached[1]
         return spec.decision.prices or Prices()
 
-    async def gate(self, namespace: str, spec: PolicySpec, *, results: Sequence[TriggerResult],
-                   status: PolicyStatus) -> Assessment | None:
+    async def gate(
+        self, namespace: str, spec: PolicySpec, *, results: Sequence[TriggerResult], status: PolicyStatus
+    ) -> Assessment | None:
         """The cost-benefit assessment, when the policy has a gate and something fires."""
         if spec.decision.cost_benefit is None or not any(r.firing for r in results):
             return None
         baseline, current = accuracy_now(spec, results, status.model_score)
-        return assess(spec.decision.cost_benefit, resources=resources_of(spec),
-                      prices=await self.prices(namespace, spec), runs=status.runs(), baseline=baseline,
-                      current=current)
+        return assess(
+            spec.decision.cost_benefit,
+            resources=resources_of(spec),
+            prices=await self.prices(namespace, spec),
+            runs=status.runs(),
+            baseline=baseline,
+            current=current,
+        )
 
-    async def estimate(self, policy: PolicyRef, spec: PolicySpec, status: PolicyStatus, *, job: str,
-                       now: datetime) -> Charge:
+    async def estimate(
+        self, policy: PolicyRef, spec: PolicySpec, status: PolicyStatus, *, job: str, now: datetime
+    ) -> Charge:
         """The reservation for a retrain: its expected duration at the policy's resources and prices."""
         runs = status.runs()
         if spec.decision.cost_benefit is not None:
@@ -86,19 +93,27 @@ class Spending:
         else:
             durations = sorted(r.duration_seconds for r in runs if r.duration_seconds > 0)
             seconds = durations[len(durations) // 2] if durations else DEFAULT_DURATION
-        cpu, gpu, money = cost_of(resources_of(spec), seconds=seconds,
-                                  prices=await self.prices(policy.namespace, spec))
-        return Charge(key=f"{policy.namespace}/{job}", policy=f"{policy.namespace}/{policy.name}", at=now,
-                      state="Reserved", cpu_hours=cpu, gpu_hours=gpu, cost=money)
+        cpu, gpu, money = cost_of(resources_of(spec), seconds=seconds, prices=await self.prices(policy.namespace, spec))
+        return Charge(
+            key=f"{policy.namespace}/{job}",
+            policy=f"{policy.namespace}/{policy.name}",
+            at=now,
+            state="Reserved",
+            cpu_hours=cpu,
+            gpu_hours=gpu,
+            cost=money,
+        )
 
-    async def admit(self, namespace: str, spec: PolicySpec, status: PolicyStatus, *, charge: Charge, reserve: bool,
-                    now: datetime) -> tuple[PolicyStatus, ChargeVerdict]:
+    async def admit(
+        self, namespace: str, spec: PolicySpec, status: PolicyStatus, *, charge: Charge, reserve: bool, now: datetime
+    ) -> tuple[PolicyStatus, ChargeVerdict]:
         """The verdict of the policy's limits, then of its budget, on ``charge``; with ``reserve`` the charge is
         reserved in both ledgers (a dry run only asks)."""
         inline = spec.decision.limits
         if inline is not None and status.ledger.find(charge.key) is None:
-            verdict = judge_charge(inline.limits, window=inline.window, ledger=status.ledger, charge=charge, at=now,
-                                   owner="policy limits")
+            verdict = judge_charge(
+                inline.limits, window=inline.window, ledger=status.ledger, charge=charge, at=now, owner="policy limits"
+            )
             if not verdict.fits:
                 return status, verdict
         if spec.decision.budget:
@@ -110,35 +125,51 @@ class Spending:
             status = status.charged(inline, now=now, change=lambda ledger: ledger.reserve(charge))
         return status, WITHIN_LIMITS
 
-    async def adopt(self, policy: PolicyRef, spec: PolicySpec, status: PolicyStatus, *, job: str,
-                    now: datetime) -> PolicyStatus:
+    async def adopt(
+        self, policy: PolicyRef, spec: PolicySpec, status: PolicyStatus, *, job: str, now: datetime
+    ) -> PolicyStatus:
         """A Job found without its record (crash): make sure it is charged, once."""
         charge = await self.estimate(policy, spec, status, job=job, now=now)
         if spec.decision.budget:
-            await self._accountant.update(policy.namespace, spec.decision.budget,
-                                          lambda ledger: ledger.reserve(charge))
+            await self._accountant.update(policy.namespace, spec.decision.budget, lambda ledger: ledger.reserve(charge))
         return status.charged(spec.decision.limits, now=now, change=lambda ledger: ledger.reserve(charge))
 
-    async def release(self, namespace: str, spec: PolicySpec, status: PolicyStatus, *, key: str,
-                      now: datetime) -> PolicyStatus:
+    async def release(
+        self, namespace: str, spec: PolicySpec, status: PolicyStatus, *, key: str, now: datetime
+    ) -> PolicyStatus:
         """Undo a reservation whose Job could not be created."""
         if spec.decision.budget:
             await self._accountant.update(namespace, spec.decision.budget, lambda ledger: ledger.release(key))
         return status.charged(spec.decision.limits, now=now, change=lambda ledger: ledger.release(key))
 
-    async def settle(self, policy: PolicyRef, spec: PolicySpec, status: PolicyStatus, *, job: str,
-                     job_body: Mapping[str, Any] | None, started: datetime | None, finished: datetime,
-                     now: datetime) -> tuple[PolicyStatus, float]:
+    async def settle(
+        self,
+        policy: PolicyRef,
+        spec: PolicySpec,
+        status: PolicyStatus,
+        *,
+        job: str,
+        job_body: Mapping[str, Any] | None,
+        started: datetime | None,
+        finished: datetime,
+        now: datetime,
+    ) -> tuple[PolicyStatus, float]:
         """Charge the real cost of a finished Job (its real duration); return the status and that duration."""
         job_status = (job_body or {}).get("status") or {}
         begin = parse_rfc3339(job_status.get("startTime")) or started or finished
         end = parse_rfc3339(job_status.get("completionTime")) or finished
         seconds = max(0.0, (end - begin).total_seconds())
-        cpu, gpu, money = cost_of(resources_of(spec), seconds=seconds,
-                                  prices=await self.prices(policy.namespace, spec))
+        cpu, gpu, money = cost_of(resources_of(spec), seconds=seconds, prices=await self.prices(policy.namespace, spec))
         key = f"{policy.namespace}/{job}"
-        fallback = Charge(key=key, policy=f"{policy.namespace}/{policy.name}", at=begin, state="Settled",
-                          cpu_hours=cpu, gpu_hours=gpu, cost=money)
+        fallback = Charge(
+            key=key,
+            policy=f"{policy.namespace}/{policy.name}",
+            at=begin,
+            state="Settled",
+            cpu_hours=cpu,
+            gpu_hours=gpu,
+            cost=money,
+        )
 
         def settle(ledger: Ledger) -> Ledger:
             return ledger.settle(key, cpu_hours=cpu, gpu_hours=gpu, cost=money, fallback=fallback)

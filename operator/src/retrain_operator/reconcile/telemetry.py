@@ -20,27 +20,49 @@ from retrain_operator.domain.decision import Decision
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 EVALUATIONS = Counter("retrain_evaluations_total", "Policy evaluations.", ["namespace"], registry=REGISTRY)
-DECISIONS = Counter("retrain_decisions_total", "Decisions taken, by action and reason.",
-                    ["namespace", "action", "reason"], registry=REGISTRY)
-QUERIES = Counter("retrain_prometheus_queries_total", "Prometheus queries, by endpoint and result.",
-                  ["endpoint", "result"], registry=REGISTRY)
-QUERY_SECONDS = Histogram("retrain_prometheus_query_seconds", "Latency of Prometheus queries.", ["endpoint"],
-                          registry=REGISTRY)
+DECISIONS = Counter(
+    "retrain_decisions_total",
+    "Decisions taken, by action and reason.",
+    ["namespace", "action", "reason"],
+    registry=REGISTRY,
+)
+QUERIES = Counter(
+    "retrain_prometheus_queries_total",
+    "Prometheus queries, by endpoint and result.",
+    ["endpoint", "result"],
+    registry=REGISTRY,
+)
+QUERY_SECONDS = Histogram(
+    "retrain_prometheus_query_seconds", "Latency of Prometheus queries.", ["endpoint"], registry=REGISTRY
+)
 # From 10 ms (a cycle that starts on time) to 30 s (half an interval late): fine enough around the
 # 5 s p99 target (DESIGN.md) for bench/cluster.py to read quantiles off the buckets.
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0)
-EVALUATION_LAG = Histogram("retrain_evaluation_lag_seconds",
-                           "Seconds from when a policy was due to when its evaluation started.",
-                           buckets=LAG_BUCKETS, registry=REGISTRY)
-JOBS = Counter("retrain_jobs_total", "Training Jobs started and finished, by outcome.", ["namespace", "outcome"],
-               registry=REGISTRY)
+EVALUATION_LAG = Histogram(
+    "retrain_evaluation_lag_seconds",
+    "Seconds from when a policy was due to when its evaluation started.",
+    buckets=LAG_BUCKETS,
+    registry=REGISTRY,
+)
+JOBS = Counter(
+    "retrain_jobs_total", "Training Jobs started and finished, by outcome.", ["namespace", "outcome"], registry=REGISTRY
+)
 
-TRIGGER_VALUE = Gauge("retrain_trigger_value", "Last observed value of each trigger (absent when inconclusive).",
-                      ["namespace", "policy", "trigger"], registry=REGISTRY)
-TRIGGER_FIRING = Gauge("retrain_trigger_firing", "1 while a trigger fires, else 0.", ["namespace", "policy", "trigger"],
-                       registry=REGISTRY)
-BUDGET_USED = Gauge("retrain_budget_used", "Spent in the current window of a RetrainBudget, by measure.",
-                    ["namespace", "budget", "measure"], registry=REGISTRY)
+TRIGGER_VALUE = Gauge(
+    "retrain_trigger_value",
+    "Last observed value of each trigger (absent when inconclusive).",
+    ["namespace", "policy", "trigger"],
+    registry=REGISTRY,
+)
+TRIGGER_FIRING = Gauge(
+    "retrain_trigger_firing", "1 while a trigger fires, else 0.", ["namespace", "policy", "trigger"], registry=REGISTRY
+)
+BUDGET_USED = Gauge(
+    "retrain_budget_used",
+    "Spent in the current window of a RetrainBudget, by measure.",
+    ["namespace", "budget", "measure"],
+    registry=REGISTRY,
+)
 
 
 class Telemetry:

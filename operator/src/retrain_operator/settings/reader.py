@@ -65,8 +65,9 @@ class Reader:
     def fail(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))
 
-    def obj(self, raw: Any, path: str, *, required: bool = False,
-            fields: Collection[str] | None = None) -> Mapping[str, Any]:
+    def obj(
+        self, raw: Any, path: str, *, required: bool = False, fields: Collection[str] | None = None
+    ) -> Mapping[str, Any]:
         """An object, or ``{}`` when absent or wrong; ``fields`` are the ones a strict reader allows."""
         if raw is None:
             if required:
@@ -80,8 +81,17 @@ class Reader:
                 self.fail(path, f"has unknown field {path}.{name}; allowed fields: {', '.join(sorted(fields))}")
         return raw
 
-    def str_(self, raw: Mapping[str, Any], key: str, path: str, *, default: str | None = None,
-             required: bool = False, pattern: re.Pattern[str] | None = None, hint: str | None = None) -> str | None:
+    def str_(
+        self,
+        raw: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        default: str | None = None,
+        required: bool = False,
+        pattern: re.Pattern[str] | None = None,
+        hint: str | None = None,
+    ) -> str | None:
         """A string; ``hint`` describes what ``pattern`` accepts, in words, for the message."""
         value = raw.get(key, default)
         if value is None:
@@ -92,32 +102,51 @@ class Reader:
             self.fail(f"{path}.{key}", f"must be a string, got {show(value)}")
             return None
         if pattern is not None and not pattern.match(value):
-            self.fail(f"{path}.{key}", f"must be {hint}, got {show(value)}" if hint
-                      else f"{value!r} does not match {pattern.pattern}")
+            self.fail(
+                f"{path}.{key}",
+                f"must be {hint}, got {show(value)}" if hint else f"{value!r} does not match {pattern.pattern}",
+            )
             return None
         return value
 
-    def num(self, raw: Mapping[str, Any], key: str, path: str, *, default: float | None = None,
-            required: bool = False, minimum: float | None = None, maximum: float | None = None) -> float | None:
+    def num(
+        self,
+        raw: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        default: float | None = None,
+        required: bool = False,
+        minimum: float | None = None,
+        maximum: float | None = None,
+    ) -> float | None:
         value = raw.get(key, default)
         if value is None:
             if required:
                 self.fail(f"{path}.{key}", "is required")
             return None
-        if not is_finite_number(value) or (minimum is not None and value < minimum) or (
-                maximum is not None and value > maximum):
+        if (
+            not is_finite_number(value)
+            or (minimum is not None and value < minimum)
+            or (maximum is not None and value > maximum)
+        ):
             kind = "a finite number" if minimum is None and maximum is None else "a number"
             self.fail(f"{path}.{key}", f"must be {_range(kind, minimum, maximum)}, got {show(value)}")
             return None
         return float(value)
 
-    def int_(self, raw: Mapping[str, Any], key: str, path: str, *, default: int, minimum: int = 0,
-             maximum: int | None = None) -> int:
+    def int_(
+        self, raw: Mapping[str, Any], key: str, path: str, *, default: int, minimum: int = 0, maximum: int | None = None
+    ) -> int:
         value = raw.get(key, default)
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # JSON has one number type; 3.0 is the integer 3
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
-                maximum is not None and value > maximum):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < minimum
+            or (maximum is not None and value > maximum)
+        ):
             self.fail(f"{path}.{key}", f"must be {_range('an integer', minimum, maximum)}, got {show(value)}")
             return default
         return value
@@ -129,8 +158,7 @@ class Reader:
             return default
         return value
 
-    def duration(self, raw: Mapping[str, Any], key: str, path: str, *, default: str,
-                 minimum: float = 0.0) -> float:
+    def duration(self, raw: Mapping[str, Any], key: str, path: str, *, default: str, minimum: float = 0.0) -> float:
         """Seconds of a duration field (see :mod:`.durations`), at least ``minimum``."""
         text = raw.get(key, default)
         try:
@@ -143,8 +171,9 @@ class Reader:
             return parse_duration(default)
         return seconds
 
-    def enum(self, raw: Mapping[str, Any], key: str, path: str, *, allowed: Sequence[str],
-             default: str | None = None) -> str | None:
+    def enum(
+        self, raw: Mapping[str, Any], key: str, path: str, *, allowed: Sequence[str], default: str | None = None
+    ) -> str | None:
         value = raw.get(key, default)
         if value is None:
             self.fail(f"{path}.{key}", f"is required; one of {', '.join(allowed)}")

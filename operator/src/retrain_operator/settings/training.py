@@ -92,8 +92,15 @@ class RegistrySpec:
     credentials_secret: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _present({"bucket": self.bucket, "prefix": self.prefix, "endpoint": self.endpoint,
-                         "region": self.region, "credentialsSecret": self.credentials_secret})
+        return _present(
+            {
+                "bucket": self.bucket,
+                "prefix": self.prefix,
+                "endpoint": self.endpoint,
+                "region": self.region,
+                "credentialsSecret": self.credentials_secret,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -136,8 +143,15 @@ class DataSpec:
     window: WindowSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _present({"key": self.key, "prefix": self.prefix, "bucket": self.bucket, "format": self.format,
-                         "window": self.window.to_dict() if self.window is not None else None})
+        return _present(
+            {
+                "key": self.key,
+                "prefix": self.prefix,
+                "bucket": self.bucket,
+                "format": self.format,
+                "window": self.window.to_dict() if self.window is not None else None,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -162,8 +176,12 @@ class HistogramSpec:
     predictions: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _present({"features": {name: list(edges) for name, edges in self.features.items()},
-                         "predictions": list(self.predictions) if self.predictions is not None else None})
+        return _present(
+            {
+                "features": {name: list(edges) for name, edges in self.features.items()},
+                "predictions": list(self.predictions) if self.predictions is not None else None,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -175,8 +193,13 @@ class PromotionSpec:
     min_improvement: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return _present({"minScore": self.min_score, "mustBeatChampion": self.must_beat_champion,
-                         "minImprovement": self.min_improvement})
+        return _present(
+            {
+                "minScore": self.min_score,
+                "mustBeatChampion": self.must_beat_champion,
+                "minImprovement": self.min_improvement,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -197,10 +220,17 @@ class BuiltinTrainer:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "data": self.data.to_dict(), "target": self.target, "estimator": self.estimator,
-            "features": list(self.features), "excludeFeatures": list(self.exclude_features),
-            "params": dict(self.params), "split": self.split.to_dict(), "testSize": self.test_size,
-            "seed": self.seed, "metric": self.metric, "histograms": self.histograms.to_dict(),
+            "data": self.data.to_dict(),
+            "target": self.target,
+            "estimator": self.estimator,
+            "features": list(self.features),
+            "excludeFeatures": list(self.exclude_features),
+            "params": dict(self.params),
+            "split": self.split.to_dict(),
+            "testSize": self.test_size,
+            "seed": self.seed,
+            "metric": self.metric,
+            "histograms": self.histograms.to_dict(),
         }
 
 
@@ -215,8 +245,15 @@ class RunSpec:
     version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _present({"policy": self.policy, "policyUid": self.policy_uid, "job": self.job,
-                         "trigger": self.trigger, "version": self.version})
+        return _present(
+            {
+                "policy": self.policy,
+                "policyUid": self.policy_uid,
+                "job": self.job,
+                "trigger": self.trigger,
+                "version": self.version,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -229,8 +266,12 @@ class TrainerConfig:
     run: RunSpec = field(default_factory=RunSpec)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model.to_dict(), "builtin": self.builtin.to_dict(),
-                "promotion": self.promotion.to_dict(), "run": self.run.to_dict()}
+        return {
+            "model": self.model.to_dict(),
+            "builtin": self.builtin.to_dict(),
+            "promotion": self.promotion.to_dict(),
+            "run": self.run.to_dict(),
+        }
 
 
 @dataclass(frozen=True)
@@ -390,8 +431,10 @@ def _parse_histograms(r: Reader, raw: Any, path: str) -> HistogramSpec:
     features = r.obj(body.get("features"), f"{path}.features")
     predictions = body.get("predictions")
     return HistogramSpec(
-        features={str(name): _edges(r, edges, f"{path}.features.{name}")
-                  for name, edges in sorted(features.items(), key=lambda item: str(item[0]))},
+        features={
+            str(name): _edges(r, edges, f"{path}.features.{name}")
+            for name, edges in sorted(features.items(), key=lambda item: str(item[0]))
+        },
         predictions=None if predictions is None else _edges(r, predictions, f"{path}.predictions"),
     )
 
@@ -405,15 +448,21 @@ def _parse_run(r: Reader, raw: Any, path: str) -> RunSpec:
         except ValueError as exc:
             r.fail(f"{path}.version", str(exc))
     return RunSpec(
-        policy=_optional(r, body, "policy", path), policy_uid=_optional(r, body, "policyUid", path),
-        job=_optional(r, body, "job", path), trigger=_optional(r, body, "trigger", path), version=version,
+        policy=_optional(r, body, "policy", path),
+        policy_uid=_optional(r, body, "policyUid", path),
+        job=_optional(r, body, "job", path),
+        trigger=_optional(r, body, "trigger", path),
+        version=version,
     )
 
 
 def _edges(r: Reader, raw: Any, path: str) -> tuple[float, ...]:
     if not isinstance(raw, list) or not 1 <= len(raw) <= _MAX_EDGES or not all(is_finite_number(v) for v in raw):
-        r.fail(path, f"must be a list of 1 to {_MAX_EDGES} finite numbers (bucket upper bounds; +Inf is implied), "
-                     f"got {show(raw)}")
+        r.fail(
+            path,
+            f"must be a list of 1 to {_MAX_EDGES} finite numbers (bucket upper bounds; +Inf is implied), "
+            f"got {show(raw)}",
+        )
         return ()
     edges = tuple(float(v) for v in raw)
     if any(b <= a for a, b in itertools.pairwise(edges)):
@@ -421,8 +470,15 @@ def _edges(r: Reader, raw: Any, path: str) -> tuple[float, ...]:
     return edges
 
 
-def _optional(r: Reader, raw: Mapping[str, Any], key: str, path: str, *, pattern: re.Pattern[str] | None = None,
-              hint: str | None = None) -> str | None:
+def _optional(
+    r: Reader,
+    raw: Mapping[str, Any],
+    key: str,
+    path: str,
+    *,
+    pattern: re.Pattern[str] | None = None,
+    hint: str | None = None,
+) -> str | None:
     """A string that may be left out; empty means left out, as the trainer has always read it."""
     return None if raw.get(key) == "" else r.str_(raw, key, path, pattern=pattern, hint=hint)
 

@@ -257,9 +257,7 @@ def _split(
         order = np.argsort(dataset.times.to_numpy(), kind="stable").astype(np.intp)
         holdout = math.ceil(len(order) * test_size)
         if len(order) - holdout < 1 or holdout < 1:
-            raise DataError(
-                "TooFewRows", f"{len(y)} labelled rows cannot be split by time with testSize {test_size}"
-            )
+            raise DataError("TooFewRows", f"{len(y)} labelled rows cannot be split by time with testSize {test_size}")
         return order[: len(order) - holdout], order[len(order) - holdout :], False
     if metric not in REGRESSION_METRICS:
         try:

@@ -152,7 +152,7 @@ def _resources(env: Mapping[str, str]) -> dict[str, Any] | None:
     except json.JSONDecodeError as exc:
         raise ConfigError("InvalidConfig", f"${RESOURCES_ENV} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise ConfigError("InvalidConfig", f"${RESOURCES_ENV} must be a JSON object, like {{\"requests\": {{...}}}}")
+        raise ConfigError("InvalidConfig", f'${RESOURCES_ENV} must be a JSON object, like {{"requests": {{...}}}}')
     return value
 
 

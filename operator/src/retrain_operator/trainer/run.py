@@ -233,8 +233,11 @@ def train(
         champion_version=champion_version,
         champion_score=champion_score,
         champion_holdout_score=champion.score if champion else None,
-        reference={name: {le: float(count) for le, count in histograms["features"][name]["le"]}
-                   for name in builtin.histograms.features if name in histograms["features"]},
+        reference={
+            name: {le: float(count) for le, count in histograms["features"][name]["le"]}
+            for name in builtin.histograms.features
+            if name in histograms["features"]
+        },
     )
 
 

@@ -42,8 +42,14 @@ class Comparison:
         return {s.feature: s.p_value for s in self.scores if s.p_value is not None}
 
 
-def compare(reference: Mapping[str, Histogram], current: Mapping[str, Histogram], *, statistic: Statistic,
-            min_samples: float, metric: str = "") -> Comparison:
+def compare(
+    reference: Mapping[str, Histogram],
+    current: Mapping[str, Histogram],
+    *,
+    statistic: Statistic,
+    min_samples: float,
+    metric: str = "",
+) -> Comparison:
     """The statistic of ``current`` against ``reference`` for every feature.
 
     Raises :class:`BucketMismatch` for the first feature (by name) whose edges differ; features

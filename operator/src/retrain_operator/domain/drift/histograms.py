@@ -40,8 +40,15 @@ class MalformedHistogram(ValueError):
 class BucketMismatch(ValueError):
     """Two histograms of one feature with different bucket edges."""
 
-    def __init__(self, *, feature: str, metric: str, reference: Sequence[float], current: Sequence[float],
-                 sides: tuple[str, str] = ("reference", "current")) -> None:
+    def __init__(
+        self,
+        *,
+        feature: str,
+        metric: str,
+        reference: Sequence[float],
+        current: Sequence[float],
+        sides: tuple[str, str] = ("reference", "current"),
+    ) -> None:
         self.feature = feature
         self.metric = metric
         self.reference = tuple(reference)
@@ -50,7 +57,8 @@ class BucketMismatch(ValueError):
             f"{_subject(feature, metric)}: bucket edges differ between the {sides[0]} "
             f"[{', '.join(format_le(e) for e in self.reference)}] and the {sides[1]} "
             f"[{', '.join(format_le(e) for e in self.current)}]; histograms are compared only with identical "
-            f"buckets, so record the {sides[0]} again with the current buckets")
+            f"buckets, so record the {sides[0]} again with the current buckets"
+        )
 
 
 def _subject(feature: str, metric: str) -> str:
@@ -107,17 +115,20 @@ class Histogram:
         return math.fsum(self.counts)
 
     @classmethod
-    def from_cumulative(cls, buckets: Mapping[str, float], *, feature: str = "", metric: str = "",
-                        tolerance: float = NOISE_TOLERANCE) -> Histogram:
+    def from_cumulative(
+        cls, buckets: Mapping[str, float], *, feature: str = "", metric: str = "", tolerance: float = NOISE_TOLERANCE
+    ) -> Histogram:
         """One histogram from ``{le: cumulative count}``, as ``increase(metric_bucket[w])`` gives it."""
         edges, cumulative = _sorted_buckets(buckets, feature=feature, metric=metric, parsed={})
-        counts = bucket_counts(np.array([cumulative]), edges=edges, features=[feature], metric=metric,
-                               tolerance=tolerance)
+        counts = bucket_counts(
+            np.array([cumulative]), edges=edges, features=[feature], metric=metric, tolerance=tolerance
+        )
         return cls(edges, tuple(counts[0].tolist()))
 
 
-def _sorted_buckets(buckets: Mapping[str, float], *, feature: str, metric: str,
-                    parsed: dict[str, float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _sorted_buckets(
+    buckets: Mapping[str, float], *, feature: str, metric: str, parsed: dict[str, float]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Edges and cumulative counts sorted by edge; ``parsed`` caches ``le`` strings, shared by all features."""
     merged: dict[float, float] = {}
     for le, count in buckets.items():
@@ -129,13 +140,19 @@ def _sorted_buckets(buckets: Mapping[str, float], *, feature: str, metric: str,
                 raise MalformedHistogram(f"{_subject(feature, metric)}: {e}") from None
         merged[edge] = merged.get(edge, 0.0) + float(count)
     if math.inf not in merged:
-        raise MalformedHistogram(f"{_subject(feature, metric)}: no le=\"+Inf\" bucket, so the total is unknown")
+        raise MalformedHistogram(f'{_subject(feature, metric)}: no le="+Inf" bucket, so the total is unknown')
     edges = tuple(sorted(merged))
     return edges, tuple(merged[e] for e in edges)
 
 
-def bucket_counts(cumulative: npt.ArrayLike, *, edges: Sequence[float], features: Sequence[str] | None = None,
-                  metric: str = "", tolerance: float = NOISE_TOLERANCE) -> FloatArray:
+def bucket_counts(
+    cumulative: npt.ArrayLike,
+    *,
+    edges: Sequence[float],
+    features: Sequence[str] | None = None,
+    metric: str = "",
+    tolerance: float = NOISE_TOLERANCE,
+) -> FloatArray:
     """Per-bucket counts from cumulative counts, for many features at once.
 
     ``cumulative`` is (features, buckets), columns in the order of ``edges`` (sorted upper bounds).
@@ -147,15 +164,18 @@ def bucket_counts(cumulative: npt.ArrayLike, *, edges: Sequence[float], features
         table = table.reshape(1, -1)
     names = list(features) if features is not None else [f"row {i}" for i in range(table.shape[0])]
     if table.ndim != 2 or table.shape[1] != len(edges) or len(names) != table.shape[0]:
-        raise ValueError(f"cumulative counts of shape {table.shape} do not match {len(edges)} edges "
-                         f"and {len(names)} features")
+        raise ValueError(
+            f"cumulative counts of shape {table.shape} do not match {len(edges)} edges and {len(names)} features"
+        )
     if table.size == 0:
         return table.copy()
     bad_value = ~np.isfinite(table) | (table < 0.0)
     if bad_value.any():
         row, col = np.argwhere(bad_value)[0]
-        raise MalformedHistogram(f"{_subject(names[row], metric)}: le={format_le(edges[col])} has count "
-                                 f"{table[row, col]!r}; cumulative counts must be finite and non-negative")
+        raise MalformedHistogram(
+            f"{_subject(names[row], metric)}: le={format_le(edges[col])} has count "
+            f"{table[row, col]!r}; cumulative counts must be finite and non-negative"
+        )
     counts = np.diff(table, axis=1, prepend=0.0)
     scale = np.maximum(table.max(axis=1, keepdims=True), 1.0)
     decrease = counts < -tolerance * scale
@@ -164,38 +184,54 @@ def bucket_counts(cumulative: npt.ArrayLike, *, edges: Sequence[float], features
         raise MalformedHistogram(
             f"{_subject(names[row], metric)}: cumulative count falls from {table[row, col - 1]:.6g} at "
             f"le={format_le(edges[col - 1])} to {table[row, col]:.6g} at le={format_le(edges[col])}; "
-            "bucket counts of one window must not decrease with le")
+            "bucket counts of one window must not decrease with le"
+        )
     result: FloatArray = np.maximum(counts, 0.0)
     return result
 
 
-def histograms(buckets_by_feature: Mapping[str, Mapping[str, float]], *, metric: str = "",
-               tolerance: float = NOISE_TOLERANCE) -> dict[str, Histogram]:
+def histograms(
+    buckets_by_feature: Mapping[str, Mapping[str, float]], *, metric: str = "", tolerance: float = NOISE_TOLERANCE
+) -> dict[str, Histogram]:
     """Histograms of many features from ``{feature: {le: cumulative count}}``, differenced in batches.
 
     Features sharing a bucket layout (the common case) are differenced together as one array.
     """
     les: dict[str, float] = {}
-    parsed = {feature: _sorted_buckets(buckets, feature=feature, metric=metric, parsed=les)
-              for feature, buckets in buckets_by_feature.items()}
+    parsed = {
+        feature: _sorted_buckets(buckets, feature=feature, metric=metric, parsed=les)
+        for feature, buckets in buckets_by_feature.items()
+    }
     groups: dict[tuple[float, ...], list[str]] = {}
     for feature, (edges, _) in parsed.items():
         groups.setdefault(edges, []).append(feature)
     result: dict[str, Histogram] = {}
     for edges, features in groups.items():
-        counts = bucket_counts(np.array([parsed[f][1] for f in features]), edges=edges, features=features,
-                               metric=metric, tolerance=tolerance)
+        counts = bucket_counts(
+            np.array([parsed[f][1] for f in features]),
+            edges=edges,
+            features=features,
+            metric=metric,
+            tolerance=tolerance,
+        )
         for feature, row in zip(features, counts.tolist(), strict=True):
             result[feature] = Histogram(edges, tuple(row))
     return {feature: result[feature] for feature in buckets_by_feature}
 
 
-def check_edges(reference: Histogram, current: Histogram, *, feature: str = "", metric: str = "",
-                sides: tuple[str, str] = ("reference", "current")) -> None:
+def check_edges(
+    reference: Histogram,
+    current: Histogram,
+    *,
+    feature: str = "",
+    metric: str = "",
+    sides: tuple[str, str] = ("reference", "current"),
+) -> None:
     """Raise :class:`BucketMismatch` unless both histograms have the same bucket edges."""
     if reference.edges != current.edges:
-        raise BucketMismatch(feature=feature, metric=metric, reference=reference.edges, current=current.edges,
-                             sides=sides)
+        raise BucketMismatch(
+            feature=feature, metric=metric, reference=reference.edges, current=current.edges, sides=sides
+        )
 
 
 @dataclass(frozen=True)
@@ -209,8 +245,10 @@ class InsufficientSamples:
 
     @property
     def message(self) -> str:
-        return (f"feature {self.feature!r}: {self.current:.6g} samples in the current window and "
-                f"{self.reference:.6g} in the reference, at least {self.min_samples:.6g} needed in each")
+        return (
+            f"feature {self.feature!r}: {self.current:.6g} samples in the current window and "
+            f"{self.reference:.6g} in the reference, at least {self.min_samples:.6g} needed in each"
+        )
 
 
 def check_min_samples(min_samples: float) -> None:

@@ -48,7 +48,8 @@ def kolmogorov_sf(y: npt.ArrayLike) -> FloatArray:
     flat = values.reshape(-1, 1)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         theta = 1.0 - math.sqrt(2.0 * math.pi) / flat[:, 0] * np.exp(
-            -((2.0 * k - 1.0) ** 2) * math.pi**2 / (8.0 * flat * flat)).sum(axis=1)
+            -((2.0 * k - 1.0) ** 2) * math.pi**2 / (8.0 * flat * flat)
+        ).sum(axis=1)
         signs = np.where(k % 2 == 1, 1.0, -1.0)
         alternating = 2.0 * (signs * np.exp(-2.0 * k * k * flat * flat)).sum(axis=1)
     result = np.where(flat[:, 0] < 1.0, theta, alternating)

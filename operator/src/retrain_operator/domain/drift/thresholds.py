@@ -49,13 +49,25 @@ class LearnedThreshold:
     @property
     def message(self) -> str:
         skipped = f", {self.skipped} skipped for too few samples" if self.skipped else ""
-        return (f"{self.statistic} threshold {self.threshold:.4g} = mean {self.mean:.4g} + {self.k:g} x std "
-                f"{self.std:.4g} over {self.windows} reference windows{skipped}")
+        return (
+            f"{self.statistic} threshold {self.threshold:.4g} = mean {self.mean:.4g} + {self.k:g} x std "
+            f"{self.std:.4g} over {self.windows} reference windows{skipped}"
+        )
 
     def as_status(self) -> dict[str, float | int | str]:
-        return {"statistic": self.statistic, "threshold": self.threshold, "k": self.k, "mean": self.mean,
-                "std": self.std, "min": self.minimum, "median": self.median, "p95": self.p95,
-                "max": self.maximum, "windows": self.windows, "skipped": self.skipped}
+        return {
+            "statistic": self.statistic,
+            "threshold": self.threshold,
+            "k": self.k,
+            "mean": self.mean,
+            "std": self.std,
+            "min": self.minimum,
+            "median": self.median,
+            "p95": self.p95,
+            "max": self.maximum,
+            "windows": self.windows,
+            "skipped": self.skipped,
+        }
 
 
 @dataclass(frozen=True)
@@ -71,13 +83,23 @@ class InsufficientHistory:
     @property
     def message(self) -> str:
         subject = f"feature {self.feature!r}: " if self.feature else ""
-        return (f"{subject}{self.usable} of {self.windows} reference windows hold at least {self.min_samples:.6g} "
-                f"samples (with as many in the rest of the reference); {self.min_windows} needed to learn a threshold")
+        return (
+            f"{subject}{self.usable} of {self.windows} reference windows hold at least {self.min_samples:.6g} "
+            f"samples (with as many in the rest of the reference); {self.min_windows} needed to learn a threshold"
+        )
 
 
-def learn_threshold(windows: Sequence[Histogram], *, statistic: Statistic, min_samples: float, k: float = 3.0,
-                    floor: float = 0.0, min_windows: int = 5, feature: str = "",
-                    metric: str = "") -> LearnedThreshold | InsufficientHistory:
+def learn_threshold(
+    windows: Sequence[Histogram],
+    *,
+    statistic: Statistic,
+    min_samples: float,
+    k: float = 3.0,
+    floor: float = 0.0,
+    min_windows: int = 5,
+    feature: str = "",
+    metric: str = "",
+) -> LearnedThreshold | InsufficientHistory:
     """``mean + k * std`` of each sub-window's statistic against the rest of the reference.
 
     ``windows`` are consecutive histograms of the reference period with identical edges (else
@@ -104,6 +126,15 @@ def learn_threshold(windows: Sequence[Histogram], *, statistic: Statistic, min_s
     mean = float(values.mean())
     std = float(values.std(ddof=1))
     return LearnedThreshold(
-        statistic=statistic.name, threshold=max(mean + k * std, floor), k=k, mean=mean, std=std,
-        minimum=float(values.min()), median=float(np.median(values)), p95=float(np.percentile(values, 95)),
-        maximum=float(values.max()), windows=used, skipped=len(windows) - used)
+        statistic=statistic.name,
+        threshold=max(mean + k * std, floor),
+        k=k,
+        mean=mean,
+        std=std,
+        minimum=float(values.min()),
+        median=float(np.median(values)),
+        p95=float(np.percentile(values, 95)),
+        maximum=float(values.max()),
+        windows=used,
+        skipped=len(windows) - used,
+    )

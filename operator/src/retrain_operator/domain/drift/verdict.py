@@ -44,9 +44,16 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
-def verdict(values: Mapping[str, float], *, threshold: float | Mapping[str, float], mode: str = "any",
-            min_share: float | None = None, top: int = 5, statistic: str = "drift",
-            drift_when: str = "above") -> DriftVerdict:
+def verdict(
+    values: Mapping[str, float],
+    *,
+    threshold: float | Mapping[str, float],
+    mode: str = "any",
+    min_share: float | None = None,
+    top: int = 5,
+    statistic: str = "drift",
+    drift_when: str = "above",
+) -> DriftVerdict:
     """The verdict over ``values`` (feature to statistic) against one threshold or one per feature.
 
     ``min_share`` in (0, 1] is required with ``mode="share"`` and refused otherwise. ``statistic``

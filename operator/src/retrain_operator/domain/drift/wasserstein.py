@@ -32,8 +32,10 @@ def bin_centres(edges: npt.ArrayLike) -> FloatArray:
     """Where each bucket's mass is placed, from the buckets' upper edges (the last one ``+inf``)."""
     upper = np.asarray(edges, dtype=np.float64)
     if upper.ndim != 1 or upper.size < 3 or upper[-1] != math.inf:
-        raise ValueError("Wasserstein needs the upper edges of at least three buckets, the last one +Inf "
-                         f"(two finite edges give the open buckets a width), got {upper.tolist()}")
+        raise ValueError(
+            "Wasserstein needs the upper edges of at least three buckets, the last one +Inf "
+            f"(two finite edges give the open buckets a width), got {upper.tolist()}"
+        )
     finite = upper[:-1]
     if not (np.isfinite(finite).all() and (np.diff(finite) > 0.0).all()):
         raise ValueError(f"bucket edges must be finite and strictly increasing before +Inf, got {upper.tolist()}")
