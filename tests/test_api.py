@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from retrain_operator.domain import api, budget
+from retrain_operator.domain import api, budget, triggers
 from retrain_operator.domain.api import InvalidSpec, parse_endpoint_spec, parse_policy_spec
 from retrain_operator.domain.durations import PATTERN, DurationError, format_duration, parse_duration
 from tests.policies import BASE, policy
@@ -41,7 +41,7 @@ def test_valid_policy_gets_schema_defaults() -> None:
     spec = parse_policy_spec(BASE["spec"])
     trigger = spec.triggers[0]
     assert trigger.on_missing_data == "Inconclusive"
-    assert isinstance(trigger.kind, api.AccuracyDecay)
+    assert isinstance(trigger.kind, triggers.AccuracyDecay)
     assert trigger.kind.baseline == "Model" and trigger.kind.relative is False
     assert spec.evaluation.interval == 30 and spec.decision.cooldown == 3600 and not spec.decision.dry_run
     assert spec.training.deadline == 3600 and spec.training.backoff_limit == 0
@@ -157,6 +157,9 @@ def _properties(schema: dict[str, Any], path: str = "") -> dict[str, dict[str, A
 FIELD_MAP = {
     "TriggerSpec.kind": None, "TriggerSpec.for_seconds": "for",
     "AccuracyDecay.max_drop": "maxDrop",
+    "DriftTrigger.reference": "reference.source", "DriftTrigger.reference_offset": "reference.offset",
+    "DriftTrigger.reference_window": "reference.window", "DriftTrigger.reference_counts": "reference.counts",
+    "DriftTrigger.learn_k": "learnThreshold.k", "DriftTrigger.learn_windows": "learnThreshold.windows",
     "TrainingSpec.requests": "resources.requests", "TrainingSpec.limits": "resources.limits",
     "EnvVar.secret_name": "secretKeyRef.name", "EnvVar.secret_key": "secretKeyRef.key",
     "PolicySpec.history_limits": "historyLimits",
@@ -181,8 +184,8 @@ def _python_fields(cls: type, prefix: str) -> set[str]:
 @pytest.mark.parametrize(("cls", "schema_path"), [
     (api.PolicySpec, "spec."), (api.ModelSpec, "spec.model."), (api.Registry, "spec.model.registry."),
     (api.MetricsSpec, "spec.metrics."), (api.EvaluationSpec, "spec.evaluation."),
-    (api.TriggerSpec, "spec.triggers[]."), (api.AccuracyDecay, "spec.triggers[].accuracyDecay."),
-    (api.QueryTrigger, "spec.triggers[].query."), (api.ScheduleTrigger, "spec.triggers[].schedule."),
+    (triggers.TriggerSpec, "spec.triggers[]."),
+    *((t.spec_type, f"spec.triggers[].{name}.") for name, t in triggers.TRIGGERS.items()),
     (api.DecisionSpec, "spec.decision."), (api.TrainingSpec, "spec.training."),
     (api.BuiltinTrainer, "spec.training.builtin."), (api.DataSpec, "spec.training.builtin.data."),
     (api.EnvVar, "spec.training.env[]."), (api.HistoryLimits, "spec.historyLimits."),
@@ -202,8 +205,8 @@ def test_python_types_and_crd_agree(cls: type, schema_path: str) -> None:
     extra = {p for p in direct if p[len(schema_path):] not in mapped_parents}
     if cls in (api.InlineLimits, budget.Limits):  # one CRD object, two Python types
         extra -= {f"{schema_path}{f}" for f in ("window", "runs", "cpuHours", "gpuHours", "cost")}
-    if cls is api.TriggerSpec:
-        extra -= {f"{schema_path}{t}" for t in api.TRIGGER_TYPES}
+    if cls is triggers.TriggerSpec:
+        extra -= {f"{schema_path}{t}" for t in triggers.TRIGGER_TYPES}
     assert not extra, f"CRD fields under {schema_path} unknown to {cls.__name__}: {extra}"
 
 
@@ -233,4 +236,3 @@ def test_examples_parse(tmp_path: Path) -> None:
         parse_endpoint_spec(doc["spec"])
     for doc in (d for d in docs if d["kind"] == "RetrainBudget"):
         api.parse_budget_spec(doc["spec"])
-

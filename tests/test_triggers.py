@@ -7,10 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from retrain_operator.domain.api import AccuracyDecay, QueryTrigger, ScheduleTrigger, TriggerSpec
 from retrain_operator.domain.triggers import (
+    AccuracyDecay,
     Observation,
     PreviousState,
+    QueryTrigger,
+    ScheduleTrigger,
+    TriggerSpec,
     accuracy_levels,
     evaluate_accuracy,
     evaluate_query,

@@ -19,7 +19,7 @@ from typing import Literal
 from retrain_operator.domain.api import PolicySpec
 from retrain_operator.domain.budget import Assessment, ChargeVerdict
 from retrain_operator.domain.durations import format_duration
-from retrain_operator.domain.triggers import TriggerResult
+from retrain_operator.domain.triggers import TriggerResult, get_trigger_type
 
 Action = Literal["Retrain", "WouldRetrain", "Wait", "None"]
 FORCE_ANNOTATION = "retrain.dev/force-retrain"
@@ -159,7 +159,7 @@ def decide(spec: PolicySpec, *, results: Sequence[TriggerResult], active_job: st
             return Decision("Wait", "CoolingDown",
                             f"last retrain started {format_duration(elapsed)} ago; cooldown "
                             f"{format_duration(spec.decision.cooldown)} ends in {remaining} ({because})", firing)
-    scheduled = any(r.firing and r.type == "schedule" for r in results)
+    scheduled = any(r.firing and get_trigger_type(r.type).bypasses_gate for r in results)
     if gate is not None and not gate.worth_it and not scheduled:
         return Decision("Wait", "NotWorthRetraining", f"{gate.message} ({because})", firing, gate)
     if gate is not None:
