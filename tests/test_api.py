@@ -236,3 +236,10 @@ def test_examples_parse(tmp_path: Path) -> None:
         parse_endpoint_spec(doc["spec"])
     for doc in (d for d in docs if d["kind"] == "RetrainBudget"):
         api.parse_budget_spec(doc["spec"])
+
+
+
+def test_the_crd_offers_exactly_the_registered_trigger_types() -> None:
+    item = _crd_schema("retrainpolicies.yaml")["properties"]["spec"]["properties"]["triggers"]["items"]
+    offered = set(item["properties"]) - {"name", "for", "onMissingData"}
+    assert offered == set(triggers.TRIGGER_TYPES)
