@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from retrain_operator.domain import api, budget
+from retrain_operator.domain import api, budget, triggers
 from retrain_operator.domain.api import InvalidSpec, parse_endpoint_spec, parse_policy_spec
 from retrain_operator.settings import training
 from retrain_operator.settings.durations import PATTERN, DurationError, format_duration, parse_duration
@@ -51,7 +51,7 @@ def test_valid_policy_gets_schema_defaults() -> None:
     spec = parse_policy_spec(BASE["spec"])
     trigger = spec.triggers[0]
     assert trigger.on_missing_data == "Inconclusive"
-    assert isinstance(trigger.kind, api.AccuracyDecay)
+    assert isinstance(trigger.kind, triggers.AccuracyDecay)
     assert trigger.kind.baseline == "Model" and trigger.kind.relative is False
     assert spec.evaluation.interval == 30 and spec.decision.cooldown == 3600 and not spec.decision.dry_run
     assert spec.training.deadline == 3600 and spec.training.backoff_limit == 0
@@ -221,6 +221,12 @@ FIELD_MAP = {
     "TriggerSpec.kind": None,
     "TriggerSpec.for_seconds": "for",
     "AccuracyDecay.max_drop": "maxDrop",
+    "DriftTrigger.reference": "reference.source",
+    "DriftTrigger.reference_offset": "reference.offset",
+    "DriftTrigger.reference_window": "reference.window",
+    "DriftTrigger.reference_counts": "reference.counts",
+    "DriftTrigger.learn_k": "learnThreshold.k",
+    "DriftTrigger.learn_windows": "learnThreshold.windows",
     "TrainingSpec.requests": "resources.requests",
     "TrainingSpec.limits": "resources.limits",
     "EnvVar.secret_name": "secretKeyRef.name",
@@ -254,10 +260,8 @@ def _python_fields(cls: type, prefix: str) -> set[str]:
         (training.RegistrySpec, "spec.model.registry."),
         (api.MetricsSpec, "spec.metrics."),
         (api.EvaluationSpec, "spec.evaluation."),
-        (api.TriggerSpec, "spec.triggers[]."),
-        (api.AccuracyDecay, "spec.triggers[].accuracyDecay."),
-        (api.QueryTrigger, "spec.triggers[].query."),
-        (api.ScheduleTrigger, "spec.triggers[].schedule."),
+        (triggers.TriggerSpec, "spec.triggers[]."),
+        *((t.spec_type, f"spec.triggers[].{name}.") for name, t in triggers.TRIGGERS.items()),
         (api.DecisionSpec, "spec.decision."),
         (api.TrainingSpec, "spec.training."),
         (training.BuiltinTrainer, "spec.training.builtin."),
@@ -288,8 +292,8 @@ def test_python_types_and_crd_agree(cls: type, schema_path: str) -> None:
     extra = {p for p in direct if p[len(schema_path) :] not in mapped_parents}
     if cls in (api.InlineLimits, budget.Limits):  # one CRD object, two Python types
         extra -= {f"{schema_path}{f}" for f in ("window", "runs", "cpuHours", "gpuHours", "cost")}
-    if cls is api.TriggerSpec:
-        extra -= {f"{schema_path}{t}" for t in api.TRIGGER_TYPES}
+    if cls is triggers.TriggerSpec:
+        extra -= {f"{schema_path}{t}" for t in triggers.TRIGGER_TYPES}
     assert not extra, f"CRD fields under {schema_path} unknown to {cls.__name__}: {extra}"
 
 
@@ -319,3 +323,24 @@ def test_examples_parse(tmp_path: Path) -> None:
         parse_endpoint_spec(doc["spec"])
     for doc in (d for d in docs if d["kind"] == "RetrainBudget"):
         api.parse_budget_spec(doc["spec"])
+
+
+def test_the_crd_offers_exactly_the_registered_trigger_types() -> None:
+    item = _crd_schema("retrainpolicies.yaml")["properties"]["spec"]["properties"]["triggers"]["items"]
+    offered = set(item["properties"]) - {"name", "for", "onMissingData"}
+    assert offered == set(triggers.TRIGGER_TYPES)
+
+
+def test_only_the_trigger_types_know_their_kinds() -> None:
+    """Dispatch goes through the registry: nothing outside ``domain/triggers/`` tests a trigger's kind."""
+    source = ROOT / "operator" / "src" / "retrain_operator"
+    tests = [f"isinstance(trigger.kind, {t.spec_type.__name__}" for t in triggers.TRIGGERS.values()]
+    tests += ['.type == "schedule"', '.type == "query"']
+    offenders = [
+        f"{path.relative_to(source)}: {test}"
+        for path in source.rglob("*.py")
+        if path.parent.name != "triggers"
+        for test in tests
+        if test in path.read_text()
+    ]
+    assert not offenders, offenders

@@ -7,10 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from retrain_operator.domain.api import AccuracyDecay, QueryTrigger, ScheduleTrigger, TriggerSpec
 from retrain_operator.domain.triggers import (
+    AccuracyDecay,
     Observation,
     PreviousState,
+    QueryTrigger,
+    ScheduleTrigger,
+    TriggerSpec,
     accuracy_levels,
     evaluate_accuracy,
     evaluate_query,
@@ -169,3 +172,11 @@ def test_schedule_fires_once_per_cron_time() -> None:
     after = datetime(2026, 11, 27, 3, 5, tzinfo=UTC)
     result = evaluate_schedule(trigger, reference=after, now=NOW)
     assert result.state == "clear" and "2026-11-28T03:00:00" in result.message
+
+
+def test_an_unregistered_trigger_type_is_an_error_naming_the_allowed_ones() -> None:
+    from retrain_operator.domain.triggers import TRIGGERS, UnknownTriggerType, get_trigger_type
+
+    with pytest.raises(UnknownTriggerType, match="allowed: accuracyDecay, query, schedule, drift, dataVolume"):
+        get_trigger_type("cron")
+    assert all(get_trigger_type(name).name == name for name in TRIGGERS)

@@ -4,8 +4,8 @@
 A test walks both and fails when a field exists on one side only. Parsing applies the same
 defaults as the schema, so a policy read from a file (``retrain-operator evaluate``) behaves like
 one read from the API server. What a schema cannot express (an unknown trigger type, a trigger with
-two types, a cron expression, a clear level on the wrong side) is checked here, and every problem
-names its field and the fix.
+two types, a clear level on the wrong side) is checked here, and every problem names its field and
+the fix. Each trigger type parses its own body (:mod:`~retrain_operator.domain.triggers`).
 
 ``spec.model``, ``spec.training.builtin`` and ``spec.promotion`` are the built-in trainer's settings:
 their types and parser live in :mod:`retrain_operator.settings.training`, shared with the trainer,
@@ -18,12 +18,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-from croniter import croniter
+from typing import Any
 
 from retrain_operator.domain.budget import CostBenefitSpec, Limits, Prices
-from retrain_operator.domain.drift import STATISTIC_NAMES, VERDICT_MODES, get_statistic
+from retrain_operator.domain.triggers import TRIGGER_TYPES, TriggerSpec, get_trigger_type
+from retrain_operator.domain.triggers.base import LABEL_NAME as _LABEL_NAME
 from retrain_operator.settings.reader import InvalidSpec as InvalidSpec
 from retrain_operator.settings.reader import Problem as Problem
 from retrain_operator.settings.reader import Reader
@@ -44,11 +43,7 @@ ENDPOINT_PLURAL = "metricsendpoints"
 BUDGET_PLURAL = "retrainbudgets"
 MIN_WINDOW = 10.0
 
-TRIGGER_TYPES = ("accuracyDecay", "query", "schedule", "drift", "dataVolume")
 MISSING_DATA_POLICIES = ("Inconclusive", "Clear", "Fire")
-COMPARISONS = (">", ">=", "<", "<=")
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Variables the operator sets itself; a policy overriding them could redirect the trainer.
 RESERVED_ENV = frozenset(
@@ -75,82 +70,6 @@ class MetricsSpec:
 @dataclass(frozen=True)
 class EvaluationSpec:
     interval: float = 60.0
-
-
-@dataclass(frozen=True)
-class AccuracyDecay:
-    metric: str
-    max_drop: float
-    window: float = 300.0
-    baseline: Literal["Model", "Fixed"] = "Model"
-    fixed_baseline: float | None = None
-    clear_drop: float | None = None
-    relative: bool = False
-
-
-@dataclass(frozen=True)
-class QueryTrigger:
-    promql: str
-    operator: str
-    threshold: float
-    clear_threshold: float | None = None
-
-
-@dataclass(frozen=True)
-class ScheduleTrigger:
-    cron: str
-
-
-@dataclass(frozen=True)
-class DriftTrigger:
-    """Drift of a histogram metric (one comparison per value of ``feature_label``) between two windows."""
-
-    metric: str
-    statistic: str = "psi"
-    feature_label: str = "feature"
-    features: tuple[str, ...] = ()
-    window: float = 3600.0
-    reference: str = "Window"  # Window, Fixed or Model (the champion's training data)
-    reference_offset: float = 7 * 86400.0
-    reference_window: float = 86400.0
-    reference_counts: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-    threshold: float | None = None
-    learn_k: float | None = None
-    learn_windows: int = 24
-    use_p_value: bool = False
-    min_samples: float = 100.0
-    mode: str = "any"
-    min_share: float | None = None
-
-
-@dataclass(frozen=True)
-class DataVolumeTrigger:
-    """New labelled samples since the current model was trained, from a Prometheus counter."""
-
-    metric: str
-    min_new_samples: float | None = None
-    min_relative: float | None = None
-
-
-TriggerKind = AccuracyDecay | QueryTrigger | ScheduleTrigger | DriftTrigger | DataVolumeTrigger
-
-
-@dataclass(frozen=True)
-class TriggerSpec:
-    name: str
-    kind: TriggerKind
-    for_seconds: float = 0.0
-    on_missing_data: str = "Inconclusive"
-
-    @property
-    def type(self) -> str:
-        return {
-            AccuracyDecay: "accuracyDecay",
-            QueryTrigger: "query",
-            ScheduleTrigger: "schedule",
-            DriftTrigger: "drift",
-            DataVolumeTrigger: "dataVolume",
-        }[type(self.kind)]
 
 
 @dataclass(frozen=True)
@@ -408,127 +327,10 @@ def _parse_trigger(r: Reader, raw: Any, path: str) -> TriggerSpec | None:
     kind_name = present[0]
     kind_path = f"{path}.{kind_name}"
     body = r.obj(item[kind_name], kind_path, required=True)
-    kind: TriggerKind | None = None
-    if kind_name == "accuracyDecay":
-        baseline = r.enum(body, "baseline", kind_path, allowed=("Model", "Fixed"), default="Model")
-        fixed = r.num(body, "fixedBaseline", kind_path, minimum=0.0, maximum=1.0)
-        max_drop = r.num(body, "maxDrop", kind_path, required=True, minimum=0.0)
-        clear_drop = r.num(body, "clearDrop", kind_path, minimum=0.0)
-        if max_drop is not None and max_drop <= 0:
-            r.fail(f"{kind_path}.maxDrop", "must be greater than 0")
-        if clear_drop is not None and max_drop is not None and clear_drop > max_drop:
-            r.fail(f"{kind_path}.clearDrop", f"{clear_drop} exceeds maxDrop {max_drop}; set it at most maxDrop")
-        if baseline == "Fixed" and fixed is None:
-            r.fail(f"{kind_path}.fixedBaseline", "is required when baseline is Fixed")
-        metric = r.str_(body, "metric", kind_path, required=True, pattern=_METRIC_NAME)
-        window = r.duration(body, "window", kind_path, default="5m", minimum=1.0)
-        if metric is not None and max_drop is not None and baseline is not None:
-            kind = AccuracyDecay(
-                metric=metric,
-                max_drop=max_drop,
-                window=window,
-                baseline=baseline,  # type: ignore[arg-type]
-                fixed_baseline=fixed,
-                clear_drop=clear_drop,
-                relative=r.bool_(body, "relative", kind_path),
-            )
-    elif kind_name == "query":
-        promql = r.str_(body, "promql", kind_path, required=True)
-        operator = r.enum(body, "operator", kind_path, allowed=COMPARISONS)
-        threshold = r.num(body, "threshold", kind_path, required=True)
-        clear = r.num(body, "clearThreshold", kind_path)
-        if promql is not None and not promql.strip():
-            r.fail(f"{kind_path}.promql", "is empty")
-        if operator and threshold is not None and clear is not None:
-            wrong = clear > threshold if operator.startswith(">") else clear < threshold
-            if wrong:
-                side = "at or below" if operator.startswith(">") else "at or above"
-                r.fail(
-                    f"{kind_path}.clearThreshold",
-                    f"{clear} must be {side} threshold {threshold} for operator {operator!r}",
-                )
-        if promql and operator and threshold is not None:
-            kind = QueryTrigger(promql=promql, operator=operator, threshold=threshold, clear_threshold=clear)
-    elif kind_name == "drift":
-        kind = _parse_drift(r, body, kind_path)
-    elif kind_name == "dataVolume":
-        metric = r.str_(body, "metric", kind_path, required=True, pattern=_METRIC_NAME)
-        absolute = r.num(body, "minNewSamples", kind_path, minimum=0.0)
-        relative = r.num(body, "minRelative", kind_path, minimum=0.0)
-        if (absolute is None) == (relative is None):
-            r.fail(kind_path, "set exactly one of minNewSamples (a count) or minRelative (a share of training rows)")
-        elif metric is not None:
-            kind = DataVolumeTrigger(metric=metric, min_new_samples=absolute, min_relative=relative)
-    else:
-        cron = r.str_(body, "cron", kind_path, required=True)
-        if cron is not None:
-            if len(cron.split()) != 5 or not croniter.is_valid(cron):
-                r.fail(f"{kind_path}.cron", f"{cron!r} is not a five-field cron expression, e.g. '0 3 * * *'")
-            else:
-                kind = ScheduleTrigger(cron=cron)
+    kind = get_trigger_type(kind_name).parse(r, body, kind_path)
     if kind is None or name is None or on_missing is None:
         return None
     return TriggerSpec(name=name, kind=kind, for_seconds=for_seconds, on_missing_data=on_missing)
-
-
-def use_p_value_requested(body: Mapping[str, Any]) -> bool:
-    return body.get("usePValue") is True
-
-
-def _parse_drift(r: Reader, body: Mapping[str, Any], path: str) -> DriftTrigger | None:
-    metric = r.str_(body, "metric", path, required=True, pattern=_METRIC_NAME)
-    statistic = r.enum(body, "statistic", path, allowed=STATISTIC_NAMES, default="psi")
-    label = r.str_(body, "featureLabel", path, default="feature", pattern=_LABEL_NAME) or "feature"
-    reference = r.obj(body.get("reference"), f"{path}.reference", required=True)
-    source = r.enum(reference, "source", f"{path}.reference", allowed=("Window", "Fixed", "Model"), default="Window")
-    counts: dict[str, dict[str, float]] = {}
-    if source == "Fixed":
-        raw_counts = r.obj(reference.get("counts"), f"{path}.reference.counts", required=True)
-        for feature, buckets in raw_counts.items():
-            if not isinstance(buckets, Mapping) or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in buckets.values()
-            ):
-                r.fail(f"{path}.reference.counts.{feature}", "must map each 'le' bound to a cumulative count")
-                continue
-            counts[str(feature)] = {str(le): float(v) for le, v in buckets.items()}
-        if not counts and "counts" in reference:
-            r.fail(f"{path}.reference.counts", "holds no feature")
-    threshold = r.num(body, "threshold", path, minimum=0.0)
-    learn = r.obj(body.get("learnThreshold"), f"{path}.learnThreshold")
-    learn_k = r.num(learn, "k", f"{path}.learnThreshold", default=3.0, minimum=0.0) if learn else None
-    if (threshold is None) == (learn_k is None):
-        r.fail(path, "set exactly one of threshold (fixed) or learnThreshold (from the reference period)")
-    if learn and use_p_value_requested(body):
-        r.fail(f"{path}.learnThreshold", "cannot be combined with usePValue; give the significance level as threshold")
-    if learn and source != "Window":
-        r.fail(f"{path}.learnThreshold", "needs reference.source Window: it learns from the reference period")
-    use_p = r.bool_(body, "usePValue", path)
-    if use_p and statistic is not None and not get_statistic(statistic).has_p_value:
-        r.fail(f"{path}.usePValue", f"{statistic} has no p-value; use chiSquare or ks, or a threshold on the value")
-    mode = r.enum(body, "mode", path, allowed=VERDICT_MODES, default="any")
-    share = r.num(body, "minShare", path, minimum=0.0, maximum=1.0)
-    if mode == "share" and share is None:
-        r.fail(f"{path}.minShare", "is required when mode is share (the fraction of features that must drift)")
-    if metric is None or statistic is None or source is None or mode is None:
-        return None
-    return DriftTrigger(
-        metric=metric,
-        statistic=statistic,
-        feature_label=label,
-        features=r.str_list(body, "features", path),
-        window=r.duration(body, "window", path, default="1h", minimum=1.0),
-        reference=source,
-        reference_offset=r.duration(reference, "offset", f"{path}.reference", default="7d", minimum=0.0),
-        reference_window=r.duration(reference, "window", f"{path}.reference", default="1d", minimum=1.0),
-        reference_counts=counts,
-        threshold=threshold,
-        learn_k=learn_k,
-        learn_windows=r.int_(learn, "windows", f"{path}.learnThreshold", default=24, minimum=5) if learn else 24,
-        use_p_value=use_p,
-        min_samples=r.num(body, "minSamples", path, default=100.0, minimum=1.0) or 100.0,
-        mode=mode,
-        min_share=share,
-    )
 
 
 def _parse_training(r: Reader, raw: Mapping[str, Any]) -> TrainingSpec:
@@ -669,10 +471,10 @@ def check_endpoint_use(
         )
     if not endpoint.allow_raw_queries:
         for index, trigger in enumerate(spec.triggers):
-            if isinstance(trigger.kind, QueryTrigger):
+            if get_trigger_type(trigger.type).raw_promql:
                 problems.append(
                     Problem(
-                        f"spec.triggers[{index}].query",
+                        f"spec.triggers[{index}].{trigger.type}",
                         f"MetricsEndpoint {endpoint_name!r} does not allow raw PromQL; use an accuracyDecay "
                         "trigger or an endpoint with allowRawQueries",
                     )

@@ -18,7 +18,7 @@ from typing import Literal
 
 from retrain_operator.domain.api import PolicySpec
 from retrain_operator.domain.budget import Assessment, ChargeVerdict
-from retrain_operator.domain.triggers import TriggerResult
+from retrain_operator.domain.triggers import TriggerResult, get_trigger_type
 from retrain_operator.settings.durations import format_duration
 
 Action = Literal["Retrain", "WouldRetrain", "Wait", "None"]
@@ -181,7 +181,7 @@ def decide(
                 f"{format_duration(spec.decision.cooldown)} ends in {remaining} ({because})",
                 firing,
             )
-    scheduled = any(r.firing and r.type == "schedule" for r in results)
+    scheduled = any(r.firing and get_trigger_type(r.type).bypasses_gate for r in results)
     if gate is not None and not gate.worth_it and not scheduled:
         return Decision("Wait", "NotWorthRetraining", f"{gate.message} ({because})", firing, gate)
     if gate is not None:

@@ -12,19 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from retrain_operator.domain.api import AccuracyDecay, DataVolumeTrigger, DriftTrigger, PolicySpec, QueryTrigger
+from retrain_operator.domain.api import PolicySpec
 from retrain_operator.domain.policy_status import PolicyStatus
-from retrain_operator.domain.triggers import (
-    Observation,
-    PreviousState,
-    TriggerResult,
-    baseline_for,
-    evaluate_accuracy,
-    evaluate_data_volume,
-    evaluate_drift,
-    evaluate_query,
-    evaluate_schedule,
-)
+from retrain_operator.domain.triggers import Facts, Observation, PreviousState, TriggerResult, get_trigger_type
 
 
 def evaluate_triggers(
@@ -36,50 +26,28 @@ def evaluate_triggers(
     active = status.active_job
     starts = (created, status.last_retrain_started, active.started if active is not None else None)
     reference = max(t for t in starts if t is not None)
+    rows = model.rows if model is not None else None
     results = []
     for trigger in spec.triggers:
-        before = previous.get(trigger.name, PreviousState())
-        observation = observations.get(trigger.name) or Observation.missing("NoData", "not observed")
-        if isinstance(trigger.kind, AccuracyDecay):
-            results.append(
-                evaluate_accuracy(
-                    trigger, observation=observation, model_score=status.model_score, previous=before, now=now
-                )
-            )
-        elif isinstance(trigger.kind, QueryTrigger):
-            results.append(evaluate_query(trigger, observation=observation, previous=before, now=now))
-        elif isinstance(trigger.kind, DriftTrigger):
-            results.append(
-                evaluate_drift(
-                    trigger,
-                    observation=observation,
-                    previous=before,
-                    now=now,
-                    model_reference=model.reference if model is not None else None,
-                )
-            )
-        elif isinstance(trigger.kind, DataVolumeTrigger):
-            rows = model.rows if model is not None else None
-            results.append(
-                evaluate_data_volume(
-                    trigger,
-                    observation=observation,
-                    previous=before,
-                    now=now,
-                    training_rows=float(rows) if rows else None,
-                )
-            )
-        else:
-            results.append(evaluate_schedule(trigger, reference=reference, now=now))
+        facts = Facts(
+            observation=observations.get(trigger.name) or Observation.missing("NoData", "not observed"),
+            previous=previous.get(trigger.name, PreviousState()),
+            now=now,
+            last_start=reference,
+            model_score=status.model_score,
+            model_reference=model.reference if model is not None else None,
+            training_rows=float(rows) if rows else None,
+        )
+        results.append(get_trigger_type(trigger.type).evaluate(trigger.kind, trigger, facts))
     return results
 
 
 def accuracy_now(
     spec: PolicySpec, results: Sequence[TriggerResult], model_score: float | None
 ) -> tuple[float | None, float | None]:
-    """Baseline and current accuracy from the first accuracyDecay trigger that has a value."""
+    """Baseline and current accuracy from the first trigger that measures accuracy and has a value."""
     for trigger, result in zip(spec.triggers, results, strict=True):
-        if isinstance(trigger.kind, AccuracyDecay) and result.value is not None:
-            baseline, _ = baseline_for(trigger.kind, model_score)
-            return baseline, result.value
+        found = get_trigger_type(trigger.type).accuracy(trigger.kind, result, model_score)
+        if found is not None:
+            return found
     return None, None

@@ -41,7 +41,7 @@ from retrain_operator.domain.status import (
     without_nulls,
 )
 from retrain_operator.domain.times import parse_rfc3339, rfc3339
-from retrain_operator.domain.triggers import PreviousState, TriggerResult
+from retrain_operator.domain.triggers import PreviousState, TriggerResult, get_trigger_type
 
 HISTORY_LIMIT = 20
 RECORD_MESSAGE = 512
@@ -550,7 +550,7 @@ def conditions_for(
         valid = Condition("Valid", "False", "InvalidSpec", text)
     else:
         valid = Condition("Valid", "True", "SpecValid", "the spec is valid")
-    metric_results = [r for r in results if r.type != "schedule"]
+    metric_results = [r for r in results if get_trigger_type(r.type).reads_metrics]
     missing = [r for r in metric_results if r.problem is not None]
     if valid_problems:
         metrics = Condition("MetricsAvailable", "Unknown", "NotEvaluated", "the spec is invalid")
@@ -733,7 +733,7 @@ class PolicyStatus:
         self, *, results: Sequence[TriggerResult], decision: Decision, suspended: bool, generation: int, now: datetime
     ) -> PolicyStatus:
         """What one evaluation of a valid spec shows: its decision, the triggers, the phase and the conditions."""
-        metrics_ok = not any(r.problem for r in results if r.type != "schedule")
+        metrics_ok = not any(r.problem for r in results if get_trigger_type(r.type).reads_metrics)
         last_outcome = self.last_retrain.outcome if self.last_retrain is not None else None
         conditions = conditions_for(
             valid_problems=[],

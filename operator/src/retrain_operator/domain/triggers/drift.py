@@ -1,0 +1,370 @@
+"""drift: fires when the distribution of a histogram metric moved between a reference and the current window.
+
+One comparison per value of ``featureLabel``, with a statistic from :mod:`~retrain_operator.domain.drift`
+and a threshold either fixed or learned from the reference period's own sub-windows. Triggers that
+share a template (metric, feature label, windows, reference, label names) are read together.
+The reference is a past window, fixed counts, or the current model's training data (from status).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from retrain_operator.domain import drift, promql
+from retrain_operator.domain.drift import STATISTIC_NAMES, VERDICT_MODES, get_statistic
+from retrain_operator.domain.triggers.base import (
+    LABEL_NAME,
+    METRIC_NAME,
+    Buckets,
+    Facts,
+    Observation,
+    PreviousState,
+    QueryPlan,
+    Series,
+    Target,
+    TriggerKind,
+    TriggerResult,
+    TriggerSpec,
+    TriggerType,
+    missing,
+    since_based,
+)
+from retrain_operator.settings.durations import format_duration
+from retrain_operator.settings.reader import Reader
+
+
+@dataclass(frozen=True)
+class DriftTrigger(TriggerKind):
+    """Drift of a histogram metric (one comparison per value of ``feature_label``) between two windows."""
+
+    type_name: ClassVar[str] = "drift"
+
+    metric: str
+    statistic: str = "psi"
+    feature_label: str = "feature"
+    features: tuple[str, ...] = ()
+    window: float = 3600.0
+    reference: str = "Window"  # Window, Fixed or Model (the champion's training data)
+    reference_offset: float = 7 * 86400.0
+    reference_window: float = 86400.0
+    reference_counts: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    threshold: float | None = None
+    learn_k: float | None = None
+    learn_windows: int = 24
+    use_p_value: bool = False
+    min_samples: float = 100.0
+    mode: str = "any"
+    min_share: float | None = None
+
+
+def use_p_value_requested(body: Mapping[str, Any]) -> bool:
+    return body.get("usePValue") is True
+
+
+def evaluate_drift(
+    trigger: TriggerSpec,
+    *,
+    observation: Observation,
+    previous: PreviousState,
+    now: datetime,
+    model_reference: Buckets | None = None,
+) -> TriggerResult:
+    """Compare reference and current histograms feature by feature and judge the policy-level verdict."""
+    spec = trigger.kind
+    assert isinstance(spec, DriftTrigger)
+    fixed = spec.threshold
+    if observation.problem is not None or observation.current_buckets is None:
+        return missing(
+            trigger,
+            problem=observation.problem or "NoData",
+            detail=observation.detail or f"no buckets of {spec.metric}",
+            threshold=fixed,
+            previous=previous,
+            now=now,
+        )
+    statistic = drift.get_statistic(spec.statistic)
+    wanted = set(spec.features)
+
+    def pick(buckets: Buckets) -> Buckets:
+        return {f: b for f, b in buckets.items() if not wanted or f in wanted}
+
+    if spec.reference == "Model" and not model_reference:
+        return missing(
+            trigger,
+            problem="NoReference",
+            detail="no reference histograms from the current model: train one with the built-in trainer "
+            "and spec.training.builtin.histograms.features set",
+            threshold=fixed,
+            previous=previous,
+            now=now,
+        )
+    try:
+        current = drift.histograms(pick(observation.current_buckets), metric=spec.metric)
+        raw_reference = (
+            spec.reference_counts
+            if spec.reference == "Fixed"
+            else model_reference or {}
+            if spec.reference == "Model"
+            else observation.reference_buckets or {}
+        )
+        reference = drift.histograms(pick(raw_reference), metric=spec.metric)
+        comparison = drift.compare(
+            reference, current, statistic=statistic, min_samples=spec.min_samples, metric=spec.metric
+        )
+    except (drift.BucketMismatch, drift.MalformedHistogram) as exc:
+        problem = "BucketMismatch" if isinstance(exc, drift.BucketMismatch) else "MalformedHistogram"
+        return missing(trigger, problem=problem, detail=str(exc), threshold=fixed, previous=previous, now=now)
+    if not current:
+        return missing(
+            trigger,
+            problem="NoData",
+            detail=f"no series of {spec.metric}_bucket in the current window",
+            threshold=fixed,
+            previous=previous,
+            now=now,
+        )
+    if not comparison.scores:
+        detail = "; ".join(i.message for i in comparison.insufficient[:3]) or "no feature to compare"
+        return missing(
+            trigger, problem="InsufficientSamples", detail=detail, threshold=fixed, previous=previous, now=now
+        )
+    details: dict[str, Any] = {}
+    thresholds: float | dict[str, float]
+    if spec.learn_k is not None:
+        learned: dict[str, float] = {}
+        summary: dict[str, Any] = {}
+        for score in comparison.scores:
+            try:
+                windows = [
+                    drift.Histogram.from_cumulative(w[score.feature], feature=score.feature, metric=spec.metric)
+                    for w in observation.reference_windows
+                    if score.feature in w
+                ]
+            except drift.MalformedHistogram as exc:
+                return missing(
+                    trigger, problem="MalformedHistogram", detail=str(exc), threshold=None, previous=previous, now=now
+                )
+            # Each sub-window holds a share of the reference period's samples; ask it for the same share.
+            share = spec.min_samples / max(1, len(observation.reference_windows))
+            result = drift.learn_threshold(
+                windows,
+                statistic=statistic,
+                min_samples=max(1.0, share),
+                k=spec.learn_k,
+                feature=score.feature,
+                metric=spec.metric,
+            )
+            if isinstance(result, drift.InsufficientHistory):
+                return missing(
+                    trigger,
+                    problem="InsufficientHistory",
+                    detail=result.message,
+                    threshold=None,
+                    previous=previous,
+                    now=now,
+                )
+            learned[score.feature] = result.threshold
+            summary[score.feature] = result.as_status()
+        thresholds = learned
+        details["learnedThreshold"] = summary
+    else:
+        assert fixed is not None
+        thresholds = fixed
+    values = comparison.p_values if spec.use_p_value else comparison.values
+    if spec.use_p_value and values is None:
+        values = {}
+    verdict = drift.verdict(
+        dict(values or {}),
+        threshold=thresholds,
+        mode=spec.mode,
+        min_share=spec.min_share,
+        statistic=f"{spec.statistic} p-value" if spec.use_p_value else spec.statistic,
+        drift_when="below" if spec.use_p_value else "above",
+    )
+    ranked = sorted((values or {}).items(), key=lambda kv: kv[1], reverse=not spec.use_p_value)
+    details["features"] = [{"name": f, "value": round(v, 6)} for f, v in ranked[:5]]
+    value = ranked[0][1] if ranked else None
+    shown_threshold = (
+        fixed
+        if fixed is not None
+        else (max(thresholds.values()) if isinstance(thresholds, dict) and thresholds else None)
+    )
+    if comparison.insufficient:
+        details["insufficient"] = len(comparison.insufficient)
+    return since_based(
+        trigger,
+        breach=verdict.drifted,
+        value=value,
+        threshold=shown_threshold,
+        previous=previous,
+        now=now,
+        message=verdict.message,
+        details=details,
+    )
+
+
+def _buckets(
+    samples: Sequence[Series], labels: Sequence[str], feature_label: str
+) -> dict[tuple[str, ...], dict[str, dict[str, float]]]:
+    """Split merged histogram results per policy: policy key -> feature -> le -> cumulative count."""
+    out: dict[tuple[str, ...], dict[str, dict[str, float]]] = {}
+    for s in samples:
+        key = tuple(s.labels.get(label, "") for label in labels)
+        feature = s.labels.get(feature_label, "")
+        out.setdefault(key, {}).setdefault(feature, {})[s.labels.get("le", "")] = s.value
+    return out
+
+
+class DriftType(TriggerType[DriftTrigger]):
+    spec_type = DriftTrigger
+
+    def parse(self, r: Reader, body: Mapping[str, Any], path: str) -> DriftTrigger | None:
+        metric = r.str_(body, "metric", path, required=True, pattern=METRIC_NAME)
+        statistic = r.enum(body, "statistic", path, allowed=STATISTIC_NAMES, default="psi")
+        label = r.str_(body, "featureLabel", path, default="feature", pattern=LABEL_NAME) or "feature"
+        reference = r.obj(body.get("reference"), f"{path}.reference", required=True)
+        source = r.enum(
+            reference, "source", f"{path}.reference", allowed=("Window", "Fixed", "Model"), default="Window"
+        )
+        counts: dict[str, dict[str, float]] = {}
+        if source == "Fixed":
+            raw_counts = r.obj(reference.get("counts"), f"{path}.reference.counts", required=True)
+            for feature, buckets in raw_counts.items():
+                if not isinstance(buckets, Mapping) or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) for v in buckets.values()
+                ):
+                    r.fail(f"{path}.reference.counts.{feature}", "must map each 'le' bound to a cumulative count")
+                    continue
+                counts[str(feature)] = {str(le): float(v) for le, v in buckets.items()}
+            if not counts and "counts" in reference:
+                r.fail(f"{path}.reference.counts", "holds no feature")
+        threshold = r.num(body, "threshold", path, minimum=0.0)
+        learn = r.obj(body.get("learnThreshold"), f"{path}.learnThreshold")
+        learn_k = r.num(learn, "k", f"{path}.learnThreshold", default=3.0, minimum=0.0) if learn else None
+        if (threshold is None) == (learn_k is None):
+            r.fail(path, "set exactly one of threshold (fixed) or learnThreshold (from the reference period)")
+        if learn and use_p_value_requested(body):
+            r.fail(
+                f"{path}.learnThreshold", "cannot be combined with usePValue; give the significance level as threshold"
+            )
+        if learn and source != "Window":
+            r.fail(f"{path}.learnThreshold", "needs reference.source Window: it learns from the reference period")
+        use_p = r.bool_(body, "usePValue", path)
+        if use_p and statistic is not None and not get_statistic(statistic).has_p_value:
+            r.fail(f"{path}.usePValue", f"{statistic} has no p-value; use chiSquare or ks, or a threshold on the value")
+        mode = r.enum(body, "mode", path, allowed=VERDICT_MODES, default="any")
+        share = r.num(body, "minShare", path, minimum=0.0, maximum=1.0)
+        if mode == "share" and share is None:
+            r.fail(f"{path}.minShare", "is required when mode is share (the fraction of features that must drift)")
+        if metric is None or statistic is None or source is None or mode is None:
+            return None
+        return DriftTrigger(
+            metric=metric,
+            statistic=statistic,
+            feature_label=label,
+            features=r.str_list(body, "features", path),
+            window=r.duration(body, "window", path, default="1h", minimum=1.0),
+            reference=source,
+            reference_offset=r.duration(reference, "offset", f"{path}.reference", default="7d", minimum=0.0),
+            reference_window=r.duration(reference, "window", f"{path}.reference", default="1d", minimum=1.0),
+            reference_counts=counts,
+            threshold=threshold,
+            learn_k=learn_k,
+            learn_windows=r.int_(learn, "windows", f"{path}.learnThreshold", default=24, minimum=5) if learn else 24,
+            use_p_value=use_p,
+            min_samples=r.num(body, "minSamples", path, default=100.0, minimum=1.0) or 100.0,
+            mode=mode,
+            min_share=share,
+        )
+
+    def merge_key(self, spec: DriftTrigger, trigger: TriggerSpec, target: Target) -> Hashable:
+        return (
+            spec.metric,
+            spec.feature_label,
+            spec.window,
+            spec.reference,
+            spec.reference_offset,
+            spec.reference_window,
+            spec.learn_k is not None,
+            spec.learn_windows,
+        )
+
+    def plan(
+        self,
+        spec: DriftTrigger,
+        trigger: TriggerSpec,
+        targets: Sequence[Target],
+        *,
+        labels: tuple[str, ...],
+        now: datetime,
+    ) -> QueryPlan:
+        """Current window, reference window and (to learn a threshold) its sub-windows, merged across policies."""
+        values_by_label = {label: [t.matchers[label] for t in targets] for label in labels}
+
+        def query(window: float) -> str:
+            return promql.histogram_increase(
+                metric=spec.metric,
+                values_by_label=values_by_label,
+                group_by=labels,
+                feature_label=spec.feature_label,
+                window=window,
+            )
+
+        plan: list[tuple[str, datetime]] = [(query(spec.window), now)]
+        if spec.reference == "Window":
+            reference_end = now - timedelta(seconds=spec.reference_offset)
+            plan.append((query(spec.reference_window), reference_end))
+            if spec.learn_k is not None:
+                step = spec.reference_window / spec.learn_windows
+                plan += [(query(step), reference_end - timedelta(seconds=i * step)) for i in range(spec.learn_windows)]
+
+        def read(results: Sequence[Sequence[Series]]) -> list[Observation]:
+            split = [_buckets(r, labels, spec.feature_label) for r in results]
+            out = []
+            for target in targets:
+                key = target.key(labels)
+                current = split[0].get(key)
+                if not current:
+                    shown = promql.selector(f"{spec.metric}_bucket", target.matchers)
+                    out.append(
+                        Observation.missing(
+                            "NoData", f"no series of {shown} in the last {format_duration(spec.window)}"
+                        )
+                    )
+                    continue
+                reference = split[1].get(key, {}) if spec.reference == "Window" else None
+                if spec.reference == "Window" and not reference:
+                    out.append(
+                        Observation.missing(
+                            "NoReference",
+                            f"no series of {spec.metric}_bucket in the reference window "
+                            f"({format_duration(spec.reference_window)} ending "
+                            f"{format_duration(spec.reference_offset)} ago)",
+                        )
+                    )
+                    continue
+                out.append(
+                    Observation(
+                        current_buckets=current,
+                        reference_buckets=reference,
+                        reference_windows=tuple(w.get(key, {}) for w in split[2:]),
+                    )
+                )
+            return out
+
+        return QueryPlan(tuple(plan), read, what=f"{spec.metric}_bucket")
+
+    def evaluate(self, spec: DriftTrigger, trigger: TriggerSpec, facts: Facts) -> TriggerResult:
+        return evaluate_drift(
+            trigger,
+            observation=facts.observation,
+            previous=facts.previous,
+            now=facts.now,
+            model_reference=facts.model_reference,
+        )
+
+
+TRIGGER = DriftType()

@@ -1,0 +1,124 @@
+"""query: fires when the tenant's own PromQL crosses a threshold.
+
+The query is the tenant's text, so it can neither be merged with others nor scoped by the operator:
+a MetricsEndpoint must allow raw queries (``raw_promql``), and each trigger costs its own queries
+(one, or three with ``for``). The query must return one series; more is Ambiguous, not a choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from retrain_operator.domain import promql
+from retrain_operator.domain.triggers.base import (
+    Facts,
+    Observation,
+    PreviousState,
+    QueryPlan,
+    Series,
+    Target,
+    TriggerKind,
+    TriggerResult,
+    TriggerSpec,
+    TriggerType,
+    evaluate_threshold,
+)
+from retrain_operator.settings.reader import Reader
+
+COMPARISONS = (">", ">=", "<", "<=")
+
+
+@dataclass(frozen=True)
+class QueryTrigger(TriggerKind):
+    type_name: ClassVar[str] = "query"
+
+    promql: str
+    operator: str
+    threshold: float
+    clear_threshold: float | None = None
+
+
+def evaluate_query(
+    trigger: TriggerSpec, *, observation: Observation, previous: PreviousState, now: datetime
+) -> TriggerResult:
+    spec = trigger.kind
+    assert isinstance(spec, QueryTrigger)
+    clear = spec.threshold if spec.clear_threshold is None else spec.clear_threshold
+    return evaluate_threshold(
+        trigger,
+        observation=observation,
+        operator=spec.operator,
+        threshold=spec.threshold,
+        clear_level=clear,
+        previous=previous,
+        now=now,
+        what="query",
+    )
+
+
+def _read(results: Sequence[Sequence[Series]], *, expected: int) -> Observation:
+    if not results[0]:
+        return Observation.missing("NoData", "the query returned no series")
+    if any(len(r) > 1 for r in results):
+        return Observation.missing(
+            "Ambiguous", f"the query returned {len(results[0])} series; it must return one (aggregate it)"
+        )
+    return Observation(
+        value=results[0][0].value,
+        held=results[1][0].value if len(results) > 1 and results[1] else None,
+        held_points=int(results[2][0].value) if len(results) > 2 and results[2] else 0,
+        expected_points=expected,
+    )
+
+
+class QueryType(TriggerType[QueryTrigger]):
+    spec_type = QueryTrigger
+    raw_promql = True
+
+    def parse(self, r: Reader, body: Mapping[str, Any], path: str) -> QueryTrigger | None:
+        text = r.str_(body, "promql", path, required=True)
+        operator = r.enum(body, "operator", path, allowed=COMPARISONS)
+        threshold = r.num(body, "threshold", path, required=True)
+        clear = r.num(body, "clearThreshold", path)
+        if text is not None and not text.strip():
+            r.fail(f"{path}.promql", "is empty")
+        if operator and threshold is not None and clear is not None:
+            wrong = clear > threshold if operator.startswith(">") else clear < threshold
+            if wrong:
+                side = "at or below" if operator.startswith(">") else "at or above"
+                r.fail(
+                    f"{path}.clearThreshold", f"{clear} must be {side} threshold {threshold} for operator {operator!r}"
+                )
+        if not text or not operator or threshold is None:
+            return None
+        return QueryTrigger(promql=text, operator=operator, threshold=threshold, clear_threshold=clear)
+
+    def plan(
+        self,
+        spec: QueryTrigger,
+        trigger: TriggerSpec,
+        targets: Sequence[Target],
+        *,
+        labels: tuple[str, ...],
+        now: datetime,
+    ) -> QueryPlan:
+        wanted = [spec.promql]
+        expected = 0
+        if trigger.for_seconds > 0:
+            step = promql.subquery_step(trigger.for_seconds, targets[0].interval)
+            wanted += list(
+                promql.raw_held_query(spec.promql, operator=spec.operator, for_seconds=trigger.for_seconds, step=step)
+            )
+            expected = int(trigger.for_seconds // step)
+        return QueryPlan(
+            tuple((q, now) for q in wanted), lambda results: [_read(results, expected=expected) for _ in targets]
+        )
+
+    def evaluate(self, spec: QueryTrigger, trigger: TriggerSpec, facts: Facts) -> TriggerResult:
+        return evaluate_query(trigger, observation=facts.observation, previous=facts.previous, now=facts.now)
+
+
+TRIGGER = QueryType()

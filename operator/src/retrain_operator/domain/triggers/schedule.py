@@ -1,0 +1,66 @@
+"""schedule: fires when a cron time has passed since the last retrain (or the policy's creation).
+
+It reads no metrics, and a firing schedule is not held back by the cost-benefit gate: the tenant
+asked for a retrain at that time, whatever it is worth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from croniter import croniter
+
+from retrain_operator.domain.triggers.base import Facts, TriggerKind, TriggerResult, TriggerSpec, TriggerType
+from retrain_operator.settings.reader import Reader
+
+
+@dataclass(frozen=True)
+class ScheduleTrigger(TriggerKind):
+    type_name: ClassVar[str] = "schedule"
+
+    cron: str
+
+
+def evaluate_schedule(trigger: TriggerSpec, *, reference: datetime, now: datetime) -> TriggerResult:
+    """Fires when a cron time lies after ``reference`` (the last retrain, or the policy's creation)."""
+    spec = trigger.kind
+    assert isinstance(spec, ScheduleTrigger)
+    last_due: datetime = croniter(spec.cron, now).get_prev(datetime)
+    if last_due > reference:
+        return TriggerResult(
+            trigger.name,
+            trigger.type,
+            "firing",
+            None,
+            None,
+            last_due,
+            f"scheduled at {last_due.isoformat()} ({spec.cron}), no retrain since",
+        )
+    next_due: datetime = croniter(spec.cron, now).get_next(datetime)
+    return TriggerResult(
+        trigger.name, trigger.type, "clear", None, None, None, f"next scheduled at {next_due.isoformat()} ({spec.cron})"
+    )
+
+
+class ScheduleType(TriggerType[ScheduleTrigger]):
+    spec_type = ScheduleTrigger
+    reads_metrics = False
+    bypasses_gate = True
+
+    def parse(self, r: Reader, body: Mapping[str, Any], path: str) -> ScheduleTrigger | None:
+        cron = r.str_(body, "cron", path, required=True)
+        if cron is None:
+            return None
+        if len(cron.split()) != 5 or not croniter.is_valid(cron):
+            r.fail(f"{path}.cron", f"{cron!r} is not a five-field cron expression, e.g. '0 3 * * *'")
+            return None
+        return ScheduleTrigger(cron=cron)
+
+    def evaluate(self, spec: ScheduleTrigger, trigger: TriggerSpec, facts: Facts) -> TriggerResult:
+        return evaluate_schedule(trigger, reference=facts.last_start, now=facts.now)
+
+
+TRIGGER = ScheduleType()
