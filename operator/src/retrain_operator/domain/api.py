@@ -63,12 +63,16 @@ RESERVED_ENV = frozenset(
 
 @dataclass(frozen=True)
 class MetricsSpec:
+    """``spec.metrics``: the MetricsEndpoint to read and the label matchers that pick this model's series."""
+
     endpoint: str
     selector: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class EvaluationSpec:
+    """``spec.evaluation``: how often the policy is evaluated, in seconds."""
+
     interval: float = 60.0
 
 
@@ -82,6 +86,8 @@ class InlineLimits:
 
 @dataclass(frozen=True)
 class DecisionSpec:
+    """``spec.decision``: cooldown, dry run, the shared budget, inline limits, prices and the cost-benefit gate."""
+
     cooldown: float = 3600.0
     dry_run: bool = False
     budget: str | None = None
@@ -102,6 +108,8 @@ class BudgetSpec:
 
 @dataclass(frozen=True)
 class EnvVar:
+    """One environment variable of the training container: a literal value or a key of a Secret in the namespace."""
+
     name: str
     value: str | None = None
     secret_name: str | None = None
@@ -110,6 +118,8 @@ class EnvVar:
 
 @dataclass(frozen=True)
 class TrainingSpec:
+    """``spec.training``: the built-in trainer or an image of the tenant's own, its resources, deadline and retries."""
+
     builtin: BuiltinTrainer | None = None
     image: str | None = None
     command: tuple[str, ...] = ()
@@ -123,12 +133,16 @@ class TrainingSpec:
 
 @dataclass(frozen=True)
 class HistoryLimits:
+    """``spec.historyLimits``: how many finished training Jobs of each outcome are kept."""
+
     successful: int = 3
     failed: int = 1
 
 
 @dataclass(frozen=True)
 class PolicySpec:
+    """A RetrainPolicy's whole spec, parsed and checked; what every decision about the policy reads."""
+
     model: ModelSpec
     metrics: MetricsSpec
     triggers: tuple[TriggerSpec, ...]
@@ -142,6 +156,8 @@ class PolicySpec:
 
 @dataclass(frozen=True)
 class SecretKey:
+    """A key of a Secret in the operator's namespace (a MetricsEndpoint's token, password or CA bundle)."""
+
     name: str
     key: str
 

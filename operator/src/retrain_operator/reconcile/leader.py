@@ -33,6 +33,8 @@ def _parse(value: Any) -> datetime | None:
 
 
 class LeaderElector:
+    """Holds, renews or takes over a coordination Lease, so only one replica reconciles at a time."""
+
     def __init__(
         self,
         *,

@@ -30,6 +30,8 @@ ObservationKey = tuple[str, str, str]  # namespace, policy name, trigger name
 
 
 class QuerySource(Protocol):
+    """What the observer needs of Prometheus: one instant query, with the endpoint's tenant headers."""
+
     async def query(self, promql: str, *, at: datetime, headers: Mapping[str, str] | None = None) -> list[Sample]: ...
 
 

@@ -36,6 +36,8 @@ class ChampionScore:
 
 @dataclass(frozen=True)
 class Verdict:
+    """Whether a challenger passed the promotion gate, and the reason in words."""
+
     passed: bool
     reason: str
 

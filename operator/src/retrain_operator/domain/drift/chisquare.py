@@ -31,6 +31,8 @@ IntArray = npt.NDArray[np.int64]
 
 
 class ChiSquare(NamedTuple):
+    """Pearson's chi-square statistic, its p-value and degrees of freedom, one per compared pair."""
+
     statistic: FloatArray
     p_value: FloatArray
     dof: IntArray

@@ -20,6 +20,8 @@ from retrain_operator.domain.drift.statistic import Statistic
 
 @dataclass(frozen=True)
 class FeatureScore:
+    """One feature's drift statistic (and p-value, for the tests that have one)."""
+
     feature: str
     value: float
     p_value: float | None = None

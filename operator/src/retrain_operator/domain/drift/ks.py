@@ -31,6 +31,8 @@ _TERMS = 8
 
 
 class KolmogorovSmirnov(NamedTuple):
+    """The two-sample KS statistic from bucket edges, its p-value and the effective sample size."""
+
     statistic: FloatArray
     p_value: FloatArray
     effective_n: FloatArray

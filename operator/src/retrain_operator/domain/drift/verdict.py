@@ -23,6 +23,8 @@ DIRECTIONS = ("above", "below")
 
 @dataclass(frozen=True)
 class DriftedFeature:
+    """A feature whose statistic crossed its threshold, for the status's list of the most drifted."""
+
     feature: str
     value: float
     threshold: float

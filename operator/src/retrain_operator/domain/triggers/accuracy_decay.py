@@ -36,6 +36,8 @@ from retrain_operator.settings.reader import Reader
 
 @dataclass(frozen=True)
 class AccuracyDecay(TriggerKind):
+    """``accuracyDecay``: a gauge over a window against the current model's score (or a fixed baseline)."""
+
     type_name: ClassVar[str] = "accuracyDecay"
 
     metric: str
@@ -107,6 +109,8 @@ def _index(samples: Sequence[Series], labels: Sequence[str]) -> dict[tuple[str, 
 
 
 class AccuracyDecayType(TriggerType[AccuracyDecay]):
+    """The accuracyDecay trigger: queries merged per metric and window, ``for`` judged from Prometheus history."""
+
     spec_type = AccuracyDecay
 
     def parse(self, r: Reader, body: Mapping[str, Any], path: str) -> AccuracyDecay | None:

@@ -38,6 +38,8 @@ class TriggerKind:
 
 @dataclass(frozen=True)
 class TriggerSpec:
+    """One entry of ``spec.triggers``: its name, its kind (one registered type), ``for`` and ``onMissingData``."""
+
     name: str
     kind: TriggerKind
     for_seconds: float = 0.0
@@ -74,12 +76,16 @@ class Observation:
 
 @dataclass(frozen=True)
 class PreviousState:
+    """What the trigger's status said last time: its state and since when, for ``for`` and hysteresis."""
+
     state: str | None = None
     since: datetime | None = None
 
 
 @dataclass(frozen=True)
 class TriggerResult:
+    """One evaluation of one trigger: state, value, threshold, since when, and the message in words."""
+
     name: str
     type: str
     state: State

@@ -93,6 +93,8 @@ def evaluate_data_volume(
 
 
 class DataVolumeType(TriggerType[DataVolumeTrigger]):
+    """The dataVolume trigger: ``increase()`` of a counter since the current model was trained."""
+
     spec_type = DataVolumeTrigger
 
     def parse(self, r: Reader, body: Mapping[str, Any], path: str) -> DataVolumeTrigger | None:

@@ -219,6 +219,8 @@ def _buckets(
 
 
 class DriftType(TriggerType[DriftTrigger]):
+    """The drift trigger: reference and current histogram buckets per feature, compared by a drift statistic."""
+
     spec_type = DriftTrigger
 
     def parse(self, r: Reader, body: Mapping[str, Any], path: str) -> DriftTrigger | None:

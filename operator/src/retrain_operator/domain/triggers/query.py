@@ -33,6 +33,8 @@ COMPARISONS = (">", ">=", "<", "<=")
 
 @dataclass(frozen=True)
 class QueryTrigger(TriggerKind):
+    """``query``: the tenant's own PromQL against a threshold, with a clear level (endpoints that allow raw queries)."""
+
     type_name: ClassVar[str] = "query"
 
     promql: str
@@ -75,6 +77,8 @@ def _read(results: Sequence[Sequence[Series]], *, expected: int) -> Observation:
 
 
 class QueryType(TriggerType[QueryTrigger]):
+    """The query trigger: runs the tenant's expression alone (never merged) and judges it like a threshold."""
+
     spec_type = QueryTrigger
     raw_promql = True
 

@@ -19,6 +19,8 @@ from retrain_operator.settings.reader import Reader
 
 @dataclass(frozen=True)
 class ScheduleTrigger(TriggerKind):
+    """``schedule``: a five-field cron time passed since the last retrain."""
+
     type_name: ClassVar[str] = "schedule"
 
     cron: str
@@ -46,6 +48,8 @@ def evaluate_schedule(trigger: TriggerSpec, *, reference: datetime, now: datetim
 
 
 class ScheduleType(TriggerType[ScheduleTrigger]):
+    """The schedule trigger: reads no metrics and bypasses the cost-benefit gate (never a budget)."""
+
     spec_type = ScheduleTrigger
     reads_metrics = False
     bypasses_gate = True
