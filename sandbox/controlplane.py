@@ -19,6 +19,7 @@ import contextlib
 import datetime
 import ipaddress
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -41,6 +42,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 ROOT: Final = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT: Final = ROOT / "hack" / "controlplane" / "build.sh"
 COMPONENTS: Final = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+START_ATTEMPTS: Final = 3
 SERVICE_CIDR: Final = "10.96.0.0/24"
 # Controllers the operator's objects depend on (Jobs, their Pods, owner GC, namespaces, service
 # accounts and their tokens, node health), and the ones any cluster runs beside them.
@@ -359,6 +361,21 @@ class ControlPlane:
     def start(self) -> None:
         if self.bin_dir is None:
             self.bin_dir = build()
+        for name in COMPONENTS:  # all present, or nothing is started
+            self._binary(name)
+        # A port picked free can be taken by another process before the component binds it: start again
+        # on new ports, a bounded number of times.
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self._start_once()
+                return
+            except ControlPlaneError as error:
+                if "address already in use" not in str(error) or attempt == START_ATTEMPTS:
+                    raise
+                self.stop()
+                shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
+
+    def _start_once(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         logs = self.workdir / "logs"
         pki = self.pki = make_pki(self.workdir / "pki")

@@ -89,6 +89,8 @@ def test_two_policies_share_the_last_run_then_the_window_rolls(stack: Stack) -> 
         log=stack.operator.log,
     )
     assert len(settled) >= 1
+    # The path, not only the outcome: no budget write failed and was retried a cycle later.
+    assert "Traceback" not in stack.operator.log(), stack.operator.log()[-4000:]
 
 
 def test_job_created_before_a_crash_is_charged_once_across_restarts(stack: Stack) -> None:
@@ -150,6 +152,7 @@ def test_job_created_before_a_crash_is_charged_once_across_restarts(stack: Stack
             log=stack.operator.log,
         )
         wait_for("the charge", lambda: ledger(stack), timeout=30, log=stack.operator.log)
+        assert "Traceback" not in stack.operator.log(), stack.operator.log()[-4000:]
         stack.operator.kill()
         assert [c["key"] for c in ledger(stack)] == [f"{stack.namespace}/{name}"]
     assert len(stack.jobs()) == 1

@@ -232,6 +232,8 @@ class ApiKubeClient:
                 body=body,
                 auth_settings=["BearerToken"],
                 header_params={"Content-Type": "application/json-patch+json", "Accept": "application/json"},
+                # Without it call_api answers (response, status, headers), not the response.
+                _return_http_data_only=True,
             )
         except ApiError as exc:
             if exc.status in (409, 422):
