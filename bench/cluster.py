@@ -62,8 +62,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator" / "src")]
 
 from sandbox.cluster import OPERATOR_NAMESPACE, install_operator, install_tenant  # noqa: E402
-from sandbox.controlplane import Component, ControlPlane, build, free_port  # noqa: E402
-from sandbox.processes import OperatorProcess, kubectl  # noqa: E402
+from sandbox.controlplane import Component, ControlPlane, build  # noqa: E402
+from sandbox.processes import (  # noqa: E402
+    OperatorProcess,
+    free_ports,
+    kubectl,
+)
 from sandbox.prometheus import PrometheusServer, Series, start_prometheus  # noqa: E402
 
 NAMESPACE = "bench"
@@ -422,7 +426,7 @@ def measure(n: int, *, args: argparse.Namespace, bin_dir: Path, workdir: Path) -
         push(prometheus, models, start=now - 600, end=now)
         stack.enter_context(Refresher(prometheus, models))
 
-        metrics_port = free_port()
+        [metrics_port] = free_ports(1)
         operator = OperatorProcess(
             kubeconfig=operator_kubeconfig,
             log_path=workdir / "operator.log",

@@ -21,7 +21,6 @@ import ipaddress
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -38,6 +37,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from sandbox.processes import free_ports
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT: Final = ROOT / "hack" / "controlplane" / "build.sh"
@@ -67,12 +68,6 @@ CONTROLLERS: Final = (
 
 class ControlPlaneError(RuntimeError):
     """A component could not be built or did not come up; the message names it and its log file."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def build(*, version: str | None = None, timeout: float = 3600.0) -> Path:
@@ -379,7 +374,7 @@ class ControlPlane:
         self.workdir.mkdir(parents=True, exist_ok=True)
         logs = self.workdir / "logs"
         pki = self.pki = make_pki(self.workdir / "pki")
-        etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
+        etcd_port, etcd_peer, etcd_metrics, api_port, kcm_port, scheduler_port = free_ports(6)
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         self.url = f"https://127.0.0.1:{api_port}"
 
@@ -405,7 +400,7 @@ class ControlPlane:
                     "--initial-cluster-state",
                     "new",
                     "--listen-metrics-urls",
-                    f"http://127.0.0.1:{free_port()}",
+                    f"http://127.0.0.1:{etcd_metrics}",
                     "--unsafe-no-fsync",
                     "--quota-backend-bytes",
                     str(4 << 30),
@@ -470,7 +465,6 @@ class ControlPlane:
         self._wait_ready(apiserver, f"{self.url}/readyz", client=(admin_cert, admin_key))
 
         kcm_config = self._component_kubeconfig("kube-controller-manager", "system:kube-controller-manager")
-        kcm_port = free_port()
         kcm = self._start(
             Component(
                 "kube-controller-manager",
@@ -508,7 +502,6 @@ class ControlPlane:
             )
         )
         scheduler_config = self._component_kubeconfig("kube-scheduler", "system:kube-scheduler")
-        scheduler_port = free_port()
         scheduler = self._start(
             Component(
                 "kube-scheduler",

@@ -51,7 +51,6 @@ import math
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -64,6 +63,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sandbox.processes import free_ports
 
 __all__ = [
     "OUT_OF_ORDER_WINDOW",
@@ -258,13 +259,6 @@ def backfill(series: Sequence[Series], *, data_dir: Path, promtool: str | None =
 # --- the server ----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _config(*, scrape_targets: Sequence[str], scrape_interval: str) -> str:
     # JSON is valid YAML, so no YAML library is needed here.
     config: dict[str, Any] = {
@@ -376,7 +370,7 @@ def _launch(
     extra_args: Sequence[str],
     ready_timeout: float,
 ) -> PrometheusServer:
-    port = _free_port()
+    [port] = free_ports(1)
     url = f"http://127.0.0.1:{port}"
     log_path = workdir / "prometheus.log"
     args = [

@@ -24,7 +24,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from sandbox.processes import free_ports
 
 __all__ = ["S3Server", "SeaweedFSError", "WeedNotFoundError", "find_weed", "start_seaweedfs"]
 
@@ -123,7 +124,7 @@ def start_seaweedfs(
             shutil.rmtree(data_dir)
         (data_dir / "logs").mkdir(parents=True)
         log_file = data_dir / "logs" / "weed.out"
-        ports = _free_ports(len(_PORT_FLAGS))
+        ports = free_ports(len(_PORT_FLAGS))
         args = [
             str(binary),
             f"-logdir={data_dir / 'logs'}",
@@ -189,17 +190,6 @@ def _identities(keys: dict[str, str]) -> dict[str, object]:
             },
         ]
     }
-
-
-def _free_ports(count: int) -> list[int]:
-    # Hold every socket until all are chosen, so the kernel cannot hand out one port twice.
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            ports.append(int(sock.getsockname()[1]))
-        return ports
 
 
 def _wait_ready(process: subprocess.Popen[bytes], url: str, timeout: float, log_file: Path) -> None:

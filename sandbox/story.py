@@ -18,7 +18,6 @@ import contextlib
 import io
 import json
 import shutil
-import socket
 import sys
 import threading
 import time
@@ -31,7 +30,7 @@ import yaml
 from sandbox.cluster import OPERATOR_NAMESPACE, LocalCluster, install_operator, install_tenant
 from sandbox.controlplane import ControlPlaneError, build
 from sandbox.demo_model import DemoModel, serve
-from sandbox.processes import OperatorProcess, kubectl, venv_bin
+from sandbox.processes import OperatorProcess, free_ports, kubectl, venv_bin
 from sandbox.prometheus import start_prometheus
 from sandbox.s3 import start_seaweedfs
 
@@ -46,12 +45,6 @@ def _crd_dir() -> Path:
         if (candidate / "retrainpolicies.yaml").exists():
             return candidate
     raise SystemExit("error: crds/ not found; run the sandbox from the repository (make sandbox)")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _training_csv() -> bytes:
@@ -205,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         n.say(f"S3 (SeaweedFS) at {s3_server.endpoint}: s3://{BUCKET}/data/churn.csv holds the training data")
 
         model = DemoModel(namespace=NAMESPACE, model="churn", bucket=BUCKET, prefix="churn/", s3=s3)
-        port = _free_port()
+        [port] = free_ports(1)
         stack.enter_context(_demo_service(model, port))
         prom = stack.enter_context(start_prometheus(workdir / "prometheus", scrape_targets=[f"127.0.0.1:{port}"]))
         n.say(
