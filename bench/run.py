@@ -36,7 +36,7 @@ BASE = {
     "kind": "RetrainPolicy",
     "metadata": {"namespace": "bench", "generation": 1, "creationTimestamp": "2026-11-01T00:00:00Z"},
     "spec": {
-        "model": {"name": "m", "registry": {"bucket": "models"}},
+        "model": {"name": "m", "registry": {"store": "default", "bucket": "models"}},
         "metrics": {"endpoint": "default"},
         "evaluation": {"interval": "60s"},
         "triggers": [
@@ -87,6 +87,7 @@ async def bench(n: int, *, merged: bool, latency: float) -> dict[str, float]:
         max_parallel=64,
     )
     scheduler.upsert_endpoint("default", {"url": "http://prom:9090"})
+    scheduler.upsert_store("default", {"endpoint": "http://s3:8333"})
     gc.collect()
     tracemalloc.start()
     for i in range(n):
@@ -132,6 +133,7 @@ async def loop_lag(n: int, *, interval: int, seconds: float, latency: float) -> 
         max_parallel=64,
     )
     scheduler.upsert_endpoint("default", {"url": "http://prom:9090"})
+    scheduler.upsert_store("default", {"endpoint": "http://s3:8333"})
     for i in range(n):
         body = copy.deepcopy(BASE)
         body["metadata"].update(name=f"p{i}", uid=f"uid-{i}")

@@ -30,7 +30,7 @@ from botocore.config import Config
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "operator" / "src")]
 
-from retrain_operator.settings.training import RegistrySpec  # noqa: E402
+from retrain_operator.settings.training import StoreSpec  # noqa: E402
 from retrain_operator.trainer.storage import TRANSFER_CONFIG, S3Store  # noqa: E402
 from sandbox.s3 import S3Server, start_seaweedfs  # noqa: E402
 
@@ -67,7 +67,7 @@ def _default_upload(server: S3Server, requests: _Requests) -> Callable[[str, byt
 
 def _trainer_upload(server: S3Server, requests: _Requests) -> Callable[[str, bytes], None]:
     env = {"AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key}
-    store = S3Store.from_config(RegistrySpec(bucket=BUCKET, endpoint=server.endpoint, region=server.region), env)
+    store = S3Store.from_config(StoreSpec(name="bench", endpoint=server.endpoint, region=server.region), env)
     store._client.meta.events.register("before-send.s3", requests)
 
     def upload(key: str, body: bytes) -> None:

@@ -3,7 +3,7 @@
 It starts S3 (SeaweedFS), a demo model service whose accuracy decays, Prometheus scraping it, a real
 Kubernetes control plane (etcd, kube-apiserver, controller manager, scheduler; built once from the Go
 modules) with the local kubelet, installs the operator's chart and runs the real operator process as
-the chart's ServiceAccount; applies a MetricsEndpoint and a RetrainPolicy with kubectl; then prints
+the chart's ServiceAccount; applies a MetricsEndpoint, a ModelStore and a RetrainPolicy with kubectl; then prints
 what happens: the trigger going pending and firing, the
 decision, the Job, the new model in S3, the status, and the accuracy recovering with the new model.
 It exits 0 when that story is complete (``--keep`` leaves everything running until Ctrl-C) and
@@ -56,8 +56,8 @@ def _training_csv() -> bytes:
     return buffer.getvalue().encode()
 
 
-def demo_policy(*, s3_endpoint: str) -> dict[str, Any]:
-    """The example churn policy, sped up so the story takes about a minute."""
+def demo_policy() -> dict[str, Any]:
+    """The example churn policy, sped up so the story takes about a minute; its models go to the sandbox's store."""
     return {
         "apiVersion": "retrain.dev/v1alpha1",
         "kind": "RetrainPolicy",
@@ -65,12 +65,7 @@ def demo_policy(*, s3_endpoint: str) -> dict[str, Any]:
         "spec": {
             "model": {
                 "name": "churn",
-                "registry": {
-                    "endpoint": s3_endpoint,
-                    "bucket": BUCKET,
-                    "prefix": "churn/",
-                    "credentialsSecret": "churn-s3",
-                },
+                "registry": {"store": "sandbox", "bucket": BUCKET, "prefix": "churn/"},
             },
             "metrics": {"endpoint": "sandbox", "selector": {"model": "churn"}},
             "evaluation": {"interval": "5s"},
@@ -102,9 +97,26 @@ def demo_policy(*, s3_endpoint: str) -> dict[str, Any]:
     }
 
 
-def gated_policy(*, s3_endpoint: str) -> dict[str, Any]:
+def sandbox_store(*, s3_endpoint: str, region: str) -> dict[str, Any]:
+    """The sandbox's ModelStore: its SeaweedFS, for the story's namespace and bucket only."""
+    return {
+        "apiVersion": "retrain.dev/v1alpha1",
+        "kind": "ModelStore",
+        "metadata": {"name": "sandbox"},
+        "spec": {
+            "endpoint": s3_endpoint,
+            "region": region,
+            "addressingStyle": "path",
+            "credentialsSecret": {"name": "churn-s3"},
+            "allowedNamespaces": [NAMESPACE],
+            "buckets": [{"bucket": BUCKET}],
+        },
+    }
+
+
+def gated_policy() -> dict[str, Any]:
     """The same model watched by a policy whose retrain costs more than the accuracy it would win back."""
-    body = demo_policy(s3_endpoint=s3_endpoint)
+    body = demo_policy()
     body["metadata"]["name"] = "churn-gated"
     body["spec"]["model"]["registry"]["prefix"] = "churn-gated/"
     body["spec"]["triggers"][0]["accuracyDecay"]["baseline"] = "Fixed"
@@ -134,6 +146,7 @@ def _clean_up(kubeconfig: Path) -> None:
     """On someone else's cluster, remove what the story made for itself (the CRDs and RBAC stay)."""
     kubectl(kubeconfig, "delete", "namespace", NAMESPACE, "--wait=false", "--ignore-not-found")
     kubectl(kubeconfig, "delete", "metricsendpoint", "sandbox", "--ignore-not-found")
+    kubectl(kubeconfig, "delete", "modelstore", "sandbox", "--ignore-not-found")
 
 
 class Narrator:
@@ -276,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                     "metadata": {"name": "sandbox"},
                     "spec": {"url": prom.url, "namespaceLabel": "namespace", "allowedNamespaces": [NAMESPACE]},
                 },
+                sandbox_store(s3_endpoint=s3_server.endpoint, region=s3_server.region),
             ]
         )
         operator = OperatorProcess(
@@ -295,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         operator.start()
         stack.callback(operator.stop)
         n.say(f"operator started (pid {operator.process.pid if operator.process else '?'}), log {operator.log_path}")
-        policy = demo_policy(s3_endpoint=s3_server.endpoint)
-        apply([policy, gated_policy(s3_endpoint=s3_server.endpoint)])
+        policy = demo_policy()
+        apply([policy, gated_policy()])
         n.say("policy churn: retrain when accuracy over 10s stays more than 0.05 below the model's score for 10s")
         n.say("policy churn-gated: the same trigger, but a retrain costs 104 and an accuracy point is worth 1 a day")
 

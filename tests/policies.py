@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from retrain_operator.domain.api import ModelStoreSpec, parse_model_store_spec
+
 BASE: dict[str, Any] = {
     "apiVersion": "retrain.dev/v1alpha1",
     "kind": "RetrainPolicy",
@@ -18,7 +20,7 @@ BASE: dict[str, Any] = {
     "spec": {
         "model": {
             "name": "churn",
-            "registry": {"bucket": "models", "prefix": "churn/", "credentialsSecret": "s3-creds"},
+            "registry": {"store": "default", "bucket": "models", "prefix": "churn/", "credentialsSecret": "s3-creds"},
         },
         "metrics": {"endpoint": "default", "selector": {"model": "churn"}},
         "evaluation": {"interval": "30s"},
@@ -39,6 +41,20 @@ BASE: dict[str, Any] = {
         },
     },
 }
+
+
+# The cluster admin's ModelStore the test policies name ("default"): every field set.
+STORE_SPEC: dict[str, Any] = {
+    "endpoint": "https://s3.example.com",
+    "region": "eu-west-1",
+    "addressingStyle": "path",
+    "credentialsSecret": {"name": "model-store-s3"},
+}
+
+
+def store(name: str = "default", **overrides: Any) -> ModelStoreSpec:
+    """The test ModelStore, parsed as the operator reads it."""
+    return parse_model_store_spec(name, {**copy.deepcopy(STORE_SPEC), **overrides})
 
 
 def policy(**spec_overrides: Any) -> dict[str, Any]:
@@ -70,7 +86,7 @@ EVERY_TRAINER_SETTING: list[dict[str, Any]] = [
             "registry": {
                 "bucket": "models",
                 "prefix": "teams/churn/",
-                "endpoint": "https://s3.example.com",
+                "store": "eu-store",
                 "region": "eu-west-1",
                 "credentialsSecret": "s3-creds",
             },

@@ -33,7 +33,7 @@ from retrain_operator.adapters import kubernetes as kube_adapter
 from retrain_operator.domain import api
 from retrain_operator.domain.jobs import PolicyRef, build_job
 from retrain_operator.handlers import operator as handlers
-from tests.policies import policy
+from tests.policies import policy, store
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "retrain-operator"
@@ -507,6 +507,7 @@ def required_grants(*, namespaced: list[str], lease: str | None) -> set[Grant]:
     # owner's finalizers subresource.
     job = build_job(
         api.parse_policy_spec(policy()["spec"]),
+        store=store(),
         policy=PolicyRef("ns", "p", "u"),
         sequence=0,
         triggers=["t"],

@@ -10,7 +10,7 @@ import pytest
 
 from retrain_operator.domain.api import parse_policy_spec
 from retrain_operator.domain.jobs import PolicyRef, build_job, job_name, read_outcome, trimmed_jobs
-from tests.policies import policy
+from tests.policies import policy, store
 
 REF = PolicyRef(namespace="team-a", name="churn", uid="0b6c5f0e-1111-2222-3333-444455556666")
 
@@ -18,6 +18,7 @@ REF = PolicyRef(namespace="team-a", name="churn", uid="0b6c5f0e-1111-2222-3333-4
 def make_job(**spec: Any) -> dict[str, Any]:
     return build_job(
         parse_policy_spec(policy(**spec)["spec"]),
+        store=store(),
         policy=REF,
         sequence=3,
         triggers=["accuracy-drop"],

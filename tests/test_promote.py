@@ -130,8 +130,9 @@ class Registry:
         return {
             "model": {
                 "name": "m",
-                "registry": {"endpoint": self.server.endpoint, "bucket": self.bucket, "prefix": "m/"},
+                "registry": {"store": "test", "bucket": self.bucket, "prefix": "m/"},
             },
+            "store": {"name": "test", "endpoint": self.server.endpoint},
             "builtin": settings,
             "promotion": promotion,
             "run": {"policy": "ns/m", "job": f"job-{version or 'x'}", "trigger": "test", "version": version},
@@ -160,7 +161,7 @@ class Registry:
 
     def store(self) -> S3Store:
         self.environ()
-        return S3Store.from_config(parse_config(self.config()).model.registry)
+        return S3Store.from_config(parse_config(self.config()).store)
 
 
 @pytest.fixture
@@ -341,6 +342,7 @@ def test_rollback_with_promote_and_a_bounded_history(registry: Registry) -> None
     code, message = registry.promote("v1")
 
     assert code == 0, message
+    assert message.pop("peakMemoryMiB") > 0
     assert message == {
         "outcome": "Succeeded", "action": "Promote", "version": "v1",
         "modelUri": f"s3://{registry.bucket}/m/versions/v1/model.skops", "metric": "accuracy",

@@ -18,7 +18,7 @@ from retrain_operator.reconcile.engine import Reconciler
 from retrain_operator.reconcile.observe import Observer, QuerySource
 from retrain_operator.reconcile.scheduler import Endpoints, Scheduler
 from retrain_operator.reconcile.telemetry import Telemetry
-from tests.policies import policy
+from tests.policies import STORE_SPEC, policy, store
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -75,6 +75,7 @@ class Harness:
             observer=Observer(source_for=source_for, on_query=self.telemetry.query),
         )
         self.scheduler.upsert_endpoint("default", endpoint or {"url": "http://prom:9090"})
+        self.scheduler.upsert_store("default", STORE_SPEC)
 
     def add(self, body: dict[str, Any]) -> None:
         self.scheduler.upsert_policy(body)
@@ -379,6 +380,7 @@ async def test_unusable_endpoint_makes_triggers_inconclusive_not_crash() -> None
         clock=lambda: NOW,
     )
     scheduler.upsert_endpoint("default", {"url": "http://prom:9090", "auth": {"bearerTokenSecret": {"name": "gone"}}})
+    scheduler.upsert_store("default", STORE_SPEC)
     scheduler.upsert_policy(policy())
     await scheduler.run_cycle(list(scheduler.entries))
     status = scheduler.entries[("team-a", "churn")].stored_status
@@ -544,6 +546,7 @@ async def test_a_rollback_job_created_before_a_crash_is_followed_as_a_rollback()
     ref = PolicyRef("team-a", "churn", body["metadata"]["uid"])
     job = build_job(
         parse_policy_spec(body["spec"]),
+        store=store(),
         policy=ref,
         sequence=0,
         triggers=["rollback"],

@@ -45,7 +45,7 @@ from retrain_operator.reconcile.engine import Reconciler
 from retrain_operator.reconcile.observe import Observer, QuerySource, Subject
 from retrain_operator.reconcile.scheduler import Endpoints, Scheduler
 from sandbox.prometheus import PrometheusServer, Series
-from tests.policies import policy, set_path
+from tests.policies import STORE_SPEC, policy, set_path, store
 from tests.support.cluster import Kubectl
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -255,7 +255,7 @@ def random_policy(rng: random.Random, index: int, *, admissible: bool = False) -
     registry = {
         "bucket": "models",
         "prefix": rng.choice(["", "a/", "a/b/"]),
-        "endpoint": rng.choice(["http://127.0.0.1:1", "https://s3.example.com", "http://169.254.169.254"]),
+        "store": "default",  # a URL of the tenant's own is refused (test_a_tenant_storage_url_is_refused)
     }
     if rng.random() < 0.5:
         registry["credentialsSecret"] = word()
@@ -315,6 +315,7 @@ def generated_jobs(count: int) -> Iterator[tuple[PolicyRef, dict[str, Any]]]:
             ref,
             build_job(
                 spec,
+                store=store(),
                 policy=ref,
                 sequence=index,
                 triggers=["t"],
@@ -369,6 +370,7 @@ def test_every_policy_the_api_server_admits_yields_a_job_it_admits(admin: Kubect
         policies[f"p{index}"] = body
         job = build_job(
             parse_policy_spec(body["spec"]),
+            store=store(),
             policy=ref,
             sequence=index,
             triggers=["t"],
@@ -390,6 +392,7 @@ def test_limits_without_requests_yield_a_job_the_api_server_admits(admin: Kubect
     assert admin.apply(body).returncode == 0
     job = build_job(
         parse_policy_spec(body["spec"]),
+        store=store(),
         policy=PolicyRef(unique_namespace, "small", "u"),
         sequence=0,
         triggers=["t"],
@@ -415,6 +418,7 @@ def test_builtin_trainer_params_never_reach_the_pod_spec() -> None:
     ref = PolicyRef("team-a", "churn", "u")
     job = build_job(
         parse_policy_spec(body["spec"]),
+        store=store(),
         policy=ref,
         sequence=0,
         triggers=["t"],
@@ -547,6 +551,7 @@ async def test_a_refused_policy_makes_no_query_and_no_job(
         observer=Observer(source_for=source_for),
     )
     scheduler.upsert_endpoint("default", endpoint)
+    scheduler.upsert_store("default", STORE_SPEC)
     scheduler.upsert_policy(policy(triggers=triggers) if triggers else policy())
     await scheduler.run_cycle(list(scheduler.entries))
     status = scheduler.entries[("team-a", "churn")].stored_status
@@ -681,6 +686,7 @@ class FiringAccuracy:
 
 
 async def test_the_operator_never_calls_the_registry_endpoint_of_a_policy() -> None:
+    """The store's endpoint goes to the Job, which runs as the tenant; the operator never connects to it."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
@@ -701,15 +707,14 @@ async def test_the_operator_never_calls_the_registry_endpoint_of_a_policy() -> N
             observer=Observer(source_for=source_for),
         )
         scheduler.upsert_endpoint("default", {"url": "http://prometheus.monitoring:9090"})
-        body = policy()
-        body["spec"]["model"]["registry"]["endpoint"] = url
-        scheduler.upsert_policy(body)
+        scheduler.upsert_store("default", {**STORE_SPEC, "endpoint": url})
+        scheduler.upsert_policy(policy())
         await scheduler.run_cycle(list(scheduler.entries))
         (name,) = kube.created_jobs
         job = kube.jobs[("team-a", name)]
         env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert env["AWS_ENDPOINT_URL"]["value"] == url  # handed to the Job, which runs as the tenant
-        assert json.loads(env["RETRAIN_TRAINER_CONFIG"]["value"])["model"]["registry"]["endpoint"] == url
+        assert json.loads(env["RETRAIN_TRAINER_CONFIG"]["value"])["store"]["endpoint"] == url
         # The Job ends; the operator reads the outcome from the pod's termination message, not the registry.
         job["status"] = {
             "completionTime": "2026-11-27T12:01:00Z",
@@ -745,6 +750,93 @@ async def test_the_operator_never_calls_the_registry_endpoint_of_a_policy() -> N
             listener.accept()
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize(
+    "url", ["http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:1", "https://s3.example.com"]
+)
+async def test_a_tenant_storage_url_is_refused(url: str) -> None:
+    """A policy carrying its own storage URL is Valid=False naming the field and the ModelStore to use; no Job."""
+    kube = FakeKubeClient()
+    scheduler = Scheduler(
+        reconciler=Reconciler(kube=kube, trainer_image="i", service_account=TRAINER_SA),
+        endpoints=Endpoints(kube=kube, operator_namespace=OPERATOR_NS),
+        clock=lambda: NOW,
+        observer=Observer(source_for=_firing_source),
+    )
+    scheduler.upsert_endpoint("default", {"url": "http://prometheus.monitoring:9090"})
+    scheduler.upsert_store("default", STORE_SPEC)
+    body = policy()
+    body["spec"]["model"]["registry"]["endpoint"] = url
+    scheduler.upsert_policy(body)
+    await scheduler.run_cycle(list(scheduler.entries))
+    status = scheduler.entries[("team-a", "churn")].stored_status
+    valid = next(c for c in status["conditions"] if c["type"] == "Valid")
+    assert valid["status"] == "False"
+    assert "spec.model.registry.endpoint: is no longer accepted" in valid["message"]
+    assert "set spec.model.registry.store to its name" in valid["message"]
+    assert kube.created_jobs == []
+
+
+@pytest.mark.parametrize(
+    ("registry", "store", "field"),
+    [
+        ({"store": "missing"}, {}, "spec.model.registry.store: ModelStore 'missing' does not exist"),
+        ({}, {"allowedNamespaces": ["team-b"]}, "does not admit namespace 'team-a'"),
+        ({}, {"buckets": [{"bucket": "other"}]}, "spec.model.registry.prefix: s3://models/churn/ is outside"),
+        ({}, {"buckets": [{"bucket": "models", "prefixes": ["{namespace}/"]}]}, "spec.model.registry.prefix"),
+        ({"prefix": "team-a/"}, {"buckets": [{"bucket": "models", "prefixes": ["team-a/churn/"]}]}, "prefix"),
+        ({"region": "us-west-2"}, {}, "spec.model.registry.region: is 'us-west-2'"),
+    ],
+)
+async def test_a_policy_must_stay_inside_its_model_store(
+    registry: dict[str, Any], store: dict[str, Any], field: str
+) -> None:
+    kube = FakeKubeClient()
+    scheduler = Scheduler(
+        reconciler=Reconciler(kube=kube, trainer_image="i", service_account=TRAINER_SA),
+        endpoints=Endpoints(kube=kube, operator_namespace=OPERATOR_NS),
+        clock=lambda: NOW,
+        observer=Observer(source_for=_firing_source),
+    )
+    scheduler.upsert_endpoint("default", {"url": "http://prometheus.monitoring:9090"})
+    scheduler.upsert_store("default", {**STORE_SPEC, **store})
+    body = policy()
+    body["spec"]["model"]["registry"].update(registry)
+    scheduler.upsert_policy(body)
+    await scheduler.run_cycle(list(scheduler.entries))
+    status = scheduler.entries[("team-a", "churn")].stored_status
+    valid = next(c for c in status["conditions"] if c["type"] == "Valid")
+    assert valid["status"] == "False" and field in valid["message"], valid["message"]
+    assert kube.created_jobs == []
+
+
+async def test_a_namespace_prefix_rule_admits_the_teams_own_folder_and_data() -> None:
+    kube = FakeKubeClient()
+    scheduler = Scheduler(
+        reconciler=Reconciler(kube=kube, trainer_image="i", service_account=TRAINER_SA),
+        endpoints=Endpoints(kube=kube, operator_namespace=OPERATOR_NS),
+        clock=lambda: NOW,
+        observer=Observer(source_for=_firing_source),
+    )
+    scheduler.upsert_endpoint("default", {"url": "http://prometheus.monitoring:9090"})
+    scheduler.upsert_store("default", {**STORE_SPEC, "buckets": [{"bucket": "mod*", "prefixes": ["{namespace}/"]}]})
+    body = policy()
+    body["spec"]["model"]["registry"]["prefix"] = "team-a/churn/"
+    body["spec"]["training"]["builtin"]["data"]["key"] = "team-a/data/train.csv"
+    scheduler.upsert_policy(body)
+    await scheduler.run_cycle(list(scheduler.entries))
+    assert len(kube.created_jobs) == 1, scheduler.entries[("team-a", "churn")].stored_status
+    body["metadata"]["generation"] = 2
+    body["spec"]["training"]["builtin"]["data"]["key"] = "team-a/../team-b/data.csv"
+    scheduler.upsert_policy(body)
+    await scheduler.run_cycle(list(scheduler.entries))
+    valid = next(c for c in scheduler.entries[("team-a", "churn")].stored_status["conditions"] if c["type"] == "Valid")
+    assert "spec.training.builtin.data.key" in valid["message"]
+
+
+async def _firing_source(_: str) -> QuerySource:
+    return FiringAccuracy()
 
 
 async def test_endpoint_credentials_come_only_from_the_operators_namespace() -> None:

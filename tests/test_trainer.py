@@ -118,13 +118,9 @@ class Env:
         return {
             "model": {
                 "name": "churn",
-                "registry": {
-                    "endpoint": self.server.endpoint,
-                    "region": "us-east-1",
-                    "bucket": self.bucket,
-                    "prefix": "churn/",
-                },
+                "registry": {"store": "test", "bucket": self.bucket, "prefix": "churn/"},
             },
+            "store": {"name": "test", "endpoint": self.server.endpoint, "region": "us-east-1"},
             "builtin": settings,
             "run": {"policy": "team-a/churn", "policyUid": "uid-1", "job": "churn-retrain-1", "trigger": "drop"},
         }
@@ -198,8 +194,11 @@ def test_breast_cancer_logistic_regression(env: Env, capsys: pytest.CaptureFixtu
     version = message["version"]
     assert set(message) == {
         "outcome", "version", "modelUri", "metadataUri", "metric", "score", "trainedAt", "rows", "durationSeconds",
-        "promoted", "promotionReason", "champion", "challengerScore", "championScore",
+        "promoted", "promotionReason", "champion", "challengerScore", "championScore", "data", "memoryEstimateMiB",
+        "peakMemoryMiB",
     }  # fmt: skip
+    assert message["data"] == {"rowsRead": 569, "rowsUsed": 569, "droppedRows": {}}
+    assert message["memoryEstimateMiB"] > 200 and message["peakMemoryMiB"] > 50
     assert message["outcome"] == "Succeeded"
     assert layout.version_time(version) is not None
     assert before <= layout.version_time(version) <= datetime.now(UTC)  # type: ignore[operator]
@@ -246,7 +245,7 @@ def test_breast_cancer_logistic_regression(env: Env, capsys: pytest.CaptureFixtu
     assert metadata["metric"] == "accuracy"
     assert metadata["score"] == message["score"]
     assert metadata["holdout"] == {"testSize": 0.2, "seed": 0, "stratified": True, "f1Average": None}
-    assert metadata["rows"] == {"train": 455, "test": 114, "unlabelled": 0}
+    assert metadata["rows"] == {"read": 569, "train": 455, "test": 114, "unlabelled": 0, "dropped": {}}
     head = env.client.head_object(Bucket=env.bucket, Key=DATA_KEY)
     assert metadata["data"]["bucket"] == env.bucket
     assert metadata["data"]["key"] == DATA_KEY
@@ -373,10 +372,11 @@ def test_config_file_wins_and_train_subcommand_is_accepted(env: Env) -> None:
     assert message["version"] == "from-file"
 
 
-def test_endpoint_from_environment_when_config_has_none(env: Env) -> None:
+def test_endpoint_from_environment_when_config_names_no_store(env: Env) -> None:
     env.put(DATA_KEY, breast_cancer_csv())
     config = env.config()
-    del config["model"]["registry"]["endpoint"]
+    del config["store"]
+    del config["model"]["registry"]["store"]
 
     code, message = env.run(config, environ={**env.environ(), "AWS_ENDPOINT_URL": env.server.endpoint})
 
@@ -385,10 +385,75 @@ def test_endpoint_from_environment_when_config_has_none(env: Env) -> None:
 
 def test_config_endpoint_wins_over_environment(env: Env) -> None:
     env.put(DATA_KEY, breast_cancer_csv())
+    redirect = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9"}
 
-    code, message = env.run(env.config(), environ={**env.environ(), "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    code, message = env.run(env.config(), environ={**env.environ(), **redirect})
 
     assert code == 0, message
+
+
+def test_a_store_without_endpoint_ignores_endpoint_variables() -> None:
+    """A ModelStore on AWS S3 (no endpoint): no variable may send the trainer to another address."""
+    from retrain_operator.settings.training import StoreSpec
+    from retrain_operator.trainer.storage import S3Store
+
+    redirect = {"AWS_ENDPOINT_URL_S3": "http://169.254.169.254", "AWS_ENDPOINT_URL": "http://169.254.169.254"}
+    named = S3Store.from_config(StoreSpec(name="aws", region="eu-west-1"), redirect)
+    assert named._client.meta.endpoint_url == "https://s3.eu-west-1.amazonaws.com"
+    by_hand = S3Store.from_config(StoreSpec(), redirect)
+    assert by_hand._client.meta.endpoint_url == "http://169.254.169.254"
+
+
+def test_rows_left_out_are_counted_by_cause(env: Env) -> None:
+    lines = breast_cancer_csv().decode().splitlines()
+    header, rows = lines[0], lines[1:]
+    columns = header.split(",")
+    label = columns.index("label")
+    no_label = [",".join("" if i == label else v for i, v in enumerate(r.split(","))) for r in rows[:40]]
+    no_features = [",".join(v if i == label else "" for i, v in enumerate(r.split(","))) for r in rows[40:50]]
+    malformed = [r + ",1,2" for r in rows[50:53]]
+    body = "\n".join([header, *no_label, *no_features, *malformed, *rows[53:]]) + "\n"
+    env.put(DATA_KEY, body.encode())
+
+    code, message = env.run(env.config())
+
+    assert code == 0, message
+    dropped = {"missingLabel": 40, "missingFeatures": 10, "malformedLine": 3}
+    assert message["data"] == {"rowsRead": 569, "rowsUsed": 569 - 53, "droppedRows": dropped}
+    metadata = json.loads(
+        env.client.get_object(Bucket=env.bucket, Key=message["metadataUri"].split("/", 3)[3])["Body"].read()
+    )
+    assert metadata["rows"]["dropped"] == dropped and metadata["rows"]["read"] == 569
+
+
+def test_data_that_cannot_fit_the_memory_limit_is_refused_before_reading(env: Env) -> None:
+    env.put(DATA_KEY, breast_cancer_csv())
+    resources = json.dumps({"requests": {"memory": "64Mi"}, "limits": {"memory": "128Mi"}})
+
+    code, message = env.run(env.config(), environ={**env.environ(), "RETRAIN_RESOURCES": resources})
+
+    assert (code, message["reason"]) == (3, "DataTooLarge"), message
+    assert "more than the Job's limit of 128 MiB" in message["message"]
+    assert "spec.training.resources.limits.memory" in message["message"]
+    assert message["peakMemoryMiB"] > 0
+
+
+def test_data_above_the_memory_request_trains_with_a_warning(env: Env) -> None:
+    env.put(DATA_KEY, breast_cancer_csv())
+    resources = json.dumps({"requests": {"memory": "64Mi"}, "limits": {"memory": "2Gi"}})
+
+    code, message = env.run(env.config(), environ={**env.environ(), "RETRAIN_RESOURCES": resources})
+
+    assert code == 0, message
+    assert "more than the Job's request of 64 MiB" in message["warnings"][0]
+
+
+def test_a_registry_endpoint_in_the_document_is_refused(env: Env) -> None:
+    config = env.config()
+    config["model"]["registry"]["endpoint"] = "http://169.254.169.254/"
+    code, message = env.run(config)
+    assert (code, message["reason"]) == (2, "InvalidConfig")
+    assert "model.registry.endpoint is no longer accepted" in message["message"] and "ModelStore" in message["message"]
 
 
 def test_subprocess_success_and_failure(env: Env) -> None:
@@ -501,7 +566,9 @@ FAILURES: list[tuple[str, Mutation, int, str, list[str]]] = [
     ("empty-object", _data(b""), 3, "EmptyData", ["bad.csv", "is empty"]),
     ("header-only", _data(b"a,b,label\n"), 3, "EmptyData", ["bad.csv", "no rows"]),
     ("unlabelled-only", _data(b"a,label\n1,\n2,\n"), 3, "EmptyData", ["empty target 'label'"]),
-    ("ragged-csv", _data(b"a,label\n1,0\n2,1,9\n"), 3, "UnparsableData", ["bad.csv", "not valid csv", "line 3"]),
+    # A line with more fields than the header is skipped and counted (malformedLine), not fatal: here the
+    # one line left has a single class.
+    ("ragged-csv", _data(b"a,label\n1,0\n2,1,9\n"), 3, "InvalidTarget", ["single class 0"]),
     ("not-utf8", _data(b"a,label\n\xff\xfe,1\n"), 3, "UnparsableData", ["not UTF-8"]),
     ("bad-parquet", _both(_data(b"a,label\n1,0\n"), _set("builtin.data.format", "parquet")), 3,
      "UnparsableData", ["not valid parquet"]),
@@ -597,7 +664,7 @@ def test_bad_input_fails_with_reason_and_writes_nothing(
     code, message = env.run(config)
 
     assert (code, message["outcome"], message["reason"]) == (exit_code, "Failed", reason), message
-    assert set(message) == {"outcome", "reason", "message"}
+    assert set(message) == {"outcome", "reason", "message", "peakMemoryMiB"}
     for word in words:
         assert word in message["message"]
     assert env.snapshot() == before
@@ -648,7 +715,7 @@ def test_resources_from_the_environment_must_be_a_json_object(env: Env) -> None:
 
 def test_unreachable_storage_is_a_storage_error(env: Env) -> None:
     config = env.config()
-    config["model"]["registry"]["endpoint"] = "http://127.0.0.1:9"
+    config["store"]["endpoint"] = "http://127.0.0.1:9"
 
     code, message = env.run(config)
 
@@ -753,7 +820,7 @@ def _store(env: Env) -> S3Store:
     for name, value in env.environ().items():
         env.monkeypatch.setenv(name, value)
     config = parse_config(env.config())
-    return S3Store.from_config(config.model.registry)
+    return S3Store.from_config(config.store)
 
 
 def test_conditional_put_refuses_a_version_written_after_the_check(env: Env) -> None:

@@ -21,7 +21,7 @@ from retrain_operator.domain.jobs import PolicyRef, build_job
 from retrain_operator.settings.training import RunSpec
 from retrain_operator.trainer.config import load_config, load_registry_config
 from retrain_operator.trainer.main import CONFIG_ENV
-from tests.policies import BASE, EVERY_TRAINER_SETTING
+from tests.policies import BASE, EVERY_TRAINER_SETTING, store
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = PolicyRef(namespace="team-a", name="churn", uid="0b6c5f0e-1111-2222-3333-444455556666")
@@ -61,6 +61,7 @@ def test_the_trainer_reads_back_what_the_operator_parsed(name: str, spec: dict[s
     parsed = _parsed(spec)
     job = build_job(
         parsed,
+        store=store(),
         policy=REF,
         sequence=4,
         triggers=["accuracy-drop", "input-drift"],
@@ -73,6 +74,7 @@ def test_the_trainer_reads_back_what_the_operator_parsed(name: str, spec: dict[s
     assert config.model == parsed.model
     assert config.builtin == parsed.training.builtin
     assert config.promotion == parsed.promotion
+    assert config.store == store().connection
     assert config.run == RunSpec(
         policy="team-a/churn", policy_uid=REF.uid, job=job["metadata"]["name"], trigger="accuracy-drop,input-drift"
     )
@@ -83,6 +85,7 @@ def test_a_rollback_reads_back_the_model_the_operator_parsed(name: str, spec: di
     parsed = _parsed(spec)
     job = build_job(
         parsed,
+        store=store(),
         policy=REF,
         sequence=5,
         triggers=[],
@@ -94,6 +97,7 @@ def test_a_rollback_reads_back_the_model_the_operator_parsed(name: str, spec: di
     config = load_registry_config(_config_env(job), source=f"${CONFIG_ENV}")
 
     assert config.model == parsed.model
+    assert config.store == store().connection
     assert config.run == RunSpec(
         policy="team-a/churn", policy_uid=REF.uid, job=job["metadata"]["name"], trigger="rollback"
     )

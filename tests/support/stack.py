@@ -3,8 +3,9 @@
 One control plane and one local kubelet serve the session (``cluster``); the operator is installed
 from its chart once (``operator_kubeconfig``: a token of the chart's ServiceAccount, so every call the
 operator makes is judged by the chart's RBAC). Each test gets a namespace of its own, a
-MetricsEndpoint admitting only it, what the chart gives a watched namespace (Role, RoleBinding,
-training ServiceAccount), and an operator process watching it with the chart's arguments.
+MetricsEndpoint and a ModelStore (the session's S3, the test's bucket) admitting only it, what the
+chart gives a watched namespace (Role, RoleBinding, training ServiceAccount), and an operator process
+watching it with the chart's arguments.
 """
 
 from __future__ import annotations
@@ -29,7 +30,16 @@ from sandbox.prometheus import PrometheusServer, Series
 from sandbox.s3 import S3Server
 from tests.support.s3 import new_bucket, s3_client
 
-__all__ = ["CHART_VALUES", "Stack", "cluster", "operator_kubeconfig", "stack", "training_csv", "wait_for"]
+__all__ = [
+    "CHART_VALUES",
+    "Stack",
+    "cluster",
+    "model_store",
+    "operator_kubeconfig",
+    "stack",
+    "training_csv",
+    "wait_for",
+]
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 # The chart as the tests install it: in namespaced mode (each test's namespace gets the chart's Role and
@@ -108,7 +118,7 @@ class Stack:
         body["metadata"]["name"] = name
         body["metadata"]["namespace"] = self.namespace
         body["spec"]["metrics"]["endpoint"] = self.namespace
-        body["spec"]["model"]["registry"].update(endpoint=self.s3.endpoint, bucket=self.bucket)
+        body["spec"]["model"]["registry"].update(store=self.namespace, bucket=self.bucket)
         body["spec"]["metrics"]["selector"] = {"model": model or self.model}
         return body
 
@@ -201,7 +211,8 @@ def stack(
         "metadata": {"name": "churn-s3", "namespace": namespace},
         "stringData": {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key},
     }
-    applied = stack.apply(secret, endpoint)
+    store = model_store(namespace, s3=s3_server, bucket=bucket)
+    applied = stack.apply(secret, endpoint, store)
     assert applied.returncode == 0, applied.stderr
     stack.start_operator()
     try:
@@ -210,3 +221,18 @@ def stack(
         stack.operator.stop()
         cluster.release_jobs()
         kubectl(cluster.kubeconfig, "delete", "metricsendpoint", namespace, "--wait=false")
+        kubectl(cluster.kubeconfig, "delete", "modelstore", namespace, "--wait=false")
+
+
+def model_store(namespace: str, *, s3: S3Server, bucket: str) -> dict[str, Any]:
+    """A ModelStore like examples/modelstore.yaml for one test: the session's S3, only its namespace and bucket."""
+    store: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "modelstore.yaml").read_text())
+    store["metadata"]["name"] = namespace
+    store["spec"].update(
+        endpoint=s3.endpoint,
+        region=s3.region,
+        credentialsSecret={"name": "churn-s3"},
+        allowedNamespaces=[namespace],
+        buckets=[{"bucket": bucket}],
+    )
+    return store

@@ -69,12 +69,16 @@ app.kubernetes.io/part-of: retrain-operator
 {{- end }}
 
 {{/*
-Rules on cluster-scoped resources. Needed in both modes: MetricsEndpoints are cluster-scoped, and
-kopf observes CRDs so that it starts watching ours even when they are established after it starts.
+Rules on cluster-scoped resources. Needed in both modes: MetricsEndpoints and ModelStores are
+cluster-scoped, and kopf observes CRDs so that it starts watching ours even when they are established
+after it starts.
 */}}
 {{- define "retrain-operator.clusterRules" -}}
 - apiGroups: [retrain.dev]
   resources: [metricsendpoints]
+  verbs: [get, list, watch]
+- apiGroups: [retrain.dev]
+  resources: [modelstores]
   verbs: [get, list, watch]
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]

@@ -51,6 +51,18 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="registries a policy's own training image may come from (repeatable); default: any",
     )
+    run.add_argument(
+        "--default-model-store",
+        default=None,
+        help="ModelStore of policies that name none in spec.model.registry.store; default: none (they must name one)",
+    )
+    run.add_argument(
+        "--stuck-pod-timeout",
+        type=float,
+        default=300.0,
+        help="seconds a training pod may wait in an error state (a missing Secret, an image that cannot be "
+        "pulled) before its Job is ended and recorded as failed with that cause",
+    )
     run.add_argument("--metrics-port", type=int, default=0, help="serve the operator's metrics; 0 disables")
     run.add_argument("--liveness", default=None, help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
     run.add_argument(
@@ -140,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
     from retrain_operator.reconcile.engine import Reconciler
     from retrain_operator.reconcile.leader import LeaderElector
     from retrain_operator.reconcile.observe import Observer
-    from retrain_operator.reconcile.scheduler import Endpoints, Scheduler
+    from retrain_operator.reconcile.scheduler import Endpoints, Scheduler, Stores
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.kubeconfig:
@@ -151,7 +163,11 @@ def _run(args: argparse.Namespace) -> int:
 
     recorder = telemetry.Telemetry()
     reconciler = Reconciler(
-        kube=kube, trainer_image=args.trainer_image, service_account=args.training_service_account, telemetry=recorder
+        kube=kube,
+        trainer_image=args.trainer_image,
+        service_account=args.training_service_account,
+        telemetry=recorder,
+        stuck_after=args.stuck_pod_timeout,
     )
     elector = None
     if args.leader_election:
@@ -170,6 +186,7 @@ def _run(args: argparse.Namespace) -> int:
         observer=Observer(source_for=endpoints.source, on_query=recorder.query),
         elector=elector,
         allowed_images=args.allowed_image_prefix,
+        stores=Stores(kube=kube, default=args.default_model_store),
     )
     if args.metrics_port:
         start_http_server(args.metrics_port, addr="0.0.0.0", registry=telemetry.REGISTRY)

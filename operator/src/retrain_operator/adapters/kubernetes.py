@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from retrain_operator.domain.api import BUDGET_PLURAL, ENDPOINT_PLURAL, GROUP, POLICY_PLURAL, VERSION
+from retrain_operator.domain.api import BUDGET_PLURAL, ENDPOINT_PLURAL, GROUP, POLICY_PLURAL, STORE_PLURAL, VERSION
 from retrain_operator.domain.status import without_nulls
 from retrain_operator.domain.times import rfc3339, utcnow
 
@@ -56,6 +56,7 @@ class KubeClient(Protocol):
     async def create_event(self, *, involved: Mapping[str, Any], type: str, reason: str, message: str) -> None: ...
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]: ...
     async def get_metrics_endpoint(self, name: str) -> dict[str, Any] | None: ...
+    async def get_model_store(self, name: str) -> dict[str, Any] | None: ...
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
     async def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
@@ -250,6 +251,15 @@ class ApiKubeClient:
         except NotFound:
             return None
 
+    async def get_model_store(self, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self._call(
+                self._custom.get_cluster_custom_object, GROUP, VERSION, STORE_PLURAL, name
+            )
+            return result
+        except NotFound:
+            return None
+
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         result = await self._call(self._core.read_namespaced_secret, name, namespace)
         data = result.get("data") or {}
@@ -291,6 +301,7 @@ class FakeKubeClient:
         self.deleted_jobs: list[str] = []
         self.fail_create_with: Exception | None = None
         self.endpoints: dict[str, dict[str, Any]] = {}
+        self.stores: dict[str, dict[str, Any]] = {}
         self.budgets: dict[tuple[str, str], dict[str, Any]] = {}
         self.leases: dict[tuple[str, str], dict[str, Any]] = {}
         self.budget_conflicts = 0
@@ -396,6 +407,10 @@ class FakeKubeClient:
     async def get_metrics_endpoint(self, name: str) -> dict[str, Any] | None:
         endpoint = self.endpoints.get(name)
         return copy.deepcopy(endpoint) if endpoint else None
+
+    async def get_model_store(self, name: str) -> dict[str, Any] | None:
+        store = self.stores.get(name)
+        return copy.deepcopy(store) if store else None
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         try:

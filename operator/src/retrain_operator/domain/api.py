@@ -15,9 +15,10 @@ is checked here on top.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from retrain_operator.domain.budget import CostBenefitSpec, Limits, Prices
@@ -27,12 +28,16 @@ from retrain_operator.settings.reader import InvalidSpec as InvalidSpec
 from retrain_operator.settings.reader import Problem as Problem
 from retrain_operator.settings.reader import Reader
 from retrain_operator.settings.training import (
+    OBJECT_NAME,
+    OBJECT_NAME_HINT,
     BuiltinTrainer,
     ModelSpec,
     PromotionSpec,
+    StoreSpec,
     parse_builtin,
     parse_model,
     parse_promotion,
+    parse_store,
 )
 
 GROUP = "retrain.dev"
@@ -41,6 +46,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 POLICY_PLURAL = "retrainpolicies"
 ENDPOINT_PLURAL = "metricsendpoints"
 BUDGET_PLURAL = "retrainbudgets"
+STORE_PLURAL = "modelstores"
 MIN_WINDOW = 10.0
 
 MISSING_DATA_POLICIES = ("Inconclusive", "Clear", "Fire")
@@ -182,6 +188,63 @@ class EndpointSpec:
 
     def admits(self, namespace: str) -> bool:
         return not self.allowed_namespaces or "*" in self.allowed_namespaces or namespace in self.allowed_namespaces
+
+
+@dataclass(frozen=True)
+class StoreCredentials:
+    """The Secret a ModelStore's Jobs read their S3 keys from, looked up in the policy's own namespace.
+
+    A Pod can only take environment from Secrets of its own namespace, and the operator may read no
+    tenant Secret: so the admin provisions a Secret of this name in each admitted namespace (or a
+    policy names its own with ``spec.model.registry.credentialsSecret``), and only the Job reads it.
+    """
+
+    name: str
+    access_key_id_key: str = "AWS_ACCESS_KEY_ID"
+    secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"
+
+
+@dataclass(frozen=True)
+class BucketRule:
+    """A bucket (a name, or a pattern with ``*``) and the key prefixes under it that policies may use.
+
+    A prefix may hold ``{namespace}``, replaced by the policy's namespace, so one store can give each
+    team its own folder; no prefixes means the whole bucket.
+    """
+
+    bucket: str
+    prefixes: tuple[str, ...] = ()
+
+    def admits(self, bucket: str, key: str, *, namespace: str) -> bool:
+        if not fnmatch.fnmatchcase(bucket, self.bucket):
+            return False
+        return not self.prefixes or any(key.startswith(p.replace("{namespace}", namespace)) for p in self.prefixes)
+
+    def describe(self, namespace: str) -> str:
+        shown = [p.replace("{namespace}", namespace) for p in self.prefixes] or [""]
+        return ", ".join(f"s3://{self.bucket}/{p}" for p in shown)
+
+
+@dataclass(frozen=True)
+class ModelStoreSpec:
+    """A ModelStore's spec: the S3 service, the Secret Jobs take their keys from, and who may store what where."""
+
+    connection: StoreSpec
+    credentials: StoreCredentials | None = None
+    allowed_namespaces: tuple[str, ...] = ()
+    buckets: tuple[BucketRule, ...] = ()
+
+    def admits(self, namespace: str) -> bool:
+        return not self.allowed_namespaces or "*" in self.allowed_namespaces or namespace in self.allowed_namespaces
+
+    def allows(self, bucket: str, key: str, *, namespace: str) -> bool:
+        """Whether objects under ``key`` (a prefix or a whole key) of ``bucket`` are the namespace's to use."""
+        if any(part in {".", ".."} for part in key.split("/")) or key.startswith("/") or "//" in key:
+            return False  # some S3 gateways resolve these as paths, out of the allowed prefix
+        return not self.buckets or any(rule.admits(bucket, key, namespace=namespace) for rule in self.buckets)
+
+    def allowed(self, namespace: str) -> str:
+        return "; ".join(rule.describe(namespace) for rule in self.buckets) or "any bucket"
 
 
 def parse_policy_spec(raw: Any) -> PolicySpec:
@@ -448,6 +511,132 @@ def parse_endpoint_spec(raw: Any) -> EndpointSpec:
     if r.problems:
         raise InvalidSpec(r.problems)
     return endpoint
+
+
+_STORE_SPEC_FIELDS = ("endpoint", "region", "addressingStyle")
+_PREFIX_PATTERN = re.compile(r"^([A-Za-z0-9!_.*()-]+/|\{namespace\}/)*$")
+_BUCKET_PATTERN = re.compile(r"^[a-z0-9.*-]{1,63}$")
+
+
+def parse_model_store_spec(name: str, raw: Any) -> ModelStoreSpec:
+    """Parse a ModelStore's spec; raise InvalidSpec listing every problem."""
+    r = Reader()
+    spec = r.obj(raw, "spec", required=True)
+    connection = parse_store(
+        r, {k: v for k, v in spec.items() if k in _STORE_SPEC_FIELDS}, "spec", fields=_STORE_SPEC_FIELDS
+    )
+    credentials = None
+    if spec.get("credentialsSecret") is not None:
+        ref = r.obj(spec.get("credentialsSecret"), "spec.credentialsSecret")
+        secret = r.str_(
+            ref, "name", "spec.credentialsSecret", required=True, pattern=OBJECT_NAME, hint=OBJECT_NAME_HINT
+        )
+        key_id = r.str_(ref, "accessKeyIdKey", "spec.credentialsSecret", default="AWS_ACCESS_KEY_ID")
+        key = r.str_(ref, "secretAccessKeyKey", "spec.credentialsSecret", default="AWS_SECRET_ACCESS_KEY")
+        if secret and key_id and key:
+            credentials = StoreCredentials(name=secret, access_key_id_key=key_id, secret_access_key_key=key)
+    rules: list[BucketRule] = []
+    buckets = spec.get("buckets") or []
+    if not isinstance(buckets, list):
+        r.fail("spec.buckets", "must be a list of {bucket, prefixes}")
+        buckets = []
+    for index, item in enumerate(buckets):
+        path = f"spec.buckets[{index}]"
+        body = r.obj(item, path, required=True)
+        bucket = r.str_(body, "bucket", path, required=True, pattern=_BUCKET_PATTERN, hint="a bucket name, '*' allowed")
+        prefixes = r.str_list(body, "prefixes", path)
+        for p_index, prefix in enumerate(prefixes):
+            if not prefix or not _PREFIX_PATTERN.match(prefix) or any(s in {".", ".."} for s in prefix.split("/")):
+                r.fail(
+                    f"{path}.prefixes[{p_index}]",
+                    f"{prefix!r} must be segments ending in '/' (letters, digits, !_.*()- or {{namespace}}), "
+                    "for example 'teams/{namespace}/'",
+                )
+        if bucket:
+            rules.append(BucketRule(bucket=bucket, prefixes=prefixes))
+    store = ModelStoreSpec(
+        connection=replace(connection, name=name),
+        credentials=credentials,
+        allowed_namespaces=r.str_list(spec, "allowedNamespaces", "spec"),
+        buckets=tuple(rules),
+    )
+    if r.problems:
+        raise InvalidSpec(r.problems)
+    return store
+
+
+def check_store_use(
+    spec: PolicySpec,
+    *,
+    namespace: str,
+    store_name: str | None,
+    store: ModelStoreSpec | None,
+    store_problem: str | None = None,
+) -> list[Problem]:
+    """Problems of a policy that depend on its ModelStore (which the admin, not the tenant, owns).
+
+    ``store_name`` is the policy's ``spec.model.registry.store``, or the operator's default store.
+    """
+    field_ = "spec.model.registry.store"
+    if store_name is None:
+        return [
+            Problem(
+                field_,
+                "is required: name the ModelStore that holds this model (kubectl get modelstores), or ask the "
+                "cluster admin to set the operator's default store (--default-model-store)",
+            )
+        ]
+    if store_problem is not None:
+        return [Problem(field_, f"ModelStore {store_name!r} is invalid: {store_problem}")]
+    if store is None:
+        return [
+            Problem(
+                field_,
+                f"ModelStore {store_name!r} does not exist; name one of the cluster's ModelStores "
+                "(kubectl get modelstores)",
+            )
+        ]
+    if not store.admits(namespace):
+        return [
+            Problem(
+                field_,
+                f"ModelStore {store_name!r} does not admit namespace {namespace!r}; ask the cluster admin to add it "
+                "to spec.allowedNamespaces",
+            )
+        ]
+    problems = []
+    registry = spec.model.registry
+    if registry.region is not None and registry.region != store.connection.region:
+        problems.append(
+            Problem(
+                "spec.model.registry.region",
+                f"is {registry.region!r} but ModelStore {store_name!r} is in {store.connection.region!r}; the "
+                "store's region is used, so remove region (or set it to the store's)",
+            )
+        )
+    allowed = store.allowed(namespace)
+    if not store.allows(registry.bucket, registry.prefix, namespace=namespace):
+        problems.append(
+            Problem(
+                "spec.model.registry.prefix",
+                f"s3://{registry.bucket}/{registry.prefix} is outside what ModelStore {store_name!r} allows "
+                f"namespace {namespace!r} ({allowed}); choose a bucket and prefix under one of those",
+            )
+        )
+    builtin = spec.training.builtin
+    if builtin is not None:
+        data = builtin.data
+        bucket = data.bucket or registry.bucket
+        key, where = (data.key, "key") if data.key is not None else (data.prefix or "", "prefix")
+        if not store.allows(bucket, key, namespace=namespace):
+            problems.append(
+                Problem(
+                    f"spec.training.builtin.data.{where}",
+                    f"s3://{bucket}/{key} is outside what ModelStore {store_name!r} allows namespace "
+                    f"{namespace!r} ({allowed}); move the data under one of those",
+                )
+            )
+    return problems
 
 
 def check_image(spec: PolicySpec, *, allowed_prefixes: Sequence[str]) -> list[Problem]:

@@ -16,11 +16,11 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from retrain_operator.domain.api import API_VERSION, PolicySpec, TrainingSpec
+from retrain_operator.domain.api import API_VERSION, ModelStoreSpec, PolicySpec, StoreCredentials, TrainingSpec
 from retrain_operator.settings.training import PromoteConfig, RunSpec, TrainerConfig
 
 MANAGED_BY = "retrain-operator"
@@ -64,16 +64,28 @@ def job_name(policy: PolicyRef, sequence: int) -> str:
     return f"{stem}-retrain-{digest}"
 
 
-def trainer_config(spec: PolicySpec, *, policy: PolicyRef, job: str, triggers: Sequence[str]) -> TrainerConfig:
-    """What the built-in trainer reads from RETRAIN_TRAINER_CONFIG: the policy's settings, as parsed."""
+def trainer_config(
+    spec: PolicySpec, *, store: ModelStoreSpec, policy: PolicyRef, job: str, triggers: Sequence[str]
+) -> TrainerConfig:
+    """What the built-in trainer reads from RETRAIN_TRAINER_CONFIG: the policy's settings, as parsed, and how
+    to reach its ModelStore, as the admin wrote it."""
     builtin = spec.training.builtin
     assert builtin is not None
     return TrainerConfig(
         model=spec.model,
         builtin=builtin,
         promotion=spec.promotion,
+        store=store.connection,
         run=_run_spec(policy, job=job, trigger=",".join(triggers)),
     )
+
+
+def store_credentials(spec: PolicySpec, store: ModelStoreSpec) -> StoreCredentials | None:
+    """The Secret (in the policy's namespace) the Job's S3 keys come from: the policy's own name, else the store's."""
+    own = spec.model.registry.credentials_secret
+    if own is None:
+        return store.credentials
+    return replace(store.credentials, name=own) if store.credentials else StoreCredentials(name=own)
 
 
 def _run_spec(policy: PolicyRef, *, job: str, trigger: str) -> RunSpec:
@@ -88,9 +100,14 @@ def build_job(
     triggers: Sequence[str],
     trainer_image: str,
     service_account: str,
+    store: ModelStoreSpec,
     promote: str | None = None,
 ) -> dict[str, Any]:
-    """The Job manifest for one retrain, or (``promote``) for moving the champion pointer to that version."""
+    """The Job manifest for one retrain, or (``promote``) for moving the champion pointer to that version.
+
+    ``store`` is the policy's ModelStore: its endpoint and region reach the Job as ``AWS_ENDPOINT_URL`` and
+    ``AWS_DEFAULT_REGION`` (for images of a tenant's own) and in the trainer's configuration.
+    """
     name = job_name(policy, sequence)
     training = spec.training
     env: list[dict[str, Any]] = [
@@ -98,21 +115,27 @@ def build_job(
         {"name": "HOME", "value": SCRATCH},
         {"name": "TMPDIR", "value": SCRATCH},
     ]
-    registry = spec.model.registry
-    if registry.credentials_secret:
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": registry.credentials_secret, "key": key}}})
-    if registry.endpoint:
-        env.append({"name": "AWS_ENDPOINT_URL", "value": registry.endpoint})
-    env.append({"name": "AWS_DEFAULT_REGION", "value": registry.region})
+    credentials = store_credentials(spec, store)
+    if credentials is not None:
+        for variable, key in (
+            ("AWS_ACCESS_KEY_ID", credentials.access_key_id_key),
+            ("AWS_SECRET_ACCESS_KEY", credentials.secret_access_key_key),
+        ):
+            env.append({"name": variable, "valueFrom": {"secretKeyRef": {"name": credentials.name, "key": key}}})
+    connection = store.connection
+    if connection.endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": connection.endpoint})
+    env.append({"name": "AWS_DEFAULT_REGION", "value": connection.region})
     if promote is not None:
         # A rollback runs the trainer's promote command on the registry alone, whatever trains the policy.
-        promote_config = PromoteConfig(model=spec.model, run=_run_spec(policy, job=name, trigger="rollback"))
+        promote_config = PromoteConfig(
+            model=spec.model, store=connection, run=_run_spec(policy, job=name, trigger="rollback")
+        )
         env.append({"name": "RETRAIN_TRAINER_CONFIG", "value": json.dumps(promote_config.to_dict(), sort_keys=True)})
         command = ["retrain-operator", "train", "promote", "--version", promote]
         args: list[str] = []
     elif training.builtin is not None:
-        config = trainer_config(spec, policy=policy, job=name, triggers=triggers)
+        config = trainer_config(spec, store=store, policy=policy, job=name, triggers=triggers)
         env.append({"name": "RETRAIN_TRAINER_CONFIG", "value": json.dumps(config.to_dict(), sort_keys=True)})
         requested = {"requests": pod_requests(training), "limits": dict(training.limits)}
         env.append({"name": "RETRAIN_RESOURCES", "value": json.dumps(requested, sort_keys=True)})
@@ -216,15 +239,99 @@ def build_job(
     }
 
 
+# Waiting reasons a container does not leave by itself: each needs a person (a Secret to create, an image
+# to fix). ContainerCreating and PodInitializing are progress, not causes.
+STUCK_REASONS = frozenset(
+    {
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "RunContainerError",
+        "CrashLoopBackOff",
+    }
+)
+_PROGRESS = frozenset({"ContainerCreating", "PodInitializing"})
+
+
+@dataclass(frozen=True)
+class PodCause:
+    """What a training pod itself says went wrong: a waiting reason, or how its container terminated.
+
+    ``since`` is when the pod started waiting (its ``startTime``, else its creation), for the bounded wait.
+    """
+
+    pod: str
+    reason: str
+    message: str
+    exit_code: int | None = None
+    waiting: bool = False
+    since: datetime | None = None
+
+    def describe(self) -> str:
+        if self.waiting:
+            return f"pod {self.pod} is waiting: {self.reason}: {self.message}".rstrip(": ")
+        code = f"exit code {self.exit_code}" if self.exit_code is not None else "no exit code"
+        return f"pod {self.pod} {self.reason} ({code})" + (f": {self.message}" if self.message else "")
+
+
+def pod_cause(pods: Sequence[Mapping[str, Any]]) -> PodCause | None:
+    """The newest pod's own account of a failure, or None when it says nothing is wrong (yet).
+
+    In order: a container waiting for a reason other than progress; a container that terminated with
+    a non-zero exit code (its reason, termination message and code); the pod's own failure (evicted,
+    deadline); a pod the scheduler cannot place.
+    """
+    if not pods:
+        return None
+    pod = max(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    name = str(meta.get("name") or "")
+    since = _parse_time(status.get("startTime")) or _parse_time(meta.get("creationTimestamp"))
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        waiting = state.get("waiting")
+        if waiting and waiting.get("reason") and waiting["reason"] not in _PROGRESS:
+            return PodCause(name, str(waiting["reason"]), _flat(waiting.get("message")), waiting=True, since=since)
+        term = state.get("terminated")
+        if term and term.get("exitCode") not in (0, None):
+            return PodCause(name, str(term.get("reason") or "Error"), _flat(term.get("message")), term.get("exitCode"))
+    if status.get("phase") == "Failed" and status.get("reason"):
+        return PodCause(name, str(status["reason"]), _flat(status.get("message")))
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            reason = str(condition.get("reason") or "Unschedulable")
+            return PodCause(name, reason, _flat(condition.get("message")), waiting=True, since=since)
+    return None
+
+
+def _flat(text: Any) -> str:
+    return " ".join(str(text or "").split())[:MAX_CAUSE]
+
+
+MAX_CAUSE = 400
+
+
 @dataclass(frozen=True)
 class JobOutcome:
-    """What a Job and its pods say about a retrain: finished or not, and the trainer's result."""
+    """What a Job and its pods say about a retrain: finished or not, the trainer's result, and the cause of a failure.
+
+    ``reason`` is the failure's CamelCase cause in the most specific words there are: the trainer's
+    (``DataNotFound``), else the pod's (``CreateContainerConfigError``, ``OOMKilled``), else the Job's
+    (``BackoffLimitExceeded``). ``stuck`` says the Job is still running but its pod has waited in an
+    error state past the bounded wait: the operator records it as failed and ends it.
+    """
 
     finished: bool
     succeeded: bool
     finished_at: datetime | None
     result: Mapping[str, Any]
     message: str
+    reason: str | None = None
+    exit_code: int | None = None
+    stuck: bool = False
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -233,21 +340,44 @@ def _parse_time(value: Any) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def read_outcome(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> JobOutcome:
-    """Read a Job's state and the result its trainer left in the termination message.
+def read_outcome(
+    job: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    *,
+    now: datetime | None = None,
+    stuck_after: float | None = None,
+) -> JobOutcome:
+    """Read a Job's state, the result its trainer left in the termination message, and the pod's cause.
 
     The newest terminated pod's message wins. A message that is not JSON (a custom image, or logs
-    used as fallback) is kept, shortened, as the outcome's message.
+    used as fallback) is kept, shortened, as the outcome's message. A Job still running whose newest
+    pod has waited in one of :data:`STUCK_REASONS` for ``stuck_after`` seconds (from ``now``) is
+    reported finished and failed with ``stuck`` set: a missing Secret would otherwise keep the policy
+    Training until the Job's deadline, with nothing but the deadline as the reason.
     """
     status = job.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
     finished_condition = conditions.get("Complete") or conditions.get("Failed")
+    cause = pod_cause(pods)
     if finished_condition is None:
+        if (
+            cause is not None
+            and cause.waiting
+            and cause.reason in STUCK_REASONS
+            and now is not None
+            and stuck_after is not None
+            and cause.since is not None
+            and (now - cause.since).total_seconds() >= stuck_after
+        ):
+            waited = int((now - cause.since).total_seconds())
+            message = f"{cause.describe()}; ended the Job after {waited}s of waiting (the operator's stuck-pod timeout)"
+            return JobOutcome(True, False, now, {}, message, reason=cause.reason, stuck=True)
         return JobOutcome(False, False, None, {}, "running")
     succeeded = "Complete" in conditions
     finished_at = _parse_time(status.get("completionTime")) or _parse_time(finished_condition.get("lastTransitionTime"))
     result: dict[str, Any] = {}
     message = ""
+    exit_code: int | None = None
     terminated = []
     for pod in pods:
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
@@ -256,7 +386,9 @@ def read_outcome(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> J
                 terminated.append((term.get("finishedAt") or "", term))
     if terminated:
         terminated.sort(key=lambda item: item[0])
-        raw = str(terminated[-1][1].get("message") or "")[:MAX_MESSAGE]
+        last = terminated[-1][1]
+        exit_code = last.get("exitCode") if isinstance(last.get("exitCode"), int) else None
+        raw = str(last.get("message") or "")[:MAX_MESSAGE]
         try:
             parsed = json.loads(raw.strip().splitlines()[-1]) if raw.strip() else {}
         except (json.JSONDecodeError, IndexError):
@@ -264,15 +396,31 @@ def read_outcome(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> J
         if isinstance(parsed, dict):
             result = parsed
         message = str(result.get("message") or "") if result else " ".join(raw.split())[:300]
+    job_reason = str(finished_condition.get("reason") or ("Complete" if succeeded else "Failed"))
+    reason: str | None = None
+    if not succeeded or result.get("outcome") == "Failed":
+        reason = str(result.get("reason") or "") or (cause.reason if cause else "") or job_reason
+        if not result.get("reason") and cause is not None:
+            # The pod's own words (a missing Secret, an image that cannot be pulled, an OOM kill) say more
+            # than the Job's BackoffLimitExceeded; both are kept.
+            message = f"{cause.describe()}; Job {job_reason}"
+            if exit_code is None:
+                exit_code = cause.exit_code
     if not message:
         if succeeded:
             message = "training Job completed"
         else:
-            message = f"training Job failed: {finished_condition.get('reason') or 'Failed'}"
+            message = f"training Job failed: {job_reason}"
             if finished_condition.get("message"):
                 message += f" ({finished_condition['message']})"
     return JobOutcome(
-        True, succeeded and result.get("outcome", "Succeeded") == "Succeeded", finished_at, result, message
+        True,
+        succeeded and result.get("outcome", "Succeeded") == "Succeeded",
+        finished_at,
+        result,
+        message,
+        reason=reason,
+        exit_code=exit_code,
     )
 
 

@@ -22,7 +22,7 @@ re-formatting them would rewrite a status that did not change.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +45,7 @@ from retrain_operator.domain.triggers import PreviousState, TriggerResult, get_t
 
 HISTORY_LIMIT = 20
 RECORD_MESSAGE = 512
+RECORD_REASON = 64
 DECISION_MESSAGE = 1024
 VALUE_DIGITS = 6
 
@@ -178,8 +179,43 @@ class ModelRecord:
 
 
 @dataclass(frozen=True)
+class DataReport:
+    """What the trainer made of its data: rows read, rows it trained and scored on, and rows dropped by cause."""
+
+    rows_read: int
+    rows_used: int
+    dropped: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> DataReport | None:
+        raw = _mapping(raw)
+        read, used = raw.get("rowsRead"), raw.get("rowsUsed")
+        if not _count(read) or not _count(used):
+            return None
+        dropped = {str(k): int(v) for k, v in _mapping(raw.get("droppedRows")).items() if _count(v) and v}
+        return cls(rows_read=int(read), rows_used=int(used), dropped=dict(sorted(dropped.items())[:MAX_DROP_CAUSES]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return compact(
+            {"rowsRead": self.rows_read, "rowsUsed": self.rows_used, "droppedRows": dict(self.dropped) or None}
+        )
+
+
+MAX_DROP_CAUSES = 16
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+@dataclass(frozen=True)
 class RetrainRecord:
-    """How the last training Job ended (``outcome`` Succeeded or Failed), and the model it produced."""
+    """How the last training Job ended (``outcome`` Succeeded or Failed), and the model it produced.
+
+    A failure carries its cause: ``reason`` (the trainer's, the pod's or the Job's, most specific first)
+    and the container's ``exit_code``. ``data`` and the memory figures are the trainer's report, when
+    the built-in trainer got that far.
+    """
 
     job: str
     trigger: str
@@ -191,6 +227,11 @@ class RetrainRecord:
     score: float | None = None
     promoted: bool | None = None
     promotion_reason: str | None = None
+    reason: str | None = None
+    exit_code: int | None = None
+    data: DataReport | None = None
+    peak_memory_mib: float | None = None
+    memory_estimate_mib: float | None = None
 
     @property
     def started(self) -> datetime | None:
@@ -211,6 +252,7 @@ class RetrainRecord:
     def finished(cls, active: ActiveJob, outcome: JobOutcome, *, now: datetime) -> RetrainRecord:
         """The record of a training Job that ended, in the trainer's words where it gave some."""
         result = outcome.result
+        peak, estimate = _number(result, "peakMemoryMiB"), _number(result, "memoryEstimateMiB")
         record = cls(
             job=active.name,
             trigger=active.trigger,
@@ -218,6 +260,11 @@ class RetrainRecord:
             finished_at=rfc3339(outcome.finished_at or now),
             outcome="Succeeded" if outcome.succeeded else "Failed",
             message=outcome.message[:RECORD_MESSAGE] or ("model trained" if outcome.succeeded else "failed"),
+            reason=outcome.reason[:RECORD_REASON] if outcome.reason and not outcome.succeeded else None,
+            exit_code=outcome.exit_code if not outcome.succeeded else None,
+            data=DataReport.from_dict(result.get("data")),
+            peak_memory_mib=None if peak is None else round(peak, 1),
+            memory_estimate_mib=None if estimate is None else round(estimate, 1),
         )
         if not (outcome.succeeded and result.get("version")):
             return record
@@ -227,6 +274,9 @@ class RetrainRecord:
         if message == "training Job completed":
             verb = "trained and promoted" if promoted else "trained, kept as a candidate"
             message = f"model {result['version']} {verb}, {result.get('metric', 'score')} {result.get('score')}"
+            warnings = result.get("warnings")
+            if isinstance(warnings, list) and warnings:
+                message = f"{message}; warning: {warnings[0]}"[:RECORD_MESSAGE]
         reason = result.get("promotionReason")
         return replace(
             record,
@@ -254,6 +304,11 @@ class RetrainRecord:
             score=_number(raw, "score"),
             promoted=promoted if isinstance(promoted, bool) else None,
             promotion_reason=_text(raw, "promotionReason"),
+            reason=_text(raw, "reason"),
+            exit_code=raw["exitCode"] if _count(raw.get("exitCode")) else None,
+            data=DataReport.from_dict(raw.get("data")),
+            peak_memory_mib=_number(raw, "peakMemoryMiB"),
+            memory_estimate_mib=_number(raw, "memoryEstimateMiB"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -264,11 +319,16 @@ class RetrainRecord:
                 "startedAt": self.started_at,
                 "finishedAt": self.finished_at,
                 "outcome": self.outcome,
+                "reason": self.reason,
+                "exitCode": self.exit_code,
                 "message": self.message,
                 "modelVersion": self.model_version,
                 "score": self.score,
                 "promoted": self.promoted,
                 "promotionReason": self.promotion_reason,
+                "data": self.data.to_dict() if self.data else None,
+                "peakMemoryMiB": self.peak_memory_mib,
+                "memoryEstimateMiB": self.memory_estimate_mib,
             }
         )
 

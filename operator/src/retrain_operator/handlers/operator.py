@@ -76,6 +76,17 @@ def endpoint_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         scheduler.upsert_endpoint(name, body.get("spec"))
 
 
+@kopf.on.event(GROUP, VERSION, "modelstores", registry=registry, id="retrain-store")
+def store_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    scheduler: Scheduler = memo["scheduler"]
+    body = event["object"]
+    name = body["metadata"]["name"]
+    if event.get("type") == "DELETED":
+        scheduler.remove_store(name)
+    else:
+        scheduler.upsert_store(name, body.get("spec"))
+
+
 @kopf.on.event(GROUP, VERSION, "retrainbudgets", registry=registry, id="retrain-budget")
 def budget_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     scheduler: Scheduler = memo["scheduler"]

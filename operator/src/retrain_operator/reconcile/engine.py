@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from retrain_operator.adapters.kubernetes import AlreadyExists, ApiError, KubeClient
-from retrain_operator.domain.api import API_VERSION, InvalidSpec, PolicySpec, Problem, parse_policy_spec
+from retrain_operator.domain.api import API_VERSION, InvalidSpec, ModelStoreSpec, PolicySpec, Problem, parse_policy_spec
 from retrain_operator.domain.decision import (
     Decision,
     Launch,
@@ -146,8 +146,10 @@ class Reconciler:
         service_account: str,
         telemetry: Telemetry | None = None,
         clock: Callable[[], datetime] | None = None,
+        stuck_after: float = 300.0,
     ) -> None:
         self._kube = kube
+        self._stuck_after = stuck_after
         self.telemetry = telemetry or Telemetry()
         self.accountant = Accountant(kube=kube, clock=clock or utcnow, telemetry=self.telemetry)
         self._spending = Spending(accountant=self.accountant)
@@ -169,17 +171,24 @@ class Reconciler:
         *,
         observations: Mapping[str, Observation],
         endpoint_problems: Sequence[Problem],
+        store: ModelStoreSpec | None = None,
         now: datetime,
     ) -> bool:
-        """Bring one policy up to date; return whether its status was written."""
+        """Bring one policy up to date; return whether its status was written.
+
+        ``endpoint_problems`` are those of the admin's objects the policy uses (its MetricsEndpoint and
+        ModelStore); ``store`` is its ModelStore, which every Job it launches is built with.
+        """
         entry.parse()
         stored = entry.stored_status
         before = PolicyStatus.from_dict(stored)
         problems = [str(p) for p in (entry.problems or list(endpoint_problems))]
-        if entry.spec is None or problems:
+        if entry.spec is not None and not problems and store is None:
+            problems = ["spec.model.registry.store: no ModelStore is known for this policy; name one"]
+        if entry.spec is None or store is None or problems:
             return await self._write_invalid(entry, problems, stored=stored, now=now)
         spec = entry.spec
-        status, finished_now = await self._follow_job(entry, spec, before, now=now)
+        status, finished_now, stuck = await self._follow_job(entry, spec, before, now=now)
         results = evaluate_triggers(
             spec, observations=observations, status=status, created=entry.created or now, now=now
         )
@@ -189,9 +198,11 @@ class Reconciler:
             requests, last_request=status.last_rollback_request, active_job=status.active_name, suspended=spec.suspend
         )
         if rollback is not None:
-            status, decision = await self._rollback(entry, spec, status, version=rollback, now=now)
+            status, decision = await self._rollback(entry, spec, store, status, version=rollback, now=now)
         else:
-            status, decision = await self._retrain(entry, spec, status, results=results, requests=requests, now=now)
+            status, decision = await self._retrain(
+                entry, spec, store, status, results=results, requests=requests, now=now
+            )
         status = status.charged(spec.decision.limits, now=now)  # the window rolls even when nothing is charged
         if finished_now:
             await self._trim(entry, spec, status)
@@ -199,7 +210,20 @@ class Reconciler:
             results=results, decision=decision, suspended=spec.suspend, generation=entry.generation, now=now
         )
         await self._announce(entry, decision, previous=before.last_decision.reason if before.last_decision else None)
-        return await self._write(entry, stored, status)
+        written = await self._write(entry, stored, status)
+        if stuck is not None:
+            # Only once the failure and its cause are recorded: a crash before this leaves the Job to be
+            # found stuck again, never a Job that vanished with its cause.
+            await self._end_stuck(entry, stuck)
+        return written
+
+    async def _end_stuck(self, entry: PolicyEntry, name: str) -> None:
+        """Delete a Job whose pod waits for something that will not come (the real Job controller owns its
+        conditions, so the operator cannot mark it failed; deleting it also stops its pod)."""
+        try:
+            await self._kube.delete_job(entry.namespace, name)
+        except Exception as exc:  # the record is written; the Job's own deadline still ends it
+            logger.warning("deleting stuck Job %s/%s failed: %s", entry.namespace, name, exc)
 
     async def _announce(self, entry: PolicyEntry, decision: Decision, *, previous: str | None) -> None:
         """Count the decision; log and post an event when its reason changed (firing needs no event of its own)."""
@@ -242,6 +266,7 @@ class Reconciler:
         self,
         entry: PolicyEntry,
         spec: PolicySpec,
+        store: ModelStoreSpec,
         status: PolicyStatus,
         *,
         results: Sequence[TriggerResult],
@@ -271,7 +296,7 @@ class Reconciler:
         decision = within_budget(decision, verdict)
         if decision.launches:
             status, decision = await self._launch(
-                entry, spec, status, decision=decision, charge_key=charge.key, results=results, now=now
+                entry, spec, store, status, decision=decision, charge_key=charge.key, results=results, now=now
             )
         if forced and decision.retrains:
             status = status.override_honoured(forced)
@@ -279,14 +304,17 @@ class Reconciler:
 
     async def _follow_job(
         self, entry: PolicyEntry, spec: PolicySpec, status: PolicyStatus, *, now: datetime
-    ) -> tuple[PolicyStatus, bool]:
-        """Record the outcome of the active Job if it has ended (and say so); adopt an unrecorded Job after a crash."""
+    ) -> tuple[PolicyStatus, bool, str | None]:
+        """Record the outcome of the active Job if it has ended (and say so); adopt an unrecorded Job after a crash.
+
+        The third value names a Job whose pod is stuck: recorded as failed here, to be deleted once written.
+        """
         if not entry.scanned_jobs:
             status = await self._adopt_unrecorded(entry, status, now=now)
             entry.scanned_jobs = True
         active = status.active_job
         if active is None:
-            return status, False
+            return status, False, None
         job = await self._kube.get_job(entry.namespace, active.name)
         if job is None:
             status, _ = await self._spending.settle(
@@ -300,10 +328,12 @@ class Reconciler:
                 now=now,
             )
             await self._event(entry, reason="RetrainFailed", message=f"Job {active.name} disappeared", warning=True)
-            return status, True
-        outcome = read_outcome(job, await self._kube.list_pods(entry.namespace, f"job-name={active.name}"))
+            return status, True, None
+        pods = await self._kube.list_pods(entry.namespace, f"job-name={active.name}")
+        outcome = read_outcome(job, pods, now=now, stuck_after=self._stuck_after)
         if not outcome.finished:
-            return status, False
+            return status, False, None
+        stuck = active.name if outcome.stuck else None
         if active.is_rollback:
             moved, message = rollback_result(outcome)
             await self._event(
@@ -312,7 +342,7 @@ class Reconciler:
                 message=f"Job {active.name}: {message}",
                 warning=not moved,
             )
-            return status.rollback_finished(outcome, now=now), True
+            return status.rollback_finished(outcome, now=now), True, stuck
         record = RetrainRecord.finished(active, outcome, now=now)
         status, seconds = await self._spending.settle(
             entry.ref,
@@ -326,17 +356,29 @@ class Reconciler:
         )
         status = status.with_history(HistoryEntry.of(record, active, seconds=seconds))
         succeeded = record.outcome == "Succeeded"
+        cause = (
+            f" ({record.reason}, exit code {record.exit_code})"
+            if record.exit_code is not None
+            else (f" ({record.reason})" if record.reason else "")
+        )
         await self._event(
             entry,
             reason="RetrainSucceeded" if succeeded else "RetrainFailed",
-            message=f"Job {active.name}: {record.message}",
+            message=f"Job {active.name}{cause}: {record.message}",
             warning=not succeeded,
         )
         self.telemetry.job(entry.namespace, record.outcome)
-        return status, True
+        return status, True, stuck
 
     async def _rollback(
-        self, entry: PolicyEntry, spec: PolicySpec, status: PolicyStatus, *, version: str, now: datetime
+        self,
+        entry: PolicyEntry,
+        spec: PolicySpec,
+        store: ModelStoreSpec,
+        status: PolicyStatus,
+        *,
+        version: str,
+        now: datetime,
     ) -> tuple[PolicyStatus, Decision]:
         """Launch the Job that points the champion back at ``version`` (the trainer checks it is complete)."""
         body = build_job(
@@ -347,6 +389,7 @@ class Reconciler:
             promote=version,
             trainer_image=self._trainer_image,
             service_account=self._service_account,
+            store=store,
         )
         # A Job by this name is ours, created before a crash: the deterministic name says so.
         launch = await self._create_job(entry, body, trust_name=True)
@@ -412,6 +455,7 @@ class Reconciler:
         self,
         entry: PolicyEntry,
         spec: PolicySpec,
+        store: ModelStoreSpec,
         status: PolicyStatus,
         *,
         decision: Decision,
@@ -427,6 +471,7 @@ class Reconciler:
             triggers=decision.triggers,
             trainer_image=self._trainer_image,
             service_account=self._service_account,
+            store=store,
         )
         try:
             launch = await self._create_job(entry, body)

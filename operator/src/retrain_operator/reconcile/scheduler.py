@@ -21,10 +21,14 @@ from retrain_operator.adapters.prometheus import PrometheusClient
 from retrain_operator.domain.api import (
     EndpointSpec,
     InvalidSpec,
+    ModelStoreSpec,
+    PolicySpec,
     Problem,
     check_endpoint_use,
     check_image,
+    check_store_use,
     parse_endpoint_spec,
+    parse_model_store_spec,
 )
 from retrain_operator.domain.budget_status import BudgetStatus
 from retrain_operator.domain.times import utcnow
@@ -112,6 +116,46 @@ class Endpoints:
         self._clients.clear()
 
 
+class Stores:
+    """ModelStores by name, as the watch delivers them. The operator reads these objects, never the storage."""
+
+    def __init__(self, *, kube: KubeClient | None, default: str | None = None) -> None:
+        self._kube = kube
+        self.default = default
+        self.specs: dict[str, ModelStoreSpec] = {}
+        self.problems: dict[str, str] = {}
+
+    def upsert(self, name: str, raw_spec: Any) -> None:
+        try:
+            self.specs[name] = parse_model_store_spec(name, raw_spec)
+            self.problems.pop(name, None)
+        except InvalidSpec as exc:
+            self.specs.pop(name, None)
+            self.problems[name] = str(exc)
+
+    def remove(self, name: str) -> None:
+        self.specs.pop(name, None)
+        self.problems.pop(name, None)
+
+    def name_for(self, spec: PolicySpec) -> str | None:
+        return spec.model.registry.store or self.default
+
+    async def lookup(self, name: str) -> ModelStoreSpec | None:
+        """The store's spec; asks the API once when the watch has not delivered it yet."""
+        if name not in self.specs and name not in self.problems and self._kube is not None:
+            body = await self._kube.get_model_store(name)
+            if body is not None:
+                self.upsert(name, body.get("spec"))
+        return self.specs.get(name)
+
+    async def check(self, spec: PolicySpec, *, namespace: str) -> tuple[ModelStoreSpec | None, list[Problem]]:
+        """The policy's store and the problems of using it from ``namespace``."""
+        name = self.name_for(spec)
+        store = await self.lookup(name) if name is not None else None
+        problem = self.problems.get(name) if name is not None else None
+        return store, check_store_use(spec, namespace=namespace, store_name=name, store=store, store_problem=problem)
+
+
 class Scheduler:
     """The one loop that evaluates every due policy and keeps RetrainBudgets' windows current (see the module)."""
 
@@ -125,8 +169,10 @@ class Scheduler:
         observer: Observer | None = None,
         elector: LeaderElector | None = None,
         allowed_images: Sequence[str] = (),
+        stores: Stores | None = None,
     ) -> None:
         self.elector = elector
+        self.stores = stores or Stores(kube=None)
         self.allowed_images = tuple(allowed_images)
         self._reconciler = reconciler
         self._endpoints = endpoints
@@ -171,6 +217,20 @@ class Scheduler:
     def _wake_users(self, endpoint: str) -> None:
         for key, entry in self.entries.items():
             if (entry.body.get("spec") or {}).get("metrics", {}).get("endpoint") == endpoint:
+                self.wake(key)
+
+    def upsert_store(self, name: str, spec: Any) -> None:
+        self.stores.upsert(name, spec)
+        self._wake_store_users(name)
+
+    def remove_store(self, name: str) -> None:
+        self.stores.remove(name)
+        self._wake_store_users(name)
+
+    def _wake_store_users(self, store: str) -> None:
+        for key, entry in self.entries.items():
+            named = ((entry.body.get("spec") or {}).get("model") or {}).get("registry", {}).get("store")
+            if (named or self.stores.default) == store:
                 self.wake(key)
 
     def upsert_budget(self, body: Mapping[str, Any]) -> None:
@@ -263,6 +323,7 @@ class Scheduler:
         self.cycles += 1
         subjects: list[Subject] = []
         endpoint_problems: dict[Key, list[Problem]] = {}
+        stores: dict[Key, ModelStoreSpec] = {}
         entries = []
         for key in keys:
             entry = self.entries.get(key)
@@ -285,6 +346,10 @@ class Scheduler:
                         f"MetricsEndpoint {name!r} is invalid: {self._endpoints.problems[name]}",
                     )
                 ]
+            store, store_problems = await self.stores.check(entry.spec, namespace=entry.namespace)
+            problems += store_problems
+            if store is not None:
+                stores[key] = store
             if problems:
                 endpoint_problems[key] = problems
             else:
@@ -321,6 +386,7 @@ class Scheduler:
                         entry,
                         observations=mine,
                         endpoint_problems=endpoint_problems.get((entry.namespace, entry.name), []),
+                        store=stores.get((entry.namespace, entry.name)),
                         now=now,
                     )
                 except Exception:

@@ -8,11 +8,14 @@ one parser serves both, and a test proves that every example policy comes back f
 environment exactly as the operator read it::
 
     {"model": <spec.model>, "builtin": <spec.training.builtin>, "promotion": <spec.promotion>,
+     "store": {"name": "default", "endpoint": ..., "region": ..., "addressingStyle": ...},
      "run": {"policy": "team-a/churn", "policyUid": ..., "job": ..., "trigger": ..., "version": ...}}
 
-``run`` says who asked, for the model's metadata; ``version`` fixes the version id (for replays and
-tests; the operator leaves it out). A rollback Job gets only ``model`` and ``run``
-(:class:`PromoteConfig`).
+``store`` is how to reach the policy's ModelStore, copied by the operator from the cluster admin's
+object: a policy names a store (``spec.model.registry.store``), never a URL, so the endpoint a Job
+connects to is always one an admin wrote. ``run`` says who asked, for the model's metadata;
+``version`` fixes the version id (for replays and tests; the operator leaves it out). A rollback Job
+gets only ``model``, ``store`` and ``run`` (:class:`PromoteConfig`).
 
 Both sides apply every check here, so a policy the trainer would refuse is refused when the operator
 reads it, not by a failing Job after each cooldown. The trainer reads strictly (an unknown field is a
@@ -38,10 +41,12 @@ from retrain_operator.registry import layout
 from retrain_operator.settings.durations import parse_duration
 from retrain_operator.settings.reader import InvalidSpec, Reader, is_finite_number, show
 
+AddressingStyle = Literal["auto", "path", "virtual"]
 DataFormat = Literal["csv", "parquet"]
 Metric = Literal["accuracy", "f1", "precision", "recall", "roc_auc", "log_loss", "r2", "rmse", "mae"]
 SplitMethod = Literal["random", "time"]
 
+ADDRESSING_STYLES: Final[tuple[AddressingStyle, ...]] = ("auto", "path", "virtual")
 DATA_FORMATS: Final[tuple[DataFormat, ...]] = ("csv", "parquet")
 METRICS: Final[tuple[Metric, ...]] = (
     "accuracy", "f1", "precision", "recall", "roc_auc", "log_loss", "r2", "rmse", "mae",
@@ -56,13 +61,20 @@ _MODEL_NAME = re.compile(r"^[a-z0-9](?:[-a-z0-9_.]*[a-z0-9])?$")
 _MODEL_NAME_HINT = "lower-case letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _BUCKET_HINT = "a valid S3 bucket name (3-63 lower-case letters, digits, '.' and '-')"
-_ENDPOINT = re.compile(r"^https?://\S+$")
+_ENDPOINT = re.compile(r"^https?://[^\s/?#@]+(/[^\s?#]*)?$")
+_ENDPOINT_HINT = "an http:// or https:// URL without credentials, query or fragment"
+# A Kubernetes object name (RFC 1123 subdomain): a ModelStore's or a Secret's.
+OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+OBJECT_NAME_HINT = "a Kubernetes object name (lower-case letters, digits, '-' and '.', at most 253)"
+_REGION = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_REGION_HINT = "an S3 region name such as us-east-1 (lower-case letters, digits and '-')"
 _MAX_SEED: Final = 2**32 - 1  # what numpy's random state takes
 _MAX_PARTITIONS: Final = 100_000
 _MAX_EDGES: Final = 1000
 
 _MODEL_FIELDS: Final = ("name", "registry")
-_REGISTRY_FIELDS: Final = ("bucket", "prefix", "endpoint", "region", "credentialsSecret")
+_REGISTRY_FIELDS: Final = ("bucket", "prefix", "store", "credentialsSecret", "endpoint", "region")
+_STORE_FIELDS: Final = ("name", "endpoint", "region", "addressingStyle")
 _BUILTIN_FIELDS: Final = (
     "data", "target", "estimator", "features", "excludeFeatures", "params", "split", "testSize", "seed", "metric",
     "histograms",
@@ -73,7 +85,8 @@ _SPLIT_FIELDS: Final = ("method", "column")
 _HISTOGRAM_FIELDS: Final = ("features", "predictions")
 _PROMOTION_FIELDS: Final = ("minScore", "mustBeatChampion", "minImprovement")
 _RUN_FIELDS: Final = ("policy", "policyUid", "job", "trigger", "version")
-_DOCUMENT_FIELDS: Final = ("model", "builtin", "promotion", "run")
+_DOCUMENT_FIELDS: Final = ("model", "builtin", "promotion", "store", "run")
+DEFAULT_REGION: Final = "us-east-1"
 
 
 def _present(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,22 +96,52 @@ def _present(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class RegistrySpec:
-    """Where a model's versions live. The Secret's keys reach the Job as ``AWS_*`` variables, never here."""
+    """Where a model's versions live: a bucket and prefix in the ModelStore named ``store``.
+
+    ``credentials_secret`` overrides the store's Secret name (a Secret of the policy's own namespace);
+    its keys reach the Job as ``AWS_*`` variables, never here. ``region`` is the old per-policy region,
+    kept so a policy that still carries it can be checked against its store's.
+    """
 
     bucket: str
     prefix: str = ""
-    endpoint: str | None = None
-    region: str = "us-east-1"
+    store: str | None = None
     credentials_secret: str | None = None
+    region: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _present(
             {
                 "bucket": self.bucket,
                 "prefix": self.prefix,
+                "store": self.store,
+                "credentialsSecret": self.credentials_secret,
+                "region": self.region,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """How the trainer reaches S3: the connection part of the policy's ModelStore, written by the operator.
+
+    ``endpoint`` None means AWS S3 itself for ``region`` (or the Job's ``AWS_ENDPOINT_URL``). Addressing
+    ``auto`` is path-style with a custom endpoint (every S3-compatible server accepts it) and boto3's own
+    choice on AWS.
+    """
+
+    name: str | None = None
+    endpoint: str | None = None
+    region: str = DEFAULT_REGION
+    addressing_style: AddressingStyle = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return _present(
+            {
+                "name": self.name,
                 "endpoint": self.endpoint,
                 "region": self.region,
-                "credentialsSecret": self.credentials_secret,
+                "addressingStyle": self.addressing_style,
             }
         )
 
@@ -263,6 +306,7 @@ class TrainerConfig:
     model: ModelSpec
     builtin: BuiltinTrainer
     promotion: PromotionSpec = field(default_factory=PromotionSpec)
+    store: StoreSpec = field(default_factory=StoreSpec)
     run: RunSpec = field(default_factory=RunSpec)
 
     def to_dict(self) -> dict[str, Any]:
@@ -270,19 +314,21 @@ class TrainerConfig:
             "model": self.model.to_dict(),
             "builtin": self.builtin.to_dict(),
             "promotion": self.promotion.to_dict(),
+            "store": self.store.to_dict(),
             "run": self.run.to_dict(),
         }
 
 
 @dataclass(frozen=True)
 class PromoteConfig:
-    """What a rollback Job's ``promote`` command reads: the model, its registry and who asked."""
+    """What a rollback Job's ``promote`` command reads: the model, its registry, the store and who asked."""
 
     model: ModelSpec
+    store: StoreSpec = field(default_factory=StoreSpec)
     run: RunSpec = field(default_factory=RunSpec)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model.to_dict(), "run": self.run.to_dict()}
+        return {"model": self.model.to_dict(), "store": self.store.to_dict(), "run": self.run.to_dict()}
 
 
 def parse_trainer_config(raw: Any) -> TrainerConfig:
@@ -293,6 +339,7 @@ def parse_trainer_config(raw: Any) -> TrainerConfig:
         model=parse_model(r, root.get("model"), "model"),
         builtin=parse_builtin(r, root.get("builtin"), "builtin"),
         promotion=parse_promotion(r, root.get("promotion"), "promotion"),
+        store=parse_store(r, root.get("store"), "store"),
         run=_parse_run(r, root.get("run"), "run"),
     )
     if r.problems:
@@ -304,7 +351,11 @@ def parse_promote_config(raw: Any) -> PromoteConfig:
     """Read ``model`` and ``run`` of the same document; the training sections are not needed to promote."""
     r = Reader(strict=True)
     root = _document(r, raw, required=("model",))
-    config = PromoteConfig(model=parse_model(r, root.get("model"), "model"), run=_parse_run(r, root.get("run"), "run"))
+    config = PromoteConfig(
+        model=parse_model(r, root.get("model"), "model"),
+        store=parse_store(r, root.get("store"), "store"),
+        run=_parse_run(r, root.get("run"), "run"),
+    )
     if r.problems:
         raise InvalidSpec(r.problems)
     return config
@@ -322,7 +373,7 @@ def _document(r: Reader, raw: Any, *, required: tuple[str, ...]) -> Mapping[str,
 
 
 def parse_model(r: Reader, raw: Any, path: str) -> ModelSpec:
-    """``spec.model``: the model's name and its registry."""
+    """``spec.model``: the model's name and its registry (a bucket and prefix in a ModelStore)."""
     body = r.obj(raw, path, required=True, fields=_MODEL_FIELDS)
     where = f"{path}.registry"
     registry = r.obj(body.get("registry"), where, required=True, fields=_REGISTRY_FIELDS)
@@ -331,14 +382,44 @@ def parse_model(r: Reader, raw: Any, path: str) -> ModelSpec:
         layout.check_prefix(prefix)
     except ValueError as exc:
         r.fail(f"{where}.prefix", str(exc))
+    endpoint = _optional(r, registry, "endpoint", where)
+    if endpoint is not None:
+        r.fail(f"{where}.endpoint", endpoint_migration(where))
     return ModelSpec(
         name=r.str_(body, "name", path, required=True, pattern=_MODEL_NAME, hint=_MODEL_NAME_HINT) or "",
         registry=RegistrySpec(
             bucket=r.str_(registry, "bucket", where, required=True, pattern=_BUCKET, hint=_BUCKET_HINT) or "",
             prefix=prefix,
-            endpoint=_optional(r, registry, "endpoint", where, pattern=_ENDPOINT, hint="an http:// or https:// URL"),
-            region=r.str_(registry, "region", where, default="us-east-1") or "us-east-1",
-            credentials_secret=_optional(r, registry, "credentialsSecret", where),
+            store=_optional(r, registry, "store", where, pattern=OBJECT_NAME, hint=OBJECT_NAME_HINT),
+            credentials_secret=_optional(
+                r, registry, "credentialsSecret", where, pattern=OBJECT_NAME, hint=OBJECT_NAME_HINT
+            ),
+            region=_optional(r, registry, "region", where),
+        ),
+    )
+
+
+def endpoint_migration(where: str) -> str:
+    """What a policy that still names its own storage URL is told: the ModelStore that replaces it."""
+    return (
+        "is no longer accepted: a training Job must only connect to storage a cluster admin set up. Ask the "
+        "admin for a ModelStore with this endpoint that admits your namespace and bucket (kubectl get "
+        f"modelstores; docs/install.md, 'Model stores'), set {where}.store to its name and remove "
+        f"{where}.endpoint"
+    )
+
+
+def parse_store(r: Reader, raw: Any, path: str, *, fields: tuple[str, ...] = _STORE_FIELDS) -> StoreSpec:
+    """How to reach a store: the trainer document's ``store`` section, or a ModelStore's spec (``fields``)."""
+    body = r.obj(raw, path, fields=fields)
+    return StoreSpec(
+        name=_optional(r, body, "name", path, pattern=OBJECT_NAME, hint=OBJECT_NAME_HINT) if "name" in fields else None,
+        endpoint=_optional(r, body, "endpoint", path, pattern=_ENDPOINT, hint=_ENDPOINT_HINT),
+        region=r.str_(body, "region", path, default=DEFAULT_REGION, pattern=_REGION, hint=_REGION_HINT)
+        or DEFAULT_REGION,
+        addressing_style=cast(
+            AddressingStyle,
+            r.enum(body, "addressingStyle", path, allowed=ADDRESSING_STYLES, default="auto") or "auto",
         ),
     )
 

@@ -1,10 +1,13 @@
 """Turn the training objects' bytes into features and target, or say exactly what is wrong with them.
 
 Parsing, combining partitions, the time window and column selection are pure functions of bytes and
-configuration, so every data error can be tested without storage. Rows whose target is empty are
-dropped and counted (labels often arrive late, and an unlabelled row cannot be learned from); anything
-else missing is left to the imputers of the model's pipeline, so the saved model handles the same gaps
-at prediction time.
+configuration, so every data error can be tested without storage. Every row left out is counted by
+cause, and the counts reach the model's metadata and the policy's status: CSV lines with more fields
+than the header (``malformedLine``: skipped, where one such line used to fail the whole run), rows
+whose target is empty (``missingLabel``: labels often arrive late, and an unlabelled row cannot be
+learned from) and rows with every feature empty (``missingFeatures``: nothing to learn from either).
+Anything else missing is left to the imputers of the model's pipeline, so the saved model handles the
+same gaps at prediction time.
 
 Partitions (every object under a prefix) are concatenated in key order and must share one schema: the
 same column names, and each column of the same kind (number, text or time) wherever it holds values; a
@@ -24,6 +27,7 @@ categorical otherwise. Every partition is held in memory at once.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -34,7 +38,16 @@ from sklearn.utils.multiclass import type_of_target
 from retrain_operator.settings.training import REGRESSION_METRICS, DataFormat, Metric
 from retrain_operator.trainer.errors import DataError
 
-__all__ = ["Dataset", "Window", "apply_window", "combine_parts", "parse_table", "select_columns", "to_times"]
+__all__ = [
+    "Dataset",
+    "Window",
+    "apply_window",
+    "combine_parts",
+    "parse_table",
+    "read_table",
+    "select_columns",
+    "to_times",
+]
 
 _SHOWN_COLUMNS = 40
 
@@ -57,6 +70,7 @@ class Dataset:
     table: pd.DataFrame | None = None
     times: pd.Series | None = None
     untimed: int = 0
+    featureless: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,11 +87,24 @@ class Window:
 
 def parse_table(body: bytes, *, fmt: DataFormat, source: str) -> pd.DataFrame:
     """Parse an object's bytes as ``fmt``; ``source`` (an s3:// URI) names it in messages."""
+    return read_table(body, fmt=fmt, source=source)[0]
+
+
+def read_table(body: bytes, *, fmt: DataFormat, source: str) -> tuple[pd.DataFrame, int]:
+    """Parse an object's bytes as ``fmt``, and count the CSV lines skipped for having too many fields."""
     if not body.strip():
         raise DataError("EmptyData", f"{source} is empty; upload a {fmt} file with a header row and data")
+    malformed = 0
     try:
         if fmt == "csv":
-            frame = pd.read_csv(io.BytesIO(body), encoding="utf-8")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", pd.errors.ParserWarning)
+                frame = pd.read_csv(io.BytesIO(body), encoding="utf-8", on_bad_lines="warn")
+            for warning in caught:
+                if issubclass(warning.category, pd.errors.ParserWarning):
+                    malformed += str(warning.message).count("Skipping line")
+                else:
+                    warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         else:
             frame = pd.read_parquet(io.BytesIO(body))
     except UnicodeDecodeError as exc:
@@ -87,8 +114,9 @@ def parse_table(body: bytes, *, fmt: DataFormat, source: str) -> pd.DataFrame:
     except Exception as exc:  # pandas and pyarrow raise many unrelated types for bad input
         raise DataError("UnparsableData", f"{source} is not valid {fmt}: {exc}") from None
     if frame.empty:
-        raise DataError("EmptyData", f"{source} has a header but no rows; it needs labelled rows to train on")
-    return frame
+        detail = f" ({malformed} lines have more fields than the header)" if malformed else ""
+        raise DataError("EmptyData", f"{source} has a header but no rows{detail}; it needs labelled rows to train on")
+    return frame, malformed
 
 
 def combine_parts(parts: Sequence[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
@@ -218,6 +246,14 @@ def select_columns(
         labelled, times = labelled[timed], all_times[timed].reset_index(drop=True)
         if labelled.empty:
             raise DataError("EmptyData", f"no labelled row of {source} has a time in {time_column!r}")
+    empty = labelled[chosen].isna().all(axis=1).to_numpy()
+    featureless = int(empty.sum())
+    if featureless:
+        labelled = labelled[~empty]
+        if times is not None:
+            times = times[~empty].reset_index(drop=True)
+        if labelled.empty:
+            raise DataError("EmptyData", f"every labelled row of {source} has all of its features empty")
     table = labelled.reset_index(drop=True)
     y = table[target]
     _check_target(y, target=target, metric=metric)
@@ -234,6 +270,7 @@ def select_columns(
         table=table,
         times=times,
         untimed=untimed,
+        featureless=featureless,
     )
 
 

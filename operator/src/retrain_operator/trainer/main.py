@@ -19,7 +19,14 @@ run's holdout, null if there was none or it could not be scored)::
     {"outcome": "Succeeded", "version": ..., "modelUri": ..., "metadataUri": ..., "metric": ...,
      "score": ..., "trainedAt": ..., "rows": ..., "durationSeconds": ..., "promoted": true,
      "promotionReason": "beats champion ...", "champion": {"version": ..., "score": ...},
-     "challengerScore": ..., "championScore": ...}
+     "challengerScore": ..., "championScore": ...,
+     "data": {"rowsRead": ..., "rowsUsed": ..., "droppedRows": {"missingLabel": ..., ...}},
+     "memoryEstimateMiB": ..., "peakMemoryMiB": ..., "warnings": [...]}
+
+``droppedRows`` counts the rows left out by cause (:mod:`.data`); ``memoryEstimateMiB`` is the estimate
+made from the objects' sizes before reading them (:mod:`.memory`); ``peakMemoryMiB`` (the process's
+maximum resident set size) is in every message, failures included; ``warnings`` (at most three) say,
+for example, that the estimate exceeds the Job's memory request.
 
 ``promote --version V`` moves the champion pointer to the existing complete version V (a rollback),
 using only the ``model`` and ``run`` parts of the same configuration; exit 0::
@@ -35,7 +42,7 @@ using only the ``model`` and ``run`` parts of the same configuration; exit 0::
 1  InternalError: an unexpected exception (a bug); the message names its type.
 2  Configuration: InvalidConfig, EstimatorNotAllowed, InvalidParams. Retrying cannot help.
 3  Data: DataNotFound, EmptyData, UnparsableData, MissingColumn, InvalidColumn, SchemaMismatch,
-   InvalidTarget, TooFewRows.
+   InvalidTarget, TooFewRows, DataTooLarge (the estimate exceeds the Job's memory limit; nothing read).
 4  Storage: AccessDenied, BucketNotFound, VersionExists, StorageError (unreachable or 5xx; may pass
    on retry). A failure to move the pointer after the version was written says so: the version stays
    a complete candidate.
@@ -56,6 +63,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -101,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             registry_config, version = _load_promote(args[1:], env)
             registry = registry_config.model.registry
             promoted = promote(
-                store=S3Store.from_config(registry, env),
+                store=S3Store.from_config(registry_config.store, env),
                 registry=registry,
                 version=version,
                 run=registry_config.run,
@@ -114,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = _load(args, env)
             result = train(
                 config,
-                store=S3Store.from_config(config.model.registry, env),
+                store=S3Store.from_config(config.store, env),
                 allowlist=allowlist,
                 resources=_resources(env),
             )
@@ -130,8 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         code, message = 1, _failure("InternalError", f"{type(exc).__name__}: {exc}")
     else:
         code = 0
-    _report(message, env)
+    _report({**message, "peakMemoryMiB": peak_memory_mib()}, env)
     return code
+
+
+def peak_memory_mib() -> float:
+    """The process's peak resident memory so far (``ru_maxrss``, KiB on Linux), in MiB."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _utcnow() -> datetime:
@@ -198,6 +211,7 @@ def _load(args: list[str], env: Mapping[str, str]) -> TrainerConfig:
 
 
 def _success(result: TrainingResult) -> dict[str, Any]:
+    warnings = result.warnings
     return {
         "outcome": "Succeeded",
         "version": result.version,
@@ -215,6 +229,9 @@ def _success(result: TrainingResult) -> dict[str, Any]:
         else {"version": result.champion_version, "score": result.champion_score},
         "challengerScore": result.score,
         "championScore": result.champion_holdout_score,
+        **({"data": result.data_report} if result.data_report else {}),
+        **({"memoryEstimateMiB": result.memory_estimate_mib} if result.memory_estimate_mib is not None else {}),
+        **({"warnings": [one_line(str(w), 300) for w in warnings[:3]]} if warnings else {}),
         **({"reference": result.reference} if result.reference else {}),
     }
 

@@ -5,7 +5,9 @@ a state a reader could misuse:
 
 1. configuration and estimator are checked before any I/O; the version folder must be free and the
    champion pointer readable before the data is read;
-2. the data is read, fitted and scored; the champion is scored on the same holdout rows; the quality
+2. the objects' sizes give a memory estimate, refused (``DataTooLarge``) when it exceeds the Job's
+   memory limit and warned about when it exceeds the request (:mod:`.memory`); the data is read (every
+   row left out counted by cause), fitted and scored; the champion is scored on the same holdout rows; the quality
    gate (:mod:`.gate`) decides; reference histograms are computed;
 3. the version is written: model, histograms, then ``metadata.json``, which marks it complete. Every
    object refuses to replace an existing one. If a later object cannot be written the earlier ones of
@@ -53,11 +55,12 @@ from retrain_operator.trainer.champion import (
     read_champion,
     read_version,
 )
-from retrain_operator.trainer.data import Window, apply_window, combine_parts, parse_table, select_columns
+from retrain_operator.trainer.data import Dataset, Window, apply_window, combine_parts, read_table, select_columns
 from retrain_operator.trainer.errors import DataError, RegistryError, StorageError
 from retrain_operator.trainer.fit import DEFAULT_ALLOWLIST, FitResult, fit_and_score, make_estimator
 from retrain_operator.trainer.gate import ChampionScore, Verdict, decide
 from retrain_operator.trainer.histograms import build_histograms
+from retrain_operator.trainer.memory import MemoryCheck, check_memory
 from retrain_operator.trainer.modelio import dump_model, load_model
 from retrain_operator.trainer.scoring import ScoringError, higher_is_better, score_model
 from retrain_operator.trainer.storage import ObjectInfo, ObjectStore, StoreError, registry_error
@@ -88,6 +91,11 @@ class TrainingResult:
     # The histograms of the features with configured edges (the serving code's buckets), in Prometheus's
     # cumulative form: the operator keeps them as the champion's drift reference.
     reference: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Rows read, used and left out by cause ({"rowsRead", "rowsUsed", "droppedRows"}), for the status.
+    data_report: dict[str, Any] = field(default_factory=dict)
+    memory_estimate_mib: float | None = None
+    # What the operator should show beside the result (the estimate above the Job's memory request).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,8 @@ class _Data:
     source: str
     fingerprint: dict[str, Any]
     window: Window | None
+    malformed: int = 0
+    memory: MemoryCheck | None = None
 
 
 def rfc3339(moment: datetime) -> str:
@@ -133,7 +143,7 @@ def train(
     _ensure_version_free(store, bucket=bucket, folder=layout.version_prefix(prefix, version), version=version)
     state = read_champion(store, registry)
 
-    data = _load_data(store, builtin.data, bucket=builtin.data.bucket or bucket)
+    data = _load_data(store, builtin.data, bucket=builtin.data.bucket or bucket, resources=resources)
     split_column = builtin.split.column if builtin.split.method == "time" else None
     window_column = builtin.data.window.column if builtin.data.window else None
     dataset = select_columns(
@@ -146,6 +156,9 @@ def train(
         reserved=tuple(c for c in (window_column, split_column) if c is not None),
         time_column=split_column,
     )
+    report = _data_report(data, dataset)
+    if report["droppedRows"]:
+        logger.info("left out %s of %d rows read", report["droppedRows"], report["rowsRead"])
     logger.info("fitting %s on %d rows, %d features", builtin.estimator, len(dataset.target), dataset.features.shape[1])
     fitted = fit_and_score(
         dataset,
@@ -191,6 +204,7 @@ def train(
         champion=champion,
         verdict=verdict,
         resources=resources,
+        report=report,
         extra_warnings=[f"{w.category.__name__}: {w.message}" for w in caught],
     )
     _write_version(
@@ -238,7 +252,27 @@ def train(
             for name in builtin.histograms.features
             if name in histograms["features"]
         },
+        data_report=report,
+        memory_estimate_mib=data.memory.estimate_mib if data.memory else None,
+        warnings=(data.memory.message(),) if data.memory is not None and data.memory.over_request else (),
     )
+
+
+def _data_report(data: _Data, dataset: Dataset) -> dict[str, Any]:
+    """Rows read, rows used, and every row left out by its cause; the causes add up to the difference."""
+    window = data.window
+    dropped = {
+        "malformedLine": data.malformed,
+        "outsideWindow": window.dropped if window else 0,
+        "missingTime": (window.untimed if window else 0) + dataset.untimed,
+        "missingLabel": dataset.unlabelled,
+        "missingFeatures": dataset.featureless,
+    }
+    return {
+        "rowsRead": int(data.fingerprint["rows"]["read"]) + data.malformed,
+        "rowsUsed": len(dataset.target),
+        "droppedRows": {cause: count for cause, count in dropped.items() if count},
+    }
 
 
 def _settle(
@@ -313,25 +347,38 @@ def _score_champion(
     return ChampionScore(version, score)
 
 
-def _load_data(store: ObjectStore, data: DataSpec, *, bucket: str) -> _Data:
-    """Read the training data from ``bucket``: the data's own, else the registry's."""
+def _load_data(store: ObjectStore, data: DataSpec, *, bucket: str, resources: Mapping[str, Any] | None = None) -> _Data:
+    """Read the training data from ``bucket`` (the data's own, else the registry's), once its size fits."""
     if data.key is not None:
         source = layout.s3_uri(bucket, data.key)
-        logger.info("reading %s", source)
-        objects = [_read_data(store, bucket, data.key)]
+        infos = _size_of(store, bucket, data.key)
     else:
         prefix = data.prefix or ""
         source = layout.s3_uri(bucket, prefix)
         infos = _list_data(store, bucket, prefix)
         if data.window is not None and data.window.partitions is not None:
             infos = infos[-data.window.partitions :]
+    memory = None
+    if infos:
+        memory = check_memory(data_bytes=sum(info.size for info in infos), fmt=data.format, resources=resources)
+        logger.info("%d bytes of data; estimated peak memory %.0f MiB", memory.data_bytes, memory.estimate_mib)
+        if memory.over_limit:
+            raise DataError("DataTooLarge", f"{source}: {memory.message()}")
+        if memory.over_request:
+            logger.warning("%s", memory.message())
+    if data.key is not None:
+        logger.info("reading %s", source)
+        objects = [_read_data(store, bucket, data.key)]
+    else:
         logger.info("reading %d objects under %s", len(infos), source)
         objects = [_read_data(store, bucket, info.key) for info in infos]
     parts = []
+    malformed = 0
     described: list[dict[str, Any]] = []
     for body, info in objects:
         uri = layout.s3_uri(info.bucket, info.key)
-        frame = parse_table(body, fmt=data.format, source=uri)
+        frame, skipped = read_table(body, fmt=data.format, source=uri)
+        malformed += skipped
         parts.append((uri, frame))
         described.append(
             {
@@ -341,6 +388,7 @@ def _load_data(store: ObjectStore, data: DataSpec, *, bucket: str) -> _Data:
                 "sha256": hashlib.sha256(body).hexdigest(),
                 "lastModified": rfc3339(info.last_modified) if info.last_modified else None,
                 "rows": len(frame),
+                **({"malformedLines": skipped} if skipped else {}),
             }
         )
     frame = combine_parts(parts)
@@ -375,7 +423,15 @@ def _load_data(store: ObjectStore, data: DataSpec, *, bucket: str) -> _Data:
             "untimedRows": window.untimed if window else 0,
         },
     }
-    return _Data(frame=frame, source=source, fingerprint=fingerprint, window=window)
+    return _Data(frame=frame, source=source, fingerprint=fingerprint, window=window, malformed=malformed, memory=memory)
+
+
+def _size_of(store: ObjectStore, bucket: str, key: str) -> list[ObjectInfo]:
+    """The one object ``key`` as a listing shows it (its size, before reading it); empty if it is not listed."""
+    try:
+        return [info for info in store.list(bucket, key) if info.key == key]
+    except StoreError:
+        return []  # reading it says what is wrong, in the words of a read
 
 
 def _list_data(store: ObjectStore, bucket: str, prefix: str) -> list[ObjectInfo]:
@@ -482,12 +538,15 @@ def _metadata(
     champion: ChampionScore | None,
     verdict: Verdict,
     resources: Mapping[str, Any] | None,
+    report: Mapping[str, Any],
     extra_warnings: list[str],
 ) -> dict[str, Any]:
     builtin, run, promotion = config.builtin, config.run, config.promotion
     estimator = fitted.model[-1]
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    warnings_seen = list(dict.fromkeys([*fitted.warnings, *(w[:300] for w in extra_warnings)]))[:10]
+    memory = data.memory
+    own = [memory.message()] if memory is not None and memory.over_request else []
+    warnings_seen = list(dict.fromkeys([*own, *fitted.warnings, *(w[:300] for w in extra_warnings)]))[:10]
     return {
         "schemaVersion": layout.METADATA_SCHEMA_VERSION,
         "model": config.model.name,
@@ -544,13 +603,20 @@ def _metadata(
             # whether it became champion (another run may have moved the pointer in between).
             "gate": {"passed": verdict.passed, "reason": verdict.reason},
         },
-        "rows": {"train": fitted.train_rows, "test": fitted.test_rows, "unlabelled": unlabelled},
+        "rows": {
+            "read": report["rowsRead"],
+            "train": fitted.train_rows,
+            "test": fitted.test_rows,
+            "unlabelled": unlabelled,
+            "dropped": dict(report["droppedRows"]),
+        },
         "data": data.fingerprint,
         "libraries": _libraries(),
         "trainedAt": rfc3339(trained_at),
         "durationSeconds": duration,
         "resources": {
             "requested": _jsonable(dict(resources)) if resources is not None else None,
+            "memoryEstimateMiB": memory.estimate_mib if memory is not None else None,
             "used": {
                 "cpuSeconds": round(usage.ru_utime + usage.ru_stime, 3),
                 # ru_maxrss is in KiB on Linux.

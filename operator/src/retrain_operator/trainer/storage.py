@@ -19,8 +19,11 @@ through boto3's transfer manager, with fewer, larger parts and fewer threads tha
 so this store adds it to every CompleteMultipartUpload its client sends; the client is the store's own.
 
 Credentials come from boto3's usual chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` from the
-policy's Secret, or a web identity). The registry's ``endpoint`` wins over ``AWS_ENDPOINT_URL``; with a
-custom endpoint, path-style addressing is used, which every S3-compatible server accepts.
+Secret the ModelStore names, or a web identity). The endpoint is the ModelStore's, from the
+configuration's ``store`` section: when it names a store, ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``
+from the environment are ignored, so no variable can send the trainer elsewhere. Only a configuration
+without a store (a run by hand) falls back to them. Addressing ``auto`` is path-style with a custom
+endpoint, which every S3-compatible server accepts.
 
 Limits: whole objects are read into memory (the data must fit in the Job's memory limit); a multipart
 upload keeps up to 64 MiB of part copies in flight besides the model's own bytes.
@@ -42,7 +45,7 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from retrain_operator.settings.training import RegistrySpec
+from retrain_operator.settings.training import StoreSpec
 from retrain_operator.trainer.errors import StorageError
 
 # boto3 ships no type hints; the client is dynamic.
@@ -141,14 +144,19 @@ class S3Store:
         )
 
     @classmethod
-    def from_config(cls, registry: RegistrySpec, env: Mapping[str, str] | None = None) -> S3Store:
+    def from_config(cls, store: StoreSpec, env: Mapping[str, str] | None = None) -> S3Store:
         env = os.environ if env is None else env
-        endpoint = registry.endpoint or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+        endpoint = store.endpoint
+        if endpoint is None and store.name is None:
+            endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+        style = store.addressing_style
+        if style == "auto":
+            style = "path" if endpoint else "auto"
         config = Config(
             retries={"mode": "standard", "max_attempts": 3},
             connect_timeout=5,
             read_timeout=60,
-            s3={"addressing_style": "path"} if endpoint else None,
+            s3={"addressing_style": style},
         )
         # Keys from ``env`` are passed explicitly so the mapping given here is the one used; without them
         # boto3 falls back to its own chain (web identity, instance roles, config files).
@@ -160,7 +168,7 @@ class S3Store:
                 "aws_session_token": env.get("AWS_SESSION_TOKEN") or None,
             }
         session = boto3.session.Session()
-        client = session.client("s3", region_name=registry.region, endpoint_url=endpoint, config=config, **keys)
+        client = session.client("s3", region_name=store.region, endpoint_url=endpoint, config=config, **keys)
         return cls(client)
 
     def read(self, bucket: str, key: str) -> tuple[bytes, ObjectInfo]:
