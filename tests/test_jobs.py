@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes_validate
@@ -184,3 +185,60 @@ def test_default_requests_never_exceed_the_policys_limits(
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"].get("requests") == requests
     assert container["resources"].get("limits") == resources.get("limits")
+
+
+NOW_JOB = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def _pod(state: dict[str, Any], *, started: str = "2026-11-27T11:50:00Z") -> dict[str, Any]:
+    return {
+        "metadata": {"name": "p-1", "creationTimestamp": started},
+        "status": {"startTime": started, "containerStatuses": [{"name": "trainer", "state": state}]},
+    }
+
+
+MISSING_SECRET = {"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "churn-s3" not found'}}
+
+
+def test_a_pod_stuck_on_a_missing_secret_ends_the_job_with_that_cause() -> None:
+    running = {"status": {"active": 1}}
+    early = read_outcome(running, [_pod(MISSING_SECRET)], now=NOW_JOB, stuck_after=3600)
+    assert not early.finished, "within the bounded wait the Job keeps running"
+    stuck = read_outcome(running, [_pod(MISSING_SECRET)], now=NOW_JOB, stuck_after=300)
+    assert (stuck.finished, stuck.succeeded, stuck.stuck, stuck.reason) == (
+        True,
+        False,
+        True,
+        "CreateContainerConfigError",
+    )
+    assert 'secret "churn-s3" not found' in stuck.message and "600s" in stuck.message
+    creating = _pod({"waiting": {"reason": "ContainerCreating"}})
+    assert not read_outcome(running, [creating], now=NOW_JOB, stuck_after=1).finished
+
+
+def test_a_failed_job_carries_the_pods_own_cause() -> None:
+    failed = {
+        "status": {
+            "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "backoff"}]
+        }
+    }
+    oom = _pod({"terminated": {"exitCode": 137, "reason": "OOMKilled", "finishedAt": "2026-11-27T11:55:00Z"}})
+    outcome = read_outcome(failed, [oom])
+    assert (outcome.reason, outcome.exit_code) == ("OOMKilled", 137)
+    assert "OOMKilled (exit code 137)" in outcome.message and "BackoffLimitExceeded" in outcome.message
+    waiting = read_outcome(failed, [_pod(MISSING_SECRET)])
+    assert waiting.reason == "CreateContainerConfigError" and "churn-s3" in waiting.message
+    trainer = _pod(
+        {
+            "terminated": {
+                "exitCode": 3,
+                "reason": "Error",
+                "finishedAt": "2026-11-27T11:55:00Z",
+                "message": '{"outcome": "Failed", "reason": "DataNotFound", "message": "no data"}',
+            }
+        }
+    )
+    said = read_outcome(failed, [trainer])
+    assert (said.reason, said.exit_code, said.message) == ("DataNotFound", 3, "no data")
+    bare = read_outcome(failed, [])
+    assert bare.reason == "BackoffLimitExceeded"

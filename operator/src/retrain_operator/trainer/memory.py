@@ -34,7 +34,7 @@ _MiB: Final = 1024 * 1024
 BASE_MIB: Final = 200.0
 FACTORS: Final[Mapping[DataFormat, float]] = {"csv": 5.0, "parquet": 8.0}
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$")
-_UNITS: Final = {
+_UNITS: Final[dict[str | None, Decimal | int]] = {
     None: 1,
     "m": Decimal("0.001"),
     "k": 10**3,
@@ -58,7 +58,7 @@ def parse_quantity(text: Any) -> int | None:
     if match is None:
         return None
     try:
-        return int(Decimal(match.group(1)) * Decimal(_UNITS[match.group(2)]))
+        return int(Decimal(match.group(1)) * Decimal(str(_UNITS[match.group(2)])))
     except (InvalidOperation, KeyError):
         return None
 
