@@ -31,7 +31,13 @@ import yaml
 from hack import render_manifests
 from hack.render_manifests import render_chart
 from retrain_operator.domain import api
-from retrain_operator.domain.api import InvalidSpec, parse_budget_spec, parse_endpoint_spec, parse_policy_spec
+from retrain_operator.domain.api import (
+    InvalidSpec,
+    parse_budget_spec,
+    parse_endpoint_spec,
+    parse_model_store_spec,
+    parse_policy_spec,
+)
 from retrain_operator.domain.drift import STATISTIC_NAMES, get_statistic
 from tests.policies import BASE, policy, set_path
 from tests.support.cluster import Kubectl
@@ -46,6 +52,7 @@ PARSERS = {
     "RetrainPolicy": parse_policy_spec,
     "MetricsEndpoint": parse_endpoint_spec,
     "RetrainBudget": parse_budget_spec,
+    "ModelStore": lambda spec: parse_model_store_spec("example", spec),
 }
 
 
