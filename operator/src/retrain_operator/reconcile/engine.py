@@ -396,8 +396,7 @@ class Reconciler:
         try:
             check_version_id(version)
         except ValueError as exc:
-            decision = Decision("Wait", "RollbackFailed", f"{ROLLBACK_ANNOTATION}: {sanitise(exc)}")
-            await self._event(entry, reason=decision.reason, message=decision.message, warning=True)
+            decision = Decision("Wait", "RollbackFailed", f"{ROLLBACK_ANNOTATION}: {sanitise(exc)}")  # announced
             status = status.rollback_requested(version)
             return status.rollback_not_started(version=version[:63], job="", message=decision.message, now=now), (
                 decision
