@@ -219,7 +219,7 @@ CASES: list[Case] = [
         "bounds",
         add_trigger({"name": "d", "drift": drift(minSamples=1e13)}),
         "admission",
-        "less than or equal to 1e+12",
+        "less than or equal to 1000000000000",
     ),
     Case("trigger name of 64 characters", "bounds", set_("spec.triggers[0].name", "a" * 64), "admission", "Too long"),
     # The admin's query ceilings, which the CRD cannot see: Valid=False naming the field, the ceiling and the flag.
@@ -284,7 +284,13 @@ CASES: list[Case] = [
         "admission",
         "Unsupported value",
     ),
-    Case("triggers as an object", "types", set_("spec.triggers", {"name": "t"}), "admission", "must be of type array"),
+    Case(
+        "triggers as an object",
+        "types",
+        set_("spec.triggers", {"name": "t"}),
+        "admission",
+        "cannot be handled as a RetrainPolicy",
+    ),
     Case("env value as a number", "types", env({"name": "A", "value": 1}), "admission", "must be of type string"),
     Case(
         "minShare: 0",
@@ -670,7 +676,7 @@ def prepared(stack: Stack, case: Case, index: int) -> Body:
             spec["metrics"]["endpoint"] = f"{stack.namespace}-other"
         if spec["metrics"]["endpoint"] == "{dead}":
             spec["metrics"]["endpoint"] = f"{stack.namespace}-dead"
-        first = spec["triggers"][0]
+        first = spec["triggers"][0] if isinstance(spec["triggers"], list) else {}
         if "drift" in first and first["drift"]["metric"].startswith("{"):
             metric = first["drift"]["metric"].strip("{}") + "_" + name
             first["drift"]["metric"] = metric
@@ -720,23 +726,27 @@ def test_hostile_manifests_are_refused_or_marked_and_nothing_runs(stack: Stack, 
     applied = stack.apply(*admin_objects(stack))
     assert applied.returncode == 0, applied.stderr
     admitted: list[tuple[str, Case]] = []
+    wrong: list[str] = []
     try:
         for index, case in enumerate(CASES):
             body = prepared(stack, case, index)
             result = stack.kubectl("create", "-f", "-", input=json.dumps(body))
             if case.outcome == "admission":
-                assert result.returncode != 0, f"{case.id} was admitted"
-                assert case.expect in " ".join(result.stderr.split()), (case.id, result.stderr)
+                if result.returncode == 0 or case.expect not in " ".join(result.stderr.split()):
+                    wrong.append(f"{case.id}: {result.returncode} {result.stderr}")
+                    continue
                 rows.append(
                     Row(case.id, case.category, "rejected at admission", server_message(result.stderr, case.expect))
                 )
+            elif result.returncode != 0:
+                wrong.append(f"{case.id} was refused: {result.stderr}")
             else:
-                assert result.returncode == 0, (case.id, result.stderr)
                 admitted.append((body["metadata"]["name"], case))
             if index == len(CASES) // 2:
                 # Fault: the operator is killed while manifests arrive and restarts with half of them unjudged.
                 stack.operator.kill()
                 stack.start_operator(log="operator-after-first-kill.log")
+        assert not wrong, "\n".join(wrong)
 
         good = stack.example_policy("good", f"{stack.model}-good")
         good["spec"]["decision"]["dryRun"] = True
