@@ -126,9 +126,9 @@ def _problems(body: dict[str, Any]) -> list[str]:
             "label name",
         ),
         (
-            {"training": {"builtin": {"data": {"key": "k"}, "target": "y", "estimator": "os.system"}}},
+            {"training": {"builtin": {"data": {"key": "k"}, "target": "y", "estimator": "os.system()"}}},
             "spec.training.builtin.estimator",
-            "scikit-learn estimator",
+            "not an import path",
         ),
         ({"training": {}}, "spec.training", "set builtin"),
         (

@@ -206,6 +206,122 @@ class Rule:
         return policy(**overrides)["spec"] if self.kind == "RetrainPolicy" else copy.deepcopy(overrides)
 
 
+def too_long(field: str, value: str, most: str) -> tuple[str, str]:
+    """A duration bound's message as the server renders it, and as written in ``crds/``."""
+    return (
+        f"{field} {value} is longer than {most}, the most it may be; give at most {most}, in at most four parts "
+        "(for example 1h30m)",
+        f"{field} must be at most {most}, in at most four parts (for example 1h30m)",
+    )
+
+
+def duration_rule(rule_id: str, broken: Any, kept: Any, path: str, value: str, most: str, **extra: Any) -> Rule:
+    message, written = too_long(path.rsplit(".", 1)[-1], value, most)
+    return Rule(rule_id, broken, kept, path, message, written=written, **extra)
+
+
+COST = {"valuePerAccuracyPointPerDay": 1}
+DURATION_RULES = [
+    duration_rule(
+        "for-too-long",
+        trigger(accuracyDecay=ACCURACY, **{"for": "3651d"}),
+        trigger(accuracyDecay=ACCURACY, **{"for": "1d"}),
+        "spec.triggers[0].for",
+        "3651d",
+        "3650d",
+    ),
+    duration_rule(
+        "interval-too-long",
+        {"evaluation": {"interval": "25h"}},
+        {"evaluation": {"interval": "24h"}},
+        "spec.evaluation.interval",
+        "25h",
+        "24h",
+    ),
+    duration_rule(
+        "window-too-long",
+        trigger(accuracyDecay={**ACCURACY, "window": "3651d"}),
+        trigger(accuracyDecay={**ACCURACY, "window": "1d"}),
+        "spec.triggers[0].accuracyDecay.window",
+        "3651d",
+        "3650d",
+    ),
+    duration_rule(
+        "offset-too-long",
+        trigger(drift={**DRIFT, "reference": {"offset": "3651d"}}),
+        trigger(drift={**DRIFT, "reference": {"offset": "30d"}}),
+        "spec.triggers[0].drift.reference.offset",
+        "3651d",
+        "3650d",
+    ),
+    duration_rule(
+        "cooldown-too-long",
+        {"decision": {"cooldown": "366d"}},
+        {"decision": {"cooldown": "365d"}},
+        "spec.decision.cooldown",
+        "366d",
+        "365d",
+    ),
+    duration_rule(
+        "limits-window-too-long",
+        {"decision": {"limits": {"window": "367d", "runs": 1}}},
+        {"decision": {"limits": {"window": "366d", "runs": 1}}},
+        "spec.decision.limits.window",
+        "367d",
+        "366d",
+    ),
+    duration_rule(
+        "horizon-too-long",
+        {"decision": {"costBenefit": {**COST, "horizon": "3651d"}}},
+        {"decision": {"costBenefit": {**COST, "horizon": "365d"}}},
+        "spec.decision.costBenefit.horizon",
+        "3651d",
+        "3650d",
+    ),
+    duration_rule(
+        "estimated-duration-too-long",
+        {"decision": {"costBenefit": {**COST, "estimatedDuration": "31d"}}},
+        {"decision": {"costBenefit": {**COST, "estimatedDuration": "30d"}}},
+        "spec.decision.costBenefit.estimatedDuration",
+        "31d",
+        "30d",
+    ),
+    duration_rule(
+        "data-window-too-long",
+        builtin(data={"prefix": "p/", "window": {"column": "ts", "last": "3651d"}}),
+        builtin(data={"prefix": "p/", "window": {"column": "ts", "last": "30d"}}),
+        "spec.training.builtin.data.window.last",
+        "3651d",
+        "3650d",
+    ),
+    duration_rule(
+        "deadline-too-long",
+        own_image(deadline="31d"),
+        own_image(deadline="30d"),
+        "spec.training.deadline",
+        "31d",
+        "30d",
+    ),
+    duration_rule(
+        "budget-window-too-long",
+        {"window": "367d", "limits": {"runs": 3}},
+        {"window": "366d", "limits": {"runs": 3}},
+        "spec.window",
+        "367d",
+        "366d",
+        kind="RetrainBudget",
+    ),
+    duration_rule(
+        "endpoint-timeout-too-long",
+        {"url": "http://p:9090", "timeout": "11m"},
+        {"url": "http://p:9090", "timeout": "10m"},
+        "spec.timeout",
+        "11m",
+        "10m",
+        kind="MetricsEndpoint",
+    ),
+]
+
 CLEAR_THRESHOLD = (
     "clearThreshold is on the firing side of threshold; for operator > or >= set it at or below "
     "threshold, for < or <= at or above"
@@ -402,12 +518,13 @@ RULES = [
         "spec.training.builtin.split.column",
         "column is required for a time split; name the column to order rows by",
     ),
+    # Whether the path is under the admin's allowlist is the operator's (check_estimator): the CRD cannot see it.
     Rule(
-        "estimator-outside-sklearn",
-        builtin(estimator="os.system"),
-        builtin(estimator="sklearn.svm.SVC"),
+        "estimator-not-an-import-path",
+        builtin(estimator="os.system()"),
+        builtin(estimator="xgboost.XGBClassifier"),
         "spec.training.builtin.estimator",
-        "estimator must name a scikit-learn estimator, for example sklearn.linear_model.LogisticRegression",
+        "estimator must be the import path of an estimator class, for example sklearn.linear_model.LogisticRegression",
     ),
     Rule(
         "feature-edges-not-increasing",
@@ -428,9 +545,38 @@ RULES = [
         own_image(env=[{"name": "AWS_ENDPOINT_URL", "value": "http://169.254.169.254"}]),
         own_image(env=[{"name": "MY_ENDPOINT_URL", "value": "http://169.254.169.254"}]),
         "spec.training.env[0].name",
-        "AWS_ENDPOINT_URL is set by the operator; choose another name",
-        written="the variable is set by the operator; choose another name",
+        "AWS_ENDPOINT_URL is reserved: set by the operator, or it changes what the trainer loads, trusts or talks to "
+        "(RETRAIN_*, AWS_*, BOTO_*, PYTHON*, LD_*, proxies, CA bundles, PATH, HOME, TMPDIR); choose another name",
+        written="the variable is reserved: set by the operator, or it changes what the trainer loads, trusts or talks "
+        "to (RETRAIN_*, AWS_*, BOTO_*, PYTHON*, LD_*, proxies, CA bundles, PATH, HOME, TMPDIR); choose another name",
     ),
+    Rule(
+        "reserved-env-prefix-any-case",
+        own_image(env=[{"name": "ld_preload", "value": "/tmp/x.so"}]),
+        own_image(env=[{"name": "OLD_PRELOAD", "value": "/tmp/x.so"}]),
+        "spec.training.env[0].name",
+        "ld_preload is reserved: set by the operator, or it changes what the trainer loads, trusts or talks to "
+        "(RETRAIN_*, AWS_*, BOTO_*, PYTHON*, LD_*, proxies, CA bundles, PATH, HOME, TMPDIR); choose another name",
+        written="the variable is reserved: set by the operator, or it changes what the trainer loads, trusts or talks "
+        "to (RETRAIN_*, AWS_*, BOTO_*, PYTHON*, LD_*, proxies, CA bundles, PATH, HOME, TMPDIR); choose another name",
+    ),
+    Rule(
+        "selector-reserved-label",
+        {"metrics": {"endpoint": "default", "selector": {"__name__": "up"}}},
+        {"metrics": {"endpoint": "default", "selector": {"name": "up"}}},
+        "spec.metrics.selector",
+        "selector keys starting with __ are Prometheus' own (__name__ is the metric name) and le is the histogram "
+        "bucket bound; name another label, at most 128 characters",
+    ),
+    Rule(
+        "feature-label-le",
+        trigger(drift={**DRIFT, "featureLabel": "le"}),
+        trigger(drift={**DRIFT, "featureLabel": "lens"}),
+        "spec.triggers[0].drift.featureLabel",
+        "featureLabel must not start with __ (Prometheus' own labels) nor be le (the histogram bucket bound); name "
+        "the label that holds the feature",
+    ),
+    *DURATION_RULES,
     # The operator would use the Secret and ignore the value; the server refuses the ambiguity.
     Rule(
         "env-value-and-secret",
@@ -633,8 +779,9 @@ def test_every_cel_rule_has_a_row_in_the_table() -> None:
 
 def test_lists_in_the_cel_rules_are_the_operators() -> None:
     rules = {r["rule"] for kind in PARSERS for r in cel_rules(kind)}
-    reserved = next(r for r in rules if "RETRAIN_TRAINER_CONFIG" in r)
-    assert set(re.findall(r"'([A-Z_]+)'", reserved)) == api.RESERVED_ENV
+    reserved = next(r for r in rules if "upperAscii" in r)
+    prefixed = {name for name in api.RESERVED_ENV if name.startswith(api.RESERVED_ENV_PREFIXES)}
+    assert set(re.findall(r"'([A-Z_]+)'", reserved)) == (api.RESERVED_ENV - prefixed) | set(api.RESERVED_ENV_PREFIXES)
     p_value = next(r for r in rules if "usePValue" in r and " in [" in r)
     assert set(re.findall(r"'(\w+)'", p_value)) == {s for s in STATISTIC_NAMES if get_statistic(s).has_p_value}
     resources = next(r for r in rules if "'ephemeral-storage'" in r)

@@ -16,6 +16,10 @@ from typing import Any
 
 import yaml
 
+from retrain_operator.domain.limits import QueryLimits
+from retrain_operator.settings.durations import DurationError, format_duration, parse_duration
+from retrain_operator.settings.estimators import InvalidAllowlist, parse_allowlist
+
 DEFAULT_TRAINER_IMAGE = "retrain-operator:0.1.0"
 
 
@@ -63,6 +67,42 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds a training pod may wait in an error state (a missing Secret, an image that cannot be "
         "pulled) before its Job is ended and recorded as failed with that cause",
     )
+    run.add_argument(
+        "--estimator-allowlist",
+        default=os.environ.get("RETRAIN_ESTIMATOR_ALLOWLIST", ""),
+        help="module prefixes besides sklearn whose estimators the built-in trainer may import, comma-separated "
+        "(e.g. xgboost,lightgbm.sklearn); checked up front and handed to every training Job",
+    )
+    limits = run.add_argument_group(
+        "query ceilings", "the most a policy may ask of Prometheus; a policy over one is Valid=False naming it"
+    )
+    defaults = QueryLimits()
+    limits.add_argument(
+        "--max-query-range",
+        type=_duration,
+        default=format_duration(defaults.max_range),
+        help="longest span of history one built-in query may read (for + window, a drift reference's offset + "
+        "window, a dataVolume count since training), default %(default)s",
+    )
+    limits.add_argument("--max-for", type=_duration, default=format_duration(defaults.max_for), help="largest for")
+    limits.add_argument(
+        "--max-window",
+        type=_duration,
+        default=format_duration(defaults.max_window),
+        help="largest averaging or drift window",
+    )
+    limits.add_argument(
+        "--max-offset",
+        type=_duration,
+        default=format_duration(defaults.max_offset),
+        help="largest drift reference offset",
+    )
+    limits.add_argument(
+        "--max-drift-series",
+        type=int,
+        default=defaults.max_drift_series,
+        help="most bucket series (features x buckets) one drift comparison may read for one policy",
+    )
     run.add_argument("--metrics-port", type=int, default=0, help="serve the operator's metrics; 0 disables")
     run.add_argument("--liveness", default=None, help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
     run.add_argument(
@@ -85,6 +125,15 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="the built-in trainer (the training Job's entrypoint)", add_help=False)
     train.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
+
+
+def _duration(text: str) -> str:
+    """An argparse type: a duration as the API writes it, kept as text (parsed where it is used)."""
+    try:
+        parse_duration(text)
+    except DurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,6 +209,18 @@ def _run(args: argparse.Namespace) -> int:
     kube = ApiKubeClient.from_environment(kubeconfig=args.kubeconfig)
 
     endpoints = Endpoints(kube=kube, operator_namespace=args.operator_namespace)
+    try:
+        allowlist = parse_allowlist(args.estimator_allowlist)
+    except InvalidAllowlist as exc:
+        print(f"error: --estimator-allowlist: {exc}", file=sys.stderr)
+        return 2
+    limits = QueryLimits(
+        max_range=parse_duration(args.max_query_range),
+        max_for=parse_duration(args.max_for),
+        max_window=parse_duration(args.max_window),
+        max_offset=parse_duration(args.max_offset),
+        max_drift_series=args.max_drift_series,
+    )
 
     recorder = telemetry.Telemetry()
     reconciler = Reconciler(
@@ -168,6 +229,7 @@ def _run(args: argparse.Namespace) -> int:
         service_account=args.training_service_account,
         telemetry=recorder,
         stuck_after=args.stuck_pod_timeout,
+        estimator_allowlist=allowlist,
     )
     elector = None
     if args.leader_election:
@@ -183,7 +245,7 @@ def _run(args: argparse.Namespace) -> int:
         reconciler=reconciler,
         endpoints=endpoints,
         max_parallel=args.max_parallel,
-        observer=Observer(source_for=endpoints.source, on_query=recorder.query),
+        observer=Observer(source_for=endpoints.source, on_query=recorder.query, limits=limits),
         elector=elector,
         allowed_images=args.allowed_image_prefix,
         stores=Stores(kube=kube, default=args.default_model_store),

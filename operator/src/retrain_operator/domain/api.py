@@ -9,8 +9,13 @@ the fix. Each trigger type parses its own body (:mod:`~retrain_operator.domain.t
 
 ``spec.model``, ``spec.training.builtin`` and ``spec.promotion`` are the built-in trainer's settings:
 their types and parser live in :mod:`retrain_operator.settings.training`, shared with the trainer,
-which reads them back from the Job. Only what a tenant may ask for (estimators under ``sklearn.``)
-is checked here on top.
+which reads them back from the Job. Only what a tenant may ask for is checked here on top: an
+estimator path that the trainer could import, and parameters that can be judged without importing
+scikit-learn (JSON values, finite numbers, no number written as a string).
+
+Every duration, count and string a tenant writes has a bound (:mod:`~retrain_operator.domain.limits`);
+the admin's rules that the CRD cannot see (allowed images, the estimator allowlist, the query
+ceilings) are the ``check_*`` functions, run by the operator with its flags.
 """
 
 from __future__ import annotations
@@ -21,12 +26,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from retrain_operator.domain import limits as bounds
 from retrain_operator.domain.budget import CostBenefitSpec, Limits, Prices
+from retrain_operator.domain.limits import DEFAULT_LIMITS, QueryLimits
 from retrain_operator.domain.triggers import TRIGGER_TYPES, TriggerSpec, get_trigger_type
 from retrain_operator.domain.triggers.base import LABEL_NAME as _LABEL_NAME
+from retrain_operator.domain.triggers.base import label_name_problem
+from retrain_operator.settings.durations import format_duration
+from retrain_operator.settings.estimators import ALLOWLIST_ENV, DEFAULT_ALLOWLIST, is_allowed, is_dotted_path
 from retrain_operator.settings.reader import InvalidSpec as InvalidSpec
 from retrain_operator.settings.reader import Problem as Problem
-from retrain_operator.settings.reader import Reader
+from retrain_operator.settings.reader import Reader, is_finite_number, show
 from retrain_operator.settings.training import (
     OBJECT_NAME,
     OBJECT_NAME_HINT,
@@ -51,20 +61,60 @@ MIN_WINDOW = 10.0
 
 MISSING_DATA_POLICIES = ("Inconclusive", "Clear", "Fire")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Variables the operator sets itself; a policy overriding them could redirect the trainer.
+# Kubernetes object names (DNS-1123 subdomain) and Secret keys, as the API server checks them.
+SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SECRET_NAME_HINT = "a Secret name: lower-case letters, digits, '-' and '.', at most 253 characters, no '/'"
+SECRET_KEY = re.compile(r"^(?!\.{1,2}$)[-._a-zA-Z0-9]+$")
+_SECRET_KEY_HINT = "a Secret key: letters, digits, '-', '_' and '.', not '.' or '..'"
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Variables the operator sets itself, or that change what the trainer loads, trusts or talks to: a
+# policy could otherwise redirect the trainer (its config, its storage, its Python path, its loader).
+# Compared without case: Python and boto read several of them in either case.
 RESERVED_ENV = frozenset(
     {
         "RETRAIN_TRAINER_CONFIG",
         "RETRAIN_RESOURCES",
+        ALLOWLIST_ENV,
         "TERMINATION_MESSAGE_PATH",
         "HOME",
         "TMPDIR",
+        "PATH",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
         "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
         "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "AWS_CA_BUNDLE",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_PROFILE",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
     }
 )
+RESERVED_ENV_PREFIXES = ("RETRAIN_", "AWS_", "BOTO_", "BOTOCORE_", "PYTHON", "LD_", "DYLD_", "GCONV_", "MALLOC_")
+
+
+def reserved_env(name: str) -> str | None:
+    """Why a policy may not set the environment variable ``name``, or None when it may."""
+    upper = name.upper()
+    if upper in RESERVED_ENV:
+        return f"{name} is set by the operator or changes what the trainer loads or trusts; choose another name"
+    for prefix in RESERVED_ENV_PREFIXES:
+        if upper.startswith(prefix):
+            return (
+                f"{name} starts with {prefix}, which is reserved (the operator's and the trainer's settings, AWS "
+                "and boto, the Python interpreter, the dynamic loader); choose another name"
+            )
+    return None
 
 
 @dataclass(frozen=True)
@@ -255,23 +305,29 @@ def parse_policy_spec(raw: Any) -> PolicySpec:
     model = parse_model(r, spec.get("model"), "spec.model")
 
     metrics_raw = r.obj(spec.get("metrics"), "spec.metrics", required=True)
-    selector = r.str_map(metrics_raw, "selector", "spec.metrics")
+    selector = r.str_map(metrics_raw, "selector", "spec.metrics", max_items=32, max_length=bounds.MAX_LABEL_VALUE)
     for label in selector:
-        if not _LABEL_NAME.match(label):
-            r.fail(f"spec.metrics.selector.{label}", "is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)")
+        problem = label_name_problem(label)
+        if problem is not None:
+            r.fail(f"spec.metrics.selector.{label[:64]}", problem)
     metrics = MetricsSpec(
-        endpoint=r.str_(metrics_raw, "endpoint", "spec.metrics", required=True) or "", selector=selector
+        endpoint=r.str_(metrics_raw, "endpoint", "spec.metrics", required=True, max_length=bounds.MAX_NAME) or "",
+        selector=selector,
     )
 
     evaluation_raw = r.obj(spec.get("evaluation"), "spec.evaluation")
     evaluation = EvaluationSpec(
-        interval=r.duration(evaluation_raw, "interval", "spec.evaluation", default="60s", minimum=1.0)
+        interval=r.duration(
+            evaluation_raw, "interval", "spec.evaluation", default="60s", minimum=1.0, maximum=bounds.MAX_INTERVAL
+        )
     )
 
     triggers_raw = spec.get("triggers")
     triggers: list[TriggerSpec] = []
     if not isinstance(triggers_raw, list) or not triggers_raw:
         r.fail("spec.triggers", "needs at least one trigger (accuracyDecay, query or schedule)")
+    elif len(triggers_raw) > 16:
+        r.fail("spec.triggers", f"holds {len(triggers_raw)} triggers; at most 16 are allowed")
     else:
         seen: set[str] = set()
         for index, item in enumerate(triggers_raw):
@@ -288,13 +344,20 @@ def parse_policy_spec(raw: Any) -> PolicySpec:
     if decision_raw.get("limits") is not None:
         limits_raw = r.obj(decision_raw.get("limits"), "spec.decision.limits")
         inline = InlineLimits(
-            window=r.duration(limits_raw, "window", "spec.decision.limits", default="24h", minimum=MIN_WINDOW),
+            window=r.duration(
+                limits_raw,
+                "window",
+                "spec.decision.limits",
+                default="24h",
+                minimum=MIN_WINDOW,
+                maximum=bounds.MAX_BUDGET_WINDOW,
+            ),
             limits=_parse_limits(r, limits_raw, "spec.decision.limits"),
         )
     decision = DecisionSpec(
-        cooldown=r.duration(decision_raw, "cooldown", "spec.decision", default="1h"),
+        cooldown=r.duration(decision_raw, "cooldown", "spec.decision", default="1h", maximum=bounds.MAX_COOLDOWN),
         dry_run=r.bool_(decision_raw, "dryRun", "spec.decision"),
-        budget=r.str_(decision_raw, "budget", "spec.decision"),
+        budget=r.str_(decision_raw, "budget", "spec.decision", pattern=SECRET_NAME, hint="a RetrainBudget name"),
         limits=inline,
         prices=_parse_prices(r, decision_raw.get("prices"), "spec.decision.prices")
         if decision_raw.get("prices") is not None
@@ -308,8 +371,8 @@ def parse_policy_spec(raw: Any) -> PolicySpec:
 
     limits_raw = r.obj(spec.get("historyLimits"), "spec.historyLimits")
     history = HistoryLimits(
-        successful=r.int_(limits_raw, "successful", "spec.historyLimits", default=3),
-        failed=r.int_(limits_raw, "failed", "spec.historyLimits", default=1),
+        successful=r.int_(limits_raw, "successful", "spec.historyLimits", default=3, maximum=100),
+        failed=r.int_(limits_raw, "failed", "spec.historyLimits", default=1, maximum=100),
     )
     suspend = r.bool_(spec, "suspend", "spec")
     promotion = parse_promotion(r, spec.get("promotion"), "spec.promotion")
@@ -365,9 +428,11 @@ def _parse_cost_benefit(r: Reader, raw: Any, path: str) -> CostBenefitSpec | Non
         return None
     return CostBenefitSpec(
         value_per_point_per_day=value,
-        horizon_days=r.duration(body, "horizon", path, default="7d", minimum=1.0) / 86400.0,
+        horizon_days=r.duration(body, "horizon", path, default="7d", minimum=1.0, maximum=bounds.MAX_HORIZON) / 86400.0,
         min_net_benefit=r.num(body, "minNetBenefit", path, default=0.0) or 0.0,
-        estimated_duration=r.duration(body, "estimatedDuration", path, default="10m", minimum=1.0),
+        estimated_duration=r.duration(
+            body, "estimatedDuration", path, default="10m", minimum=1.0, maximum=bounds.MAX_ESTIMATED_DURATION
+        ),
         recovery_prior=prior,
         prior_weight=weight,
         human_cost=r.num(body, "humanCostPerRetrain", path, default=0.0, minimum=0.0) or 0.0,
@@ -379,7 +444,7 @@ def parse_budget_spec(raw: Any) -> BudgetSpec:
     r = Reader()
     spec = r.obj(raw, "spec", required=True)
     budget = BudgetSpec(
-        window=r.duration(spec, "window", "spec", default="24h", minimum=MIN_WINDOW),
+        window=r.duration(spec, "window", "spec", default="24h", minimum=MIN_WINDOW, maximum=bounds.MAX_BUDGET_WINDOW),
         limits=_parse_limits(r, r.obj(spec.get("limits"), "spec.limits", required=True), "spec.limits"),
         prices=_parse_prices(r, spec.get("prices"), "spec.prices"),
         currency=r.str_(spec, "currency", "spec", default="USD") or "USD",
@@ -391,7 +456,7 @@ def parse_budget_spec(raw: Any) -> BudgetSpec:
 
 def _parse_trigger(r: Reader, raw: Any, path: str) -> TriggerSpec | None:
     item = r.obj(raw, path, required=True)
-    name = r.str_(item, "name", path, required=True, pattern=re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))
+    name = r.str_(item, "name", path, required=True, pattern=_NAME, max_length=63)
     for_seconds = r.duration(item, "for", path, default="0s")
     on_missing = r.enum(item, "onMissingData", path, allowed=MISSING_DATA_POLICIES, default="Inconclusive")
     known = {"name", "for", "onMissingData", *TRIGGER_TYPES}
@@ -417,14 +482,15 @@ def _parse_training(r: Reader, raw: Mapping[str, Any]) -> TrainingSpec:
     builtin = None
     if raw.get("builtin") is not None:
         builtin = parse_builtin(r, raw["builtin"], f"{path}.builtin")
-        if builtin.estimator and not builtin.estimator.startswith("sklearn."):
+        if builtin.estimator and (len(builtin.estimator) > 256 or not is_dotted_path(builtin.estimator)):
             r.fail(
                 f"{path}.builtin.estimator",
-                f"{builtin.estimator!r} is not allowed; name a scikit-learn estimator such as "
+                f"{show(builtin.estimator)} is not an import path; name an estimator class such as "
                 "sklearn.linear_model.LogisticRegression",
             )
-    image = r.str_(raw, "image", path)
-    command = r.str_list(raw, "command", path)
+        _check_params(r, builtin.params, f"{path}.builtin.params")
+    image = r.str_(raw, "image", path, max_length=bounds.MAX_IMAGE)
+    command = r.str_list(raw, "command", path, max_items=bounds.MAX_ARGS, max_length=bounds.MAX_ARG_LENGTH)
     if builtin is None and not command:
         r.fail(path, "set builtin (the scikit-learn trainer) or command (a container of your own)")
     if builtin is not None and command:
@@ -434,24 +500,42 @@ def _parse_training(r: Reader, raw: Mapping[str, Any]) -> TrainingSpec:
     if not isinstance(env_raw, list):
         r.fail(f"{path}.env", "must be a list")
         env_raw = []
+    elif len(env_raw) > 128:
+        r.fail(f"{path}.env", f"holds {len(env_raw)} variables; at most 128 are allowed")
+        env_raw = []
     for index, item_raw in enumerate(env_raw):
-        item = r.obj(item_raw, f"{path}.env[{index}]")
-        name = r.str_(item, "name", f"{path}.env[{index}]", required=True, pattern=_ENV_NAME)
-        if name in RESERVED_ENV:
-            r.fail(f"{path}.env[{index}].name", f"{name} is set by the operator; choose another name")
+        where = f"{path}.env[{index}]"
+        item = r.obj(item_raw, where)
+        name = r.str_(item, "name", where, required=True, pattern=_ENV_NAME, max_length=256)
+        reason = reserved_env(name) if name else None
+        if reason is not None:
+            r.fail(f"{where}.name", reason)
             continue
         ref = item.get("secretKeyRef")
         if ref is not None:
-            ref_obj = r.obj(ref, f"{path}.env[{index}].secretKeyRef")
-            env.append(
-                EnvVar(
-                    name=name or "",
-                    secret_name=r.str_(ref_obj, "name", f"{path}.env[{index}].secretKeyRef", required=True),
-                    secret_key=r.str_(ref_obj, "key", f"{path}.env[{index}].secretKeyRef", required=True),
-                )
+            ref_obj = r.obj(ref, f"{where}.secretKeyRef")
+            secret = r.str_(
+                ref_obj,
+                "name",
+                f"{where}.secretKeyRef",
+                required=True,
+                pattern=SECRET_NAME,
+                hint=_SECRET_NAME_HINT,
+                max_length=bounds.MAX_NAME,
             )
+            key = r.str_(
+                ref_obj,
+                "key",
+                f"{where}.secretKeyRef",
+                required=True,
+                pattern=SECRET_KEY,
+                hint=_SECRET_KEY_HINT,
+                max_length=bounds.MAX_NAME,
+            )
+            env.append(EnvVar(name=name or "", secret_name=secret, secret_key=key))
         else:
-            env.append(EnvVar(name=name or "", value=r.str_(item, "value", f"{path}.env[{index}]", default="")))
+            value = r.str_(item, "value", where, default="", max_length=bounds.MAX_ENV_VALUE)
+            env.append(EnvVar(name=name or "", value=value))
     resources = r.obj(raw.get("resources"), f"{path}.resources")
     requests = {k: str(v) for k, v in r.obj(resources.get("requests"), f"{path}.resources.requests").items()}
     limits = {k: str(v) for k, v in r.obj(resources.get("limits"), f"{path}.resources.limits").items()}
@@ -466,13 +550,70 @@ def _parse_training(r: Reader, raw: Mapping[str, Any]) -> TrainingSpec:
         builtin=builtin,
         image=image,
         command=command,
-        args=r.str_list(raw, "args", path),
+        args=r.str_list(raw, "args", path, max_items=bounds.MAX_ARGS, max_length=bounds.MAX_ARG_LENGTH),
         env=tuple(env),
         requests=requests,
         limits=limits,
-        deadline=r.duration(raw, "deadline", path, default="1h", minimum=1.0),
-        backoff_limit=r.int_(raw, "backoffLimit", path, default=0),
+        deadline=r.duration(raw, "deadline", path, default="1h", minimum=1.0, maximum=bounds.MAX_DEADLINE),
+        backoff_limit=r.int_(raw, "backoffLimit", path, default=0, maximum=10),
     )
+
+
+_NUMBER_TEXT = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?(inf|infinity|nan)\s*$", re.I)
+_PARAM_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*$")
+
+
+def _check_params(r: Reader, params: Mapping[str, Any], path: str) -> None:
+    """What can be judged of estimator parameters without importing scikit-learn: a bounded JSON document
+    of names the estimator could have, finite numbers, and no number (or inf, nan) written as a string,
+    which scikit-learn never converts. Whether the estimator has the parameter and accepts the value is
+    scikit-learn's to say, in the Job."""
+    if len(params) > bounds.MAX_PARAMS:
+        r.fail(path, f"holds {len(params)} parameters; at most {bounds.MAX_PARAMS} are allowed")
+        return
+    for name, value in params.items():
+        where = f"{path}.{str(name)[:64]}"
+        if not isinstance(name, str) or not _PARAM_NAME.match(name) or len(name) > 64:
+            r.fail(where, "is not a parameter name (letters, digits and '_', starting with a letter)")
+            continue
+        problem = _param_value_problem(value, depth=1)
+        if problem is not None:
+            r.fail(where, problem)
+
+
+def _param_value_problem(value: Any, *, depth: int) -> str | None:
+    if depth > bounds.MAX_PARAMS_DEPTH:
+        return f"is nested deeper than {bounds.MAX_PARAMS_DEPTH} levels"
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return None if is_finite_number(value) else f"must be a finite number, got {show(value)}"
+    if isinstance(value, str):
+        if len(value) > 1024:
+            return f"is {len(value)} characters long; at most 1024 are allowed"
+        if _NUMBER_TEXT.match(value):
+            return (
+                f"is the string {show(value)}; scikit-learn takes numbers as numbers, not strings "
+                "(write it without quotes, and only finite values: inf and nan are not accepted)"
+            )
+        return None
+    if isinstance(value, list):
+        if len(value) > 256:
+            return f"holds {len(value)} items; at most 256 are allowed"
+        for item in value:
+            problem = _param_value_problem(item, depth=depth + 1)
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(value, Mapping):
+        if len(value) > 256:
+            return f"holds {len(value)} entries; at most 256 are allowed"
+        for item in value.values():
+            problem = _param_value_problem(item, depth=depth + 1)
+            if problem is not None:
+                return problem
+        return None
+    return f"must be a JSON value, got {show(value)}"
 
 
 def parse_endpoint_spec(raw: Any) -> EndpointSpec:
@@ -495,7 +636,7 @@ def parse_endpoint_spec(raw: Any) -> EndpointSpec:
     label = r.str_(spec, "namespaceLabel", "spec", pattern=_LABEL_NAME)
     endpoint = EndpointSpec(
         url=url.rstrip("/"),
-        timeout=r.duration(spec, "timeout", "spec", default="10s", minimum=0.001),
+        timeout=r.duration(spec, "timeout", "spec", default="10s", minimum=0.001, maximum=bounds.MAX_ENDPOINT_TIMEOUT),
         max_concurrency=r.int_(spec, "maxConcurrency", "spec", default=4, minimum=1),
         allow_raw_queries=r.bool_(spec, "allowRawQueries", "spec"),
         namespace_label=label,
@@ -651,6 +792,48 @@ def check_image(spec: PolicySpec, *, allowed_prefixes: Sequence[str]) -> list[Pr
             f"{', '.join(allowed_prefixes)} or leave image empty for the built-in trainer",
         )
     ]
+
+
+def check_estimator(spec: PolicySpec, *, allowlist: Sequence[str] = DEFAULT_ALLOWLIST) -> list[Problem]:
+    """The built-in trainer's estimator must lie under a prefix of the admin's allowlist, the very list the
+    operator hands the trainer in the Job (one source of truth), so a Job is never started to fail on it."""
+    builtin = spec.training.builtin
+    if builtin is None or not builtin.estimator or is_allowed(builtin.estimator, tuple(allowlist)):
+        return []
+    return [
+        Problem(
+            "spec.training.builtin.estimator",
+            f"{show(builtin.estimator)} is not under an allowed prefix ({', '.join(allowlist)}); name a "
+            "scikit-learn estimator such as sklearn.linear_model.LogisticRegression, or ask the cluster admin "
+            "to allow the package (operator flag --estimator-allowlist, chart value training.estimatorAllowlist)",
+        )
+    ]
+
+
+def check_query_cost(spec: PolicySpec, *, limits: QueryLimits = DEFAULT_LIMITS) -> list[Problem]:
+    """Fields over the admin's query ceilings: each problem names the field, the ceiling and who sets it."""
+    problems: list[Problem] = []
+
+    def over(field: str, seconds: float, kind: str, what: str = "") -> None:
+        ceiling = limits.ceiling(kind)
+        if seconds <= ceiling.seconds_or_count:
+            return
+        subject = f"{what} is {format_duration(seconds)}" if what else f"{format_duration(seconds)} is"
+        noun = {"range": "the history one query reads", "for": "for", "window": "windows", "offset": "offsets"}[kind]
+        problems.append(
+            Problem(
+                field,
+                f"{subject} longer than the ceiling of {format_duration(ceiling.seconds_or_count)} for {noun} "
+                f"({ceiling.who}); shorten it",
+            )
+        )
+
+    for index, trigger in enumerate(spec.triggers):
+        path = f"spec.triggers[{index}]"
+        over(f"{path}.for", trigger.for_seconds, "for")
+        for span in get_trigger_type(trigger.type).spans(trigger.kind, trigger):
+            over(f"{path}.{span.field}" if span.field else path, span.seconds, span.ceiling, span.what)
+    return problems
 
 
 def check_endpoint_use(

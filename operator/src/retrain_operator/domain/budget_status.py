@@ -146,6 +146,22 @@ class BudgetStatus:
             conditions=merge_conditions(previous.conditions, [condition], generation=generation, now=now),
         )
 
+    def failed(self, *, reason: str, message: str, generation: int, now: datetime) -> BudgetStatus:
+        """A budget that cannot be used (``reason`` InvalidSpec) or whose status could not be computed
+        (EvaluationError): a Valid=False condition says why; the spending and ledger are kept untouched, so
+        nothing charged is lost. The next good status drops the condition."""
+        problem = Condition("Valid", "False", reason, message)
+        kept = [Condition(c.type, c.status, c.reason, c.message) for c in self.conditions if c.type != "Valid"]
+        return BudgetStatus(
+            spending=self.spending,
+            observed_generation=generation,
+            conditions=merge_conditions(self.conditions, [problem, *kept], generation=generation, now=now),
+        )
+
+    def problem(self) -> str | None:
+        """The message of a Valid=False condition, if the budget has one."""
+        return next((c.message for c in self.conditions if c.type == "Valid" and c.status == "False"), None)
+
     @classmethod
     def from_dict(cls, raw: Any) -> BudgetStatus:
         raw = raw if isinstance(raw, Mapping) else {}

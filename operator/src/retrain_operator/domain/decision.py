@@ -11,6 +11,7 @@ reverse. Limits: a rollback is not weighed against budgets or cooldown (it train
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -60,9 +61,20 @@ class Requests:
 
     @classmethod
     def from_annotations(cls, annotations: Mapping[str, str]) -> Requests:
+        """Each value as status will remember it: a value longer than :data:`MAX_REQUEST` (annotations may
+        hold 256 kB) by its digest, so the status stays small and the same value still acts only once."""
         return cls(
-            force=annotations.get(FORCE_ANNOTATION) or None, rollback=annotations.get(ROLLBACK_ANNOTATION) or None
+            force=_request(annotations.get(FORCE_ANNOTATION)), rollback=_request(annotations.get(ROLLBACK_ANNOTATION))
         )
+
+
+MAX_REQUEST = 253
+
+
+def _request(value: str | None) -> str | None:
+    if not value:
+        return None
+    return value if len(value) <= MAX_REQUEST else "sha256:" + hashlib.sha256(value.encode()).hexdigest()
 
 
 def force_to_honour(requests: Requests, *, last_override: str | None) -> str | None:
@@ -91,6 +103,11 @@ class Launch:
     @property
     def running(self) -> bool:
         return self.outcome in ("Created", "Adopted")
+
+
+def evaluation_error(message: str) -> Decision:
+    """An evaluation that raised: nothing is started, and the status says why until an evaluation succeeds."""
+    return Decision("Wait", "EvaluationError", f"the evaluation failed and is retried every interval: {message}")
 
 
 def invalid(problems: Sequence[str]) -> Decision:

@@ -5,10 +5,15 @@ exactly as the operator would. The status supplies what the triggers compare wit
 previous state (hysteresis, ``for``), the champion's score, reference histograms and training rows,
 and the last start of a retrain (schedules). Limits: a trigger without an observation is judged on
 "not observed", never skipped.
+
+One trigger's failure is its own: an exception while judging it makes that trigger inconclusive with
+the reason ``EvaluationError`` and the exception's message (sanitised, bounded), and the others are
+judged as usual, so a schedule still fires next to a drift trigger that cannot be computed.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
@@ -38,8 +43,31 @@ def evaluate_triggers(
             model_reference=model.reference if model is not None else None,
             training_rows=float(rows) if rows else None,
         )
-        results.append(get_trigger_type(trigger.type).evaluate(trigger.kind, trigger, facts))
+        try:
+            result = get_trigger_type(trigger.type).evaluate(trigger.kind, trigger, facts)
+        except Exception as exc:  # one trigger's bug or bad data never silences the policy's other triggers
+            result = TriggerResult(
+                trigger.name,
+                trigger.type,
+                "inconclusive",
+                None,
+                None,
+                None,
+                f"evaluating this trigger failed: {sanitise(exc)}",
+                "EvaluationError",
+            )
+        results.append(result)
     return results
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+MAX_ERROR = 300
+
+
+def sanitise(exc: BaseException, *, limit: int = MAX_ERROR) -> str:
+    """An exception as one bounded line for status and events: its type and message, control characters folded."""
+    text = _CONTROL.sub(" ", f"{type(exc).__name__}: {exc}").strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def accuracy_now(

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from retrain_operator.domain.api import API_VERSION, ModelStoreSpec, PolicySpec, StoreCredentials, TrainingSpec
+from retrain_operator.settings.estimators import ALLOWLIST_ENV, DEFAULT_ALLOWLIST
 from retrain_operator.settings.training import PromoteConfig, RunSpec, TrainerConfig
 
 MANAGED_BY = "retrain-operator"
@@ -102,11 +103,14 @@ def build_job(
     service_account: str,
     store: ModelStoreSpec,
     promote: str | None = None,
+    estimator_allowlist: Sequence[str] = DEFAULT_ALLOWLIST,
 ) -> dict[str, Any]:
     """The Job manifest for one retrain, or (``promote``) for moving the champion pointer to that version.
 
     ``store`` is the policy's ModelStore: its endpoint and region reach the Job as ``AWS_ENDPOINT_URL`` and
     ``AWS_DEFAULT_REGION`` (for images of a tenant's own) and in the trainer's configuration.
+    The built-in trainer gets the admin's estimator allowlist from the operator (the list the policy was
+    checked against), so the two can never disagree and a tenant cannot widen it (the name is reserved).
     """
     name = job_name(policy, sequence)
     training = spec.training
@@ -126,6 +130,8 @@ def build_job(
     if connection.endpoint:
         env.append({"name": "AWS_ENDPOINT_URL", "value": connection.endpoint})
     env.append({"name": "AWS_DEFAULT_REGION", "value": connection.region})
+    if promote is not None or training.builtin is not None:
+        env.append({"name": ALLOWLIST_ENV, "value": ",".join(estimator_allowlist)})
     if promote is not None:
         # A rollback runs the trainer's promote command on the registry alone, whatever trains the policy.
         promote_config = PromoteConfig(

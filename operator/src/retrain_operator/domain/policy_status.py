@@ -830,6 +830,18 @@ class PolicyStatus:
             conditions=merge_conditions(self.conditions, conditions, generation=generation, now=now),
         )
 
+    def evaluation_failed(self, *, decision: Decision, generation: int, now: datetime) -> PolicyStatus:
+        """An evaluation that raised: Ready=False with the decision's reason and message (why, sanitised);
+        the other conditions, the triggers and what was running or trained are kept as they were."""
+        ready = Condition("Ready", "False", decision.reason, decision.message)
+        others = [Condition(c.type, c.status, c.reason, c.message) for c in self.conditions if c.type != "Ready"]
+        return replace(
+            self,
+            last_decision=DecisionRecord.taken(self.last_decision, decision, now=now),
+            phase="Degraded" if self.phase != "Training" else self.phase,
+            conditions=merge_conditions(self.conditions, [ready, *others], generation=generation, now=now),
+        )
+
     # The wire form.
     @classmethod
     def from_dict(cls, raw: Any) -> PolicyStatus:

@@ -52,9 +52,14 @@ def multi_selector(metric: str, values_by_label: Mapping[str, Iterable[str]]) ->
     return f"{metric}{{{','.join(parts)}}}"
 
 
+MAX_POINTS = 1440
+
+
 def subquery_step(for_seconds: float, interval: float) -> float:
-    """Resolution of a ``for`` check: at least ten points over the period, and no coarser than the interval."""
-    return max(1.0, min(interval, for_seconds / 10.0))
+    """Resolution of a ``for`` check: at least ten points over the period, no coarser than the interval, and
+    never more than :data:`MAX_POINTS` points (a long ``for`` with a short interval would otherwise make
+    Prometheus evaluate the inner expression once per interval over the whole period)."""
+    return max(1.0, min(interval, for_seconds / 10.0), for_seconds / MAX_POINTS)
 
 
 @dataclass(frozen=True)

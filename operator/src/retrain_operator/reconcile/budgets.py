@@ -17,9 +17,10 @@ from datetime import datetime
 from typing import Any
 
 from retrain_operator.adapters.kubernetes import Conflict, KubeClient
-from retrain_operator.domain.api import BudgetSpec, InvalidSpec, parse_budget_spec
+from retrain_operator.domain.api import API_VERSION, BudgetSpec, InvalidSpec, parse_budget_spec
 from retrain_operator.domain.budget import Charge, ChargeVerdict, Ledger, judge_charge
 from retrain_operator.domain.budget_status import BudgetStatus
+from retrain_operator.domain.evaluation import sanitise
 from retrain_operator.domain.status import status_changed
 from retrain_operator.reconcile.telemetry import Telemetry
 
@@ -135,15 +136,51 @@ class Accountant:
         logger.warning("RetrainBudget %s/%s: charge not updated after %d attempts", namespace, name, ATTEMPTS)
 
     async def refresh(self, body: dict[str, Any]) -> bool:
-        """Roll the window over in the budget's status when time has moved on; write only on change."""
+        """Roll the window over in the budget's status when time has moved on; write only on change.
+
+        A budget that is invalid, or whose status cannot be computed, is never left silent: its status
+        gets Valid=False with the reason (InvalidSpec, or EvaluationError and the exception's message)
+        and a Warning event says so once per new message; the error still goes to the caller's log.
+        """
         try:
             spec = parse_budget_spec(body.get("spec"))
-        except InvalidSpec:
-            return False
+        except InvalidSpec as exc:
+            return await self._write_problem(body, reason="InvalidSpec", message=str(exc))
         try:
             return await self._write(body, spec, _ledger(body), now=self._clock(), only_if_changed=True)
         except Conflict:
             return False  # a newer version exists; its own event brings it back here
+        except Exception as exc:
+            await self._write_problem(body, reason="EvaluationError", message=sanitise(exc))
+            raise
+
+    async def _write_problem(self, body: dict[str, Any], *, reason: str, message: str) -> bool:
+        meta = body["metadata"]
+        stored = body.get("status") or {}
+        before = BudgetStatus.from_dict(stored)
+        status = before.failed(
+            reason=reason, message=message, generation=int(meta.get("generation") or 0), now=self._clock()
+        )
+        if before.problem() != status.problem():
+            involved = {"apiVersion": API_VERSION, "kind": "RetrainBudget", "metadata": meta}
+            try:
+                await self._kube.create_event(involved=involved, type="Warning", reason=reason, message=message)
+            except Exception as exc:  # an event lost must never stop the status write
+                logger.warning("event %s for RetrainBudget %s/%s not posted: %s", reason, *_key(meta), exc)
+        built = status.to_dict()
+        if not status_changed(stored, built):
+            return False
+        try:
+            await self._kube.replace_budget_status(
+                meta["namespace"], meta["name"], built, resource_version=str(meta["resourceVersion"])
+            )
+        except Conflict:
+            return False
+        return True
+
+
+def _key(meta: dict[str, Any]) -> tuple[str, str]:
+    return str(meta.get("namespace")), str(meta.get("name"))
 
 
 def _ledger(body: dict[str, Any]) -> Ledger:

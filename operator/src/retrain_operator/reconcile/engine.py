@@ -19,10 +19,12 @@ from typing import Any
 from retrain_operator.adapters.kubernetes import AlreadyExists, ApiError, KubeClient
 from retrain_operator.domain.api import API_VERSION, InvalidSpec, ModelStoreSpec, PolicySpec, Problem, parse_policy_spec
 from retrain_operator.domain.decision import (
+    ROLLBACK_ANNOTATION,
     Decision,
     Launch,
     Requests,
     decide,
+    evaluation_error,
     force_to_honour,
     invalid,
     launched,
@@ -30,7 +32,7 @@ from retrain_operator.domain.decision import (
     rolling_back,
     within_budget,
 )
-from retrain_operator.domain.evaluation import accuracy_now, evaluate_triggers
+from retrain_operator.domain.evaluation import accuracy_now, evaluate_triggers, sanitise
 from retrain_operator.domain.jobs import (
     ANNOTATION_ACTION,
     ANNOTATION_TRIGGER,
@@ -49,11 +51,21 @@ from retrain_operator.domain.triggers import Observation, TriggerResult
 from retrain_operator.reconcile.budgets import Accountant
 from retrain_operator.reconcile.spending import Spending
 from retrain_operator.reconcile.telemetry import Telemetry
+from retrain_operator.registry.layout import check_version_id
+from retrain_operator.settings.estimators import DEFAULT_ALLOWLIST
 
 logger = logging.getLogger(__name__)
 
 WARNING_REASONS = frozenset(
-    {"MetricsUnavailable", "JobCreateFailed", "InvalidSpec", "JobNameTaken", "OverBudget", "RollbackFailed"}
+    {
+        "MetricsUnavailable",
+        "JobCreateFailed",
+        "InvalidSpec",
+        "JobNameTaken",
+        "OverBudget",
+        "RollbackFailed",
+        "EvaluationError",
+    }
 )
 
 
@@ -114,6 +126,9 @@ class PolicyEntry:
             self.spec, self.problems = parse_policy_spec(self.body.get("spec")), []
         except InvalidSpec as exc:
             self.spec, self.problems = None, exc.problems
+        except Exception as exc:  # a spec the parser trips over is invalid, with why, never a stalled loop
+            logger.exception("parsing %s/%s failed", self.namespace, self.name)
+            self.spec, self.problems = None, [Problem("spec", f"could not be read: {sanitise(exc)}")]
 
     def accept_body(self, body: dict[str, Any]) -> None:
         """Take a newer body from a watch, without letting an older status replace the one just written."""
@@ -147,9 +162,11 @@ class Reconciler:
         telemetry: Telemetry | None = None,
         clock: Callable[[], datetime] | None = None,
         stuck_after: float = 300.0,
+        estimator_allowlist: Sequence[str] = DEFAULT_ALLOWLIST,
     ) -> None:
         self._kube = kube
         self._stuck_after = stuck_after
+        self.estimator_allowlist = tuple(estimator_allowlist)
         self.telemetry = telemetry or Telemetry()
         self.accountant = Accountant(kube=kube, clock=clock or utcnow, telemetry=self.telemetry)
         self._spending = Spending(accountant=self.accountant)
@@ -178,7 +195,42 @@ class Reconciler:
 
         ``endpoint_problems`` are those of the admin's objects the policy uses (its MetricsEndpoint and
         ModelStore); ``store`` is its ModelStore, which every Job it launches is built with.
+
+        An evaluation that raises is never silent: the policy's status says EvaluationError with the
+        exception's message (sanitised, bounded), a Warning event says it once per new message, and the
+        error goes on to the caller, which retries at the next interval and carries on with the others.
         """
+        try:
+            return await self._reconcile(
+                entry, observations=observations, endpoint_problems=endpoint_problems, store=store, now=now
+            )
+        except Exception as exc:
+            await self._write_error(entry, exc, now=now)
+            raise
+
+    async def _write_error(self, entry: PolicyEntry, exc: Exception, *, now: datetime) -> None:
+        decision = evaluation_error(sanitise(exc))
+        try:
+            stored = entry.stored_status
+            before = PolicyStatus.from_dict(stored)
+            previous = before.last_decision
+            status = before.evaluation_failed(decision=decision, generation=entry.generation, now=now)
+            if previous is None or previous.message != decision.message:
+                await self._event(entry, reason=decision.reason, message=decision.message, warning=True)
+            self.telemetry.decided(entry.namespace, decision)
+            await self._write(entry, stored, status)
+        except Exception:  # the status write itself failing (API down): the log says it, the next interval retries
+            logger.exception("recording the failed evaluation of %s/%s failed", entry.namespace, entry.name)
+
+    async def _reconcile(
+        self,
+        entry: PolicyEntry,
+        *,
+        observations: Mapping[str, Observation],
+        endpoint_problems: Sequence[Problem],
+        store: ModelStoreSpec | None,
+        now: datetime,
+    ) -> bool:
         entry.parse()
         stored = entry.stored_status
         before = PolicyStatus.from_dict(stored)
@@ -380,7 +432,19 @@ class Reconciler:
         version: str,
         now: datetime,
     ) -> tuple[PolicyStatus, Decision]:
-        """Launch the Job that points the champion back at ``version`` (the trainer checks it is complete)."""
+        """Launch the Job that points the champion back at ``version`` (the trainer checks it is complete).
+
+        A value that cannot be a version id of the registry layout (``../../etc/passwd``) starts nothing:
+        the rollback is recorded as failed with the rule, and the same value never acts again.
+        """
+        try:
+            check_version_id(version)
+        except ValueError as exc:
+            decision = Decision("Wait", "RollbackFailed", f"{ROLLBACK_ANNOTATION}: {sanitise(exc)}")  # announced
+            status = status.rollback_requested(version)
+            return status.rollback_not_started(version=version[:63], job="", message=decision.message, now=now), (
+                decision
+            )
         body = build_job(
             spec,
             policy=entry.ref,
@@ -390,6 +454,7 @@ class Reconciler:
             trainer_image=self._trainer_image,
             service_account=self._service_account,
             store=store,
+            estimator_allowlist=self.estimator_allowlist,
         )
         # A Job by this name is ours, created before a crash: the deterministic name says so.
         launch = await self._create_job(entry, body, trust_name=True)
@@ -472,6 +537,7 @@ class Reconciler:
             trainer_image=self._trainer_image,
             service_account=self._service_account,
             store=store,
+            estimator_allowlist=self.estimator_allowlist,
         )
         try:
             launch = await self._create_job(entry, body)

@@ -22,6 +22,8 @@ from typing import Protocol
 
 from retrain_operator.adapters.prometheus import PrometheusError, Sample
 from retrain_operator.domain.api import EndpointSpec, PolicySpec
+from retrain_operator.domain.evaluation import sanitise
+from retrain_operator.domain.limits import DEFAULT_LIMITS, QueryLimits
 from retrain_operator.domain.triggers import Observation, QueryPlan, Target, TriggerSpec, get_trigger_type
 
 logger = logging.getLogger(__name__)
@@ -83,9 +85,11 @@ class Observer:
         *,
         source_for: Callable[[str], Awaitable[QuerySource]],
         on_query: Callable[[str, float, str | None], None] | None = None,
+        limits: QueryLimits = DEFAULT_LIMITS,
     ) -> None:
         self._source_for = source_for
         self._on_query = on_query
+        self.limits = limits
         self.stats = QueryStats()
 
     async def _run(self, endpoint_name: str, query: str, *, at: datetime, headers: Mapping[str, str]) -> list[Sample]:
@@ -122,7 +126,10 @@ class Observer:
             matchers = _matchers(subject)
             labels = tuple(sorted(matchers))
             target = Target(
-                matchers=matchers, interval=subject.spec.evaluation.interval, trained_at=subject.model_trained_at
+                matchers=matchers,
+                interval=subject.spec.evaluation.interval,
+                trained_at=subject.model_trained_at,
+                limits=self.limits,
             )
             tenant = subject.namespace if subject.endpoint.tenant_header else None
             for trigger in subject.spec.triggers:
@@ -142,12 +149,20 @@ class Observer:
             owner, trigger, labels = templates[key]
             for start in range(0, len(members), CHUNK):
                 chunk = members[start : start + CHUNK]
-                plan = get_trigger_type(trigger.type).plan(
-                    trigger.kind, trigger, [t for _, t in chunk], labels=labels, now=now
-                )
+                try:
+                    plan = get_trigger_type(trigger.type).plan(
+                        trigger.kind, trigger, [t for _, t in chunk], labels=labels, now=now
+                    )
+                except Exception as exc:  # a template that cannot be planned leaves its triggers inconclusive
+                    logger.exception("planning the queries of a %s template failed", trigger.type)
+                    for member, _ in chunk:
+                        out[(member.namespace, member.name, member.trigger)] = Observation.missing(
+                            "EvaluationError", f"planning its queries failed: {sanitise(exc)}"
+                        )
+                    continue
                 if plan is not None:
                     tasks.append(self._read(owner, [m for m, _ in chunk], plan, out=out))
-        # One template's failure stays with its own triggers (they are "not observed"), never the whole cycle.
+        # One template's failure stays with its own triggers, never the whole cycle.
         for failure in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(failure, BaseException):
                 logger.error("observing a query template failed", exc_info=failure)
@@ -171,5 +186,12 @@ class Observer:
                     out[(m.namespace, m.name, m.trigger)] = Observation.missing(result.reason, plan.failure(result))
                 return
             samples.append(result)
-        for m, observation in zip(members, plan.read(samples), strict=True):
+        try:
+            observations = plan.read(samples)
+        except Exception as exc:  # results that cannot be read: those triggers are inconclusive, with why
+            logger.exception("reading the results of %s failed", plan.what or "a query")
+            observations = [
+                Observation.missing("EvaluationError", f"reading its query results failed: {sanitise(exc)}")
+            ] * len(members)
+        for m, observation in zip(members, observations, strict=True):
             out[(m.namespace, m.name, m.trigger)] = observation

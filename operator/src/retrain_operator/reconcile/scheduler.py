@@ -25,7 +25,9 @@ from retrain_operator.domain.api import (
     PolicySpec,
     Problem,
     check_endpoint_use,
+    check_estimator,
     check_image,
+    check_query_cost,
     check_store_use,
     parse_endpoint_spec,
     parse_model_store_spec,
@@ -339,6 +341,8 @@ class Scheduler:
             endpoint = await self._endpoints.lookup(name)
             problems = check_endpoint_use(entry.spec, namespace=entry.namespace, endpoint_name=name, endpoint=endpoint)
             problems += check_image(entry.spec, allowed_prefixes=self.allowed_images)
+            problems += check_estimator(entry.spec, allowlist=self._reconciler.estimator_allowlist)
+            problems += check_query_cost(entry.spec, limits=self.observer.limits)
             if endpoint is None and name in self._endpoints.problems:
                 problems = [
                     Problem(

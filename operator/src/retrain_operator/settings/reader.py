@@ -22,7 +22,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from retrain_operator.settings.durations import DurationError, parse_duration
+from retrain_operator.settings.durations import DurationError, format_duration, parse_duration
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,7 @@ class Reader:
         required: bool = False,
         pattern: re.Pattern[str] | None = None,
         hint: str | None = None,
+        max_length: int | None = None,
     ) -> str | None:
         """A string; ``hint`` describes what ``pattern`` accepts, in words, for the message."""
         value = raw.get(key, default)
@@ -100,6 +101,9 @@ class Reader:
             return None
         if not isinstance(value, str):
             self.fail(f"{path}.{key}", f"must be a string, got {show(value)}")
+            return None
+        if max_length is not None and len(value) > max_length:
+            self.fail(f"{path}.{key}", f"is {len(value)} characters long; at most {max_length} are allowed")
             return None
         if pattern is not None and not pattern.match(value):
             self.fail(
@@ -158,8 +162,17 @@ class Reader:
             return default
         return value
 
-    def duration(self, raw: Mapping[str, Any], key: str, path: str, *, default: str, minimum: float = 0.0) -> float:
-        """Seconds of a duration field (see :mod:`.durations`), at least ``minimum``."""
+    def duration(
+        self,
+        raw: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        default: str,
+        minimum: float = 0.0,
+        maximum: float | None = None,
+    ) -> float:
+        """Seconds of a duration field (see :mod:`.durations`), from ``minimum`` to ``maximum``."""
         text = raw.get(key, default)
         try:
             seconds = parse_duration(text)
@@ -168,6 +181,9 @@ class Reader:
             return parse_duration(default)
         if seconds < minimum:
             self.fail(f"{path}.{key}", f"{text!r} is shorter than the minimum of {minimum:g}s")
+            return parse_duration(default)
+        if maximum is not None and seconds > maximum:
+            self.fail(f"{path}.{key}", f"{text!r} is longer than the maximum of {format_duration(maximum)}")
             return parse_duration(default)
         return seconds
 
@@ -183,20 +199,56 @@ class Reader:
             return None
         return str(value)
 
-    def str_list(self, raw: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
+    def str_list(
+        self,
+        raw: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        max_items: int | None = None,
+        max_length: int | None = None,
+    ) -> tuple[str, ...]:
         value = raw.get(key) or []
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             self.fail(f"{path}.{key}", f"must be a list of strings, got {show(value)}")
             return ()
+        if max_items is not None and len(value) > max_items:
+            self.fail(f"{path}.{key}", f"has {len(value)} items; at most {max_items} are allowed")
+            return ()
+        if max_length is not None:
+            for index, item in enumerate(value):
+                if len(item) > max_length:
+                    self.fail(
+                        f"{path}.{key}[{index}]", f"is {len(item)} characters long; at most {max_length} are allowed"
+                    )
+                    return ()
         return tuple(value)
 
-    def str_map(self, raw: Mapping[str, Any], key: str, path: str) -> dict[str, str]:
+    def str_map(
+        self,
+        raw: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        max_items: int | None = None,
+        max_length: int | None = None,
+    ) -> dict[str, str]:
         value = raw.get(key) or {}
         if not isinstance(value, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
             self.fail(f"{path}.{key}", "must be a map of strings to strings")
             return {}
+        if max_items is not None and len(value) > max_items:
+            self.fail(f"{path}.{key}", f"has {len(value)} entries; at most {max_items} are allowed")
+            return {}
+        if max_length is not None:
+            for name, item in value.items():
+                if len(item) > max_length:
+                    self.fail(
+                        f"{path}.{key}.{name}", f"is {len(item)} characters long; at most {max_length} are allowed"
+                    )
+                    return {}
         return dict(value)
 
 

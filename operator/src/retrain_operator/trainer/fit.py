@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +41,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from retrain_operator.settings import estimators
+from retrain_operator.settings.estimators import ALLOWLIST_ENV, DEFAULT_ALLOWLIST, is_allowed
 from retrain_operator.settings.training import METRICS, REGRESSION_METRICS, Metric, SplitSpec
 from retrain_operator.trainer.data import Dataset
 from retrain_operator.trainer.errors import ConfigError, DataError, TrainingError, one_line
@@ -58,14 +59,11 @@ __all__ = [
     "resolve_estimator",
 ]
 
-ALLOWLIST_ENV: Final = "RETRAIN_ESTIMATOR_ALLOWLIST"
-DEFAULT_ALLOWLIST: Final[tuple[str, ...]] = ("sklearn",)
 ESTIMATOR_RULE: Final = (
     "builtin.estimator must be the public import path of a scikit-learn classifier or regressor class "
     "(or one under a prefix the administrator allows), "
     "for example sklearn.linear_model.LogisticRegression or sklearn.ensemble.RandomForestRegressor"
 )
-_DOTTED = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*$")
 _CLASSIFICATION_METRICS: Final = ", ".join(m for m in METRICS if m not in REGRESSION_METRICS)
 _REGRESSION_METRICS: Final = ", ".join(m for m in METRICS if m in REGRESSION_METRICS)
 _MAX_WARNINGS: Final = 10
@@ -98,26 +96,11 @@ class FitResult:
 
 
 def parse_allowlist(text: str | None) -> tuple[str, ...]:
-    """The allowed estimator prefixes: ``sklearn`` plus the comma-separated module prefixes in ``text``."""
-    prefixes = list(DEFAULT_ALLOWLIST)
-    for item in (text or "").split(","):
-        prefix = item.strip().rstrip(".")
-        if not prefix:
-            continue
-        if not _DOTTED.match(prefix):
-            raise ConfigError(
-                "InvalidConfig",
-                f"{ALLOWLIST_ENV} entry {item.strip()!r} is not a public module prefix like xgboost or "
-                "lightgbm.sklearn (letters, digits and '_', dot-separated, no leading '_')",
-            )
-        if prefix not in prefixes:
-            prefixes.append(prefix)
-    return tuple(prefixes)
-
-
-def is_allowed(path: str, allowlist: tuple[str, ...]) -> bool:
-    """Whether ``path`` is a public dotted path inside one of the ``allowlist`` module prefixes."""
-    return bool(_DOTTED.match(path)) and any(path.startswith(f"{prefix}.") for prefix in allowlist)
+    """The allowed estimator prefixes (:func:`retrain_operator.settings.estimators.parse_allowlist`), or ConfigError."""
+    try:
+        return estimators.parse_allowlist(text)
+    except estimators.InvalidAllowlist as exc:
+        raise ConfigError("InvalidConfig", str(exc)) from None
 
 
 def _allowed_text(allowlist: tuple[str, ...]) -> str:

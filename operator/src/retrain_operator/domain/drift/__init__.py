@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from retrain_operator.domain.drift.chisquare import ChiSquare, chi2_sf, chi_square
-from retrain_operator.domain.drift.compare import Comparison, FeatureScore, compare
+from retrain_operator.domain.drift.compare import Comparison, FeatureScore, StatisticNotApplicable, compare
 from retrain_operator.domain.drift.divergences import (
     KL_EPSILON,
     PSI_EPSILON,
@@ -71,6 +71,7 @@ __all__ = [
     "MalformedHistogram",
     "Scores",
     "Statistic",
+    "StatisticNotApplicable",
     "UnknownStatistic",
     "bin_centres",
     "bucket_counts",

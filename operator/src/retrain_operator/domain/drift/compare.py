@@ -18,6 +18,10 @@ from retrain_operator.domain.drift.histograms import Histogram, InsufficientSamp
 from retrain_operator.domain.drift.statistic import Statistic
 
 
+class StatisticNotApplicable(ValueError):
+    """The statistic cannot be computed on these buckets (Wasserstein needs two finite edges), whatever the data."""
+
+
 @dataclass(frozen=True)
 class FeatureScore:
     """One feature's drift statistic (and p-value, for the tests that have one)."""
@@ -80,7 +84,10 @@ def compare(
             result = statistic.compute(ref_counts, cur_counts, np.array(edges, dtype=np.float64))
         except ValueError as e:
             where = f"metric {metric}, " if metric else ""
-            raise ValueError(f"{where}features {', '.join(names)}: {e}") from None
+            raise StatisticNotApplicable(
+                f"{where}features {', '.join(names)}: {statistic.name} cannot be computed on these buckets: {e}; "
+                "choose another statistic (e.g. psi or ks) or export more buckets"
+            ) from None
         values = result.values.tolist()
         p_values = result.p_values.tolist() if result.p_values is not None else [None] * len(names)
         for name, value, p_value in zip(names, values, p_values, strict=True):

@@ -82,6 +82,9 @@ def parse_le(value: str) -> float:
         raise MalformedHistogram(f"le={value!r} is not a number") from None
     if math.isnan(edge) or edge == -math.inf:
         raise MalformedHistogram(f"le={value!r} is not a bucket bound")
+    if edge == math.inf and value.strip().lstrip("+").lower() not in ("inf", "infinity"):
+        # 1e400 overflows to infinity; merging it into +Inf would silently change the histogram.
+        raise MalformedHistogram(f"le={value!r} is too large for a finite bound (it overflows to infinity)")
     return edge
 
 

@@ -15,12 +15,14 @@ from typing import Any, ClassVar, Literal
 
 from retrain_operator.domain import promql
 from retrain_operator.domain.triggers.base import (
+    MAX_METRIC_NAME,
     METRIC_NAME,
     Facts,
     Observation,
     PreviousState,
     QueryPlan,
     Series,
+    Span,
     Target,
     TriggerKind,
     TriggerResult,
@@ -124,7 +126,7 @@ class AccuracyDecayType(TriggerType[AccuracyDecay]):
             r.fail(f"{path}.clearDrop", f"{clear_drop} exceeds maxDrop {max_drop}; set it at most maxDrop")
         if baseline == "Fixed" and fixed is None:
             r.fail(f"{path}.fixedBaseline", "is required when baseline is Fixed")
-        metric = r.str_(body, "metric", path, required=True, pattern=METRIC_NAME)
+        metric = r.str_(body, "metric", path, required=True, pattern=METRIC_NAME, max_length=MAX_METRIC_NAME)
         window = r.duration(body, "window", path, default="5m", minimum=1.0)
         if metric is None or max_drop is None or baseline is None:
             return None
@@ -137,6 +139,12 @@ class AccuracyDecayType(TriggerType[AccuracyDecay]):
             clear_drop=clear_drop,
             relative=r.bool_(body, "relative", path),
         )
+
+    def spans(self, spec: AccuracyDecay, trigger: TriggerSpec) -> Sequence[Span]:
+        spans = [Span(f"{self.name}.window", spec.window, "window")]
+        if trigger.for_seconds > 0:
+            spans.append(Span("", trigger.for_seconds + spec.window, "range", "for + accuracyDecay.window"))
+        return spans
 
     def merge_key(self, spec: AccuracyDecay, trigger: TriggerSpec, target: Target) -> Hashable:
         step = promql.subquery_step(trigger.for_seconds, target.interval)

@@ -19,15 +19,32 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
+from retrain_operator.domain.limits import DEFAULT_LIMITS, QueryLimits
 from retrain_operator.settings.durations import format_duration
 from retrain_operator.settings.reader import Reader
 
 State = Literal["firing", "pending", "clear", "inconclusive"]
 Buckets = Mapping[str, Mapping[str, float]]  # feature -> le -> cumulative count
 
-# Prometheus name grammars: what a trigger may name as its metric or feature label.
+# Prometheus name grammars: what a trigger may name as its metric or feature label. Names starting
+# with "__" are Prometheus' own (``__name__`` is the metric name: a matcher on it would name the metric
+# twice); ``le`` is the bucket bound of a histogram, which drift reads itself.
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+MAX_METRIC_NAME = 256
+
+
+def label_name_problem(label: str) -> str | None:
+    """Why ``label`` cannot be a label a policy matches or groups on, or None."""
+    if len(label) > 128:
+        return f"is {len(label)} characters long; a label name has at most 128"
+    if not LABEL_NAME.match(label):
+        return "is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+    if label.startswith("__"):
+        return "starts with '__', which Prometheus reserves for its own labels (__name__ is the metric name); rename it"
+    if label == "le":
+        return "is the bucket bound of histograms (le), which the operator reads itself; use another label"
+    return None
 
 
 class TriggerKind:
@@ -118,6 +135,7 @@ class Target:
     matchers: Mapping[str, str]
     interval: float
     trained_at: datetime | None = None
+    limits: QueryLimits = DEFAULT_LIMITS
 
     def key(self, labels: Sequence[str]) -> tuple[str, ...]:
         return tuple(self.matchers[label] for label in labels)
@@ -150,6 +168,21 @@ class Facts:
     model_score: float | None = None
     model_reference: Buckets | None = None
     training_rows: float | None = None
+
+
+@dataclass(frozen=True)
+class Span:
+    """A stretch of history a trigger's queries read, for the admin's query ceilings.
+
+    ``field`` is where it is set, under the trigger (``""``: the trigger as a whole, ``for`` and the
+    type's own fields as ``<type>.<field>``); ``ceiling`` names the ceiling that bounds it (for,
+    window, offset, range); ``what`` says in words how it adds up, for the message.
+    """
+
+    field: str
+    seconds: float
+    ceiling: str
+    what: str = ""
 
 
 S = TypeVar("S", bound=TriggerKind)
@@ -185,6 +218,10 @@ class TriggerType(Generic[S]):
     ) -> QueryPlan | None:
         """The queries for ``targets`` (one, unless merged); ``None`` when the type reads no metrics."""
         return None
+
+    def spans(self, spec: S, trigger: TriggerSpec) -> Sequence[Span]:
+        """The stretches of history its queries read, beyond ``for`` (checked for every type)."""
+        return ()
 
     def evaluate(self, spec: S, trigger: TriggerSpec, facts: Facts) -> TriggerResult:
         raise NotImplementedError

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from retrain_operator.domain import promql
 from retrain_operator.domain.triggers.base import (
+    MAX_METRIC_NAME,
     METRIC_NAME,
     Facts,
     Observation,
@@ -29,6 +30,7 @@ from retrain_operator.domain.triggers.base import (
     missing,
     since_based,
 )
+from retrain_operator.settings.durations import format_duration
 from retrain_operator.settings.reader import Reader
 
 
@@ -88,7 +90,7 @@ def evaluate_data_volume(
         previous=previous,
         now=now,
         message=f"{value:.0f} new samples of {spec.metric} since the model was trained, {verb} "
-        f"{threshold:.0f} ({basis})",
+        f"{threshold:.0f} ({basis}){observation.detail}",
     )
 
 
@@ -98,7 +100,7 @@ class DataVolumeType(TriggerType[DataVolumeTrigger]):
     spec_type = DataVolumeTrigger
 
     def parse(self, r: Reader, body: Mapping[str, Any], path: str) -> DataVolumeTrigger | None:
-        metric = r.str_(body, "metric", path, required=True, pattern=METRIC_NAME)
+        metric = r.str_(body, "metric", path, required=True, pattern=METRIC_NAME, max_length=MAX_METRIC_NAME)
         absolute = r.num(body, "minNewSamples", path, minimum=0.0)
         relative = r.num(body, "minRelative", path, minimum=0.0)
         if (absolute is None) == (relative is None):
@@ -119,13 +121,21 @@ class DataVolumeType(TriggerType[DataVolumeTrigger]):
     ) -> QueryPlan:
         (target,) = targets
         since = target.trained_at or now
-        window = max(1.0, (now - since).total_seconds())
+        age = max(1.0, (now - since).total_seconds())
+        # A model older than the admin's query range is counted over that range only: a lower bound.
+        window = min(age, target.limits.max_range)
         query = promql.counter_increase(metric=spec.metric, matchers=target.matchers, window=window)
+        note = (
+            f" (counted over the last {format_duration(window)} only: the longest range a query may read, "
+            f"{target.limits.ceiling('range').who})"
+            if window < age
+            else ""
+        )
 
         def read(results: Sequence[Sequence[Series]]) -> list[Observation]:
             if not results[0]:
                 return [Observation.missing("NoData", f"no series of {promql.selector(spec.metric, target.matchers)}")]
-            return [Observation(value=results[0][0].value)]
+            return [Observation(value=results[0][0].value, detail=note)]
 
         return QueryPlan(((query, now),), read)
 

@@ -15,8 +15,9 @@ from typing import Any, ClassVar
 
 from retrain_operator.domain import drift, promql
 from retrain_operator.domain.drift import STATISTIC_NAMES, VERDICT_MODES, get_statistic
+from retrain_operator.domain.limits import MAX_BUCKETS, MAX_FEATURES, MAX_LABEL_VALUE, MAX_MIN_SAMPLES
 from retrain_operator.domain.triggers.base import (
-    LABEL_NAME,
+    MAX_METRIC_NAME,
     METRIC_NAME,
     Buckets,
     Facts,
@@ -24,16 +25,18 @@ from retrain_operator.domain.triggers.base import (
     PreviousState,
     QueryPlan,
     Series,
+    Span,
     Target,
     TriggerKind,
     TriggerResult,
     TriggerSpec,
     TriggerType,
+    label_name_problem,
     missing,
     since_based,
 )
 from retrain_operator.settings.durations import format_duration
-from retrain_operator.settings.reader import Reader
+from retrain_operator.settings.reader import Reader, is_finite_number
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,8 @@ def evaluate_drift(
         comparison = drift.compare(
             reference, current, statistic=statistic, min_samples=spec.min_samples, metric=spec.metric
         )
-    except (drift.BucketMismatch, drift.MalformedHistogram) as exc:
-        problem = "BucketMismatch" if isinstance(exc, drift.BucketMismatch) else "MalformedHistogram"
+    except (drift.BucketMismatch, drift.MalformedHistogram, drift.StatisticNotApplicable) as exc:
+        problem = type(exc).__name__
         return missing(trigger, problem=problem, detail=str(exc), threshold=fixed, previous=previous, now=now)
     if not current:
         return missing(
@@ -224,9 +227,12 @@ class DriftType(TriggerType[DriftTrigger]):
     spec_type = DriftTrigger
 
     def parse(self, r: Reader, body: Mapping[str, Any], path: str) -> DriftTrigger | None:
-        metric = r.str_(body, "metric", path, required=True, pattern=METRIC_NAME)
+        metric = r.str_(body, "metric", path, required=True, pattern=METRIC_NAME, max_length=MAX_METRIC_NAME)
         statistic = r.enum(body, "statistic", path, allowed=STATISTIC_NAMES, default="psi")
-        label = r.str_(body, "featureLabel", path, default="feature", pattern=LABEL_NAME) or "feature"
+        label = r.str_(body, "featureLabel", path, default="feature") or "feature"
+        problem = label_name_problem(label)
+        if problem is not None:
+            r.fail(f"{path}.featureLabel", problem)
         reference = r.obj(body.get("reference"), f"{path}.reference", required=True)
         source = r.enum(
             reference, "source", f"{path}.reference", allowed=("Window", "Fixed", "Model"), default="Window"
@@ -234,11 +240,24 @@ class DriftType(TriggerType[DriftTrigger]):
         counts: dict[str, dict[str, float]] = {}
         if source == "Fixed":
             raw_counts = r.obj(reference.get("counts"), f"{path}.reference.counts", required=True)
+            if len(raw_counts) > MAX_FEATURES:
+                r.fail(f"{path}.reference.counts", f"holds {len(raw_counts)} features; at most {MAX_FEATURES}")
+                raw_counts = {}
             for feature, buckets in raw_counts.items():
+                where = f"{path}.reference.counts.{str(feature)[:64]}"
                 if not isinstance(buckets, Mapping) or not all(
-                    isinstance(v, int | float) and not isinstance(v, bool) for v in buckets.values()
+                    is_finite_number(v) and v >= 0 for v in buckets.values()
                 ):
-                    r.fail(f"{path}.reference.counts.{feature}", "must map each 'le' bound to a cumulative count")
+                    r.fail(where, "must map each 'le' bound to a cumulative count (a finite number, 0 or more)")
+                    continue
+                if len(buckets) > MAX_BUCKETS + 1:
+                    r.fail(where, f"holds {len(buckets)} buckets; at most {MAX_BUCKETS + 1} with +Inf")
+                    continue
+                try:
+                    for le in buckets:
+                        drift.parse_le(str(le))
+                except drift.MalformedHistogram as exc:
+                    r.fail(where, f"{exc}; use finite bounds and +Inf for the last bucket")
                     continue
                 counts[str(feature)] = {str(le): float(v) for le, v in buckets.items()}
             if not counts and "counts" in reference:
@@ -259,6 +278,9 @@ class DriftType(TriggerType[DriftTrigger]):
             r.fail(f"{path}.usePValue", f"{statistic} has no p-value; use chiSquare or ks, or a threshold on the value")
         mode = r.enum(body, "mode", path, allowed=VERDICT_MODES, default="any")
         share = r.num(body, "minShare", path, minimum=0.0, maximum=1.0)
+        if share is not None and share <= 0:
+            r.fail(f"{path}.minShare", "must be greater than 0 (the fraction of features that must drift), at most 1")
+            share = None
         if mode == "share" and share is None:
             r.fail(f"{path}.minShare", "is required when mode is share (the fraction of features that must drift)")
         if metric is None or statistic is None or source is None or mode is None:
@@ -267,7 +289,7 @@ class DriftType(TriggerType[DriftTrigger]):
             metric=metric,
             statistic=statistic,
             feature_label=label,
-            features=r.str_list(body, "features", path),
+            features=r.str_list(body, "features", path, max_items=MAX_FEATURES, max_length=MAX_LABEL_VALUE),
             window=r.duration(body, "window", path, default="1h", minimum=1.0),
             reference=source,
             reference_offset=r.duration(reference, "offset", f"{path}.reference", default="7d", minimum=0.0),
@@ -277,10 +299,25 @@ class DriftType(TriggerType[DriftTrigger]):
             learn_k=learn_k,
             learn_windows=r.int_(learn, "windows", f"{path}.learnThreshold", default=24, minimum=5) if learn else 24,
             use_p_value=use_p,
-            min_samples=r.num(body, "minSamples", path, default=100.0, minimum=1.0) or 100.0,
+            min_samples=r.num(body, "minSamples", path, default=100.0, minimum=1.0, maximum=MAX_MIN_SAMPLES) or 100.0,
             mode=mode,
             min_share=share,
         )
+
+    def spans(self, spec: DriftTrigger, trigger: TriggerSpec) -> Sequence[Span]:
+        spans = [Span(f"{self.name}.window", spec.window, "window")]
+        if spec.reference == "Window":
+            spans += [
+                Span(f"{self.name}.reference.window", spec.reference_window, "window"),
+                Span(f"{self.name}.reference.offset", spec.reference_offset, "offset"),
+                Span(
+                    "",
+                    spec.reference_offset + spec.reference_window,
+                    "range",
+                    "drift.reference.offset + drift.reference.window",
+                ),
+            ]
+        return spans
 
     def merge_key(self, spec: DriftTrigger, trigger: TriggerSpec, target: Target) -> Hashable:
         return (
@@ -329,6 +366,18 @@ class DriftType(TriggerType[DriftTrigger]):
             for target in targets:
                 key = target.key(labels)
                 current = split[0].get(key)
+                read_series = max(sum(len(b) for b in part.get(key, {}).values()) for part in split)
+                ceiling = target.limits.ceiling("driftSeries")
+                if read_series > ceiling.seconds_or_count:
+                    out.append(
+                        Observation.missing(
+                            "TooManySeries",
+                            f"one window of {spec.metric}_bucket holds {read_series} series (features x buckets), "
+                            f"more than the ceiling of {int(ceiling.seconds_or_count)} ({ceiling.who}); "
+                            "list fewer features in drift.features or select fewer series",
+                        )
+                    )
+                    continue
                 if not current:
                     shown = promql.selector(f"{spec.metric}_bucket", target.matchers)
                     out.append(

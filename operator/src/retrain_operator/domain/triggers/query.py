@@ -7,6 +7,7 @@ a MetricsEndpoint must allow raw queries (``raw_promql``), and each trigger cost
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,7 @@ from retrain_operator.domain.triggers.base import (
     PreviousState,
     QueryPlan,
     Series,
+    Span,
     Target,
     TriggerKind,
     TriggerResult,
@@ -29,6 +31,26 @@ from retrain_operator.domain.triggers.base import (
 from retrain_operator.settings.reader import Reader
 
 COMPARISONS = (">", ">=", "<", "<=")
+MAX_PROMQL = 4096
+# Prometheus' own duration grammar (it has years); enough to find what a raw expression reaches back.
+_PROM_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31536000.0}
+_PROM_DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d|w|y))+$")
+_PROM_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w|y)")
+_RANGE = re.compile(r"\[\s*([0-9a-z]+)\s*(?::\s*([0-9a-z]*)\s*)?\]")
+_OFFSET = re.compile(r"\boffset\s+-?\s*([0-9a-z]+)", re.IGNORECASE)
+
+
+def _prom_seconds(text: str) -> float | None:
+    if not _PROM_DURATION.match(text):
+        return None
+    return sum(int(n) * _PROM_UNITS[u] for n, u in _PROM_PART.findall(text))
+
+
+def reaches(expression: str) -> tuple[float, float]:
+    """The longest range (a range selector or subquery) and the longest ``offset`` written in ``expression``."""
+    ranges = [_prom_seconds(m.group(1)) or 0.0 for m in _RANGE.finditer(expression)]
+    offsets = [_prom_seconds(m.group(1)) or 0.0 for m in _OFFSET.finditer(expression)]
+    return max(ranges, default=0.0), max(offsets, default=0.0)
 
 
 @dataclass(frozen=True)
@@ -83,7 +105,7 @@ class QueryType(TriggerType[QueryTrigger]):
     raw_promql = True
 
     def parse(self, r: Reader, body: Mapping[str, Any], path: str) -> QueryTrigger | None:
-        text = r.str_(body, "promql", path, required=True)
+        text = r.str_(body, "promql", path, required=True, max_length=MAX_PROMQL)
         operator = r.enum(body, "operator", path, allowed=COMPARISONS)
         threshold = r.num(body, "threshold", path, required=True)
         clear = r.num(body, "clearThreshold", path)
@@ -99,6 +121,18 @@ class QueryType(TriggerType[QueryTrigger]):
         if not text or not operator or threshold is None:
             return None
         return QueryTrigger(promql=text, operator=operator, threshold=threshold, clear_threshold=clear)
+
+    def spans(self, spec: QueryTrigger, trigger: TriggerSpec) -> Sequence[Span]:
+        longest, offset = reaches(spec.promql)
+        spans = []
+        if longest:
+            spans.append(Span(f"{self.name}.promql", longest, "range", "the longest range selector or subquery"))
+        if offset:
+            spans.append(Span(f"{self.name}.promql", offset, "offset", "the longest offset"))
+        if trigger.for_seconds > 0:
+            reach = trigger.for_seconds + longest + offset
+            spans.append(Span("", reach, "range", "for + the expression's own longest range and offset"))
+        return spans
 
     def plan(
         self,

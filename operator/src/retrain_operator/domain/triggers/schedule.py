@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from croniter import croniter
@@ -47,6 +47,19 @@ def evaluate_schedule(trigger: TriggerSpec, *, reference: datetime, now: datetim
     )
 
 
+_BASE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _fires(cron: str) -> bool:
+    """Whether the expression has a next and a previous time (croniter gives up on dates that never come)."""
+    try:
+        croniter(cron, _BASE).get_next(datetime)
+        croniter(cron, _BASE).get_prev(datetime)
+    except Exception:  # croniter's CroniterBadDateError and its relatives: no such date
+        return False
+    return True
+
+
 class ScheduleType(TriggerType[ScheduleTrigger]):
     """The schedule trigger: reads no metrics and bypasses the cost-benefit gate (never a budget)."""
 
@@ -58,8 +71,15 @@ class ScheduleType(TriggerType[ScheduleTrigger]):
         cron = r.str_(body, "cron", path, required=True)
         if cron is None:
             return None
-        if len(cron.split()) != 5 or not croniter.is_valid(cron):
-            r.fail(f"{path}.cron", f"{cron!r} is not a five-field cron expression, e.g. '0 3 * * *'")
+        if len(cron) > 256 or len(cron.split()) != 5 or not croniter.is_valid(cron):
+            r.fail(f"{path}.cron", f"{cron[:80]!r} is not a five-field cron expression, e.g. '0 3 * * *'")
+            return None
+        if not _fires(cron):
+            r.fail(
+                f"{path}.cron",
+                f"{cron!r} never fires: no date matches it (e.g. 30 February); give a day that exists, "
+                "e.g. '0 0 28 2 *'",
+            )
             return None
         return ScheduleTrigger(cron=cron)
 
