@@ -47,7 +47,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
-CLUSTER_SCOPED = {"MetricsEndpoint"}
+CLUSTER_SCOPED = {"MetricsEndpoint", "ModelStore"}
 PARSERS = {
     "RetrainPolicy": parse_policy_spec,
     "MetricsEndpoint": parse_endpoint_spec,
@@ -655,6 +655,23 @@ RULES = [
         "for example http://prometheus.monitoring:9090",
         kind="MetricsEndpoint",
         python=False,
+    ),
+    # ModelStore: the server and the operator's parser both refuse a URL carrying secrets or a query.
+    Rule(
+        "store-endpoint-with-credentials",
+        {"endpoint": "http://admin:secret@seaweedfs.storage:8333"},
+        {"endpoint": "http://seaweedfs.storage:8333"},
+        "spec.endpoint",
+        "endpoint must not carry credentials (user:password@host); name a Secret in credentialsSecret instead",
+        kind="ModelStore",
+    ),
+    Rule(
+        "store-endpoint-with-query",
+        {"endpoint": "http://seaweedfs.storage:8333/?x=1"},
+        {"endpoint": "http://seaweedfs.storage:8333/"},
+        "spec.endpoint",
+        "endpoint must not have a query string or fragment, for example http://seaweedfs.storage:8333",
+        kind="ModelStore",
     ),
     Rule(
         "tenant-header-name",
