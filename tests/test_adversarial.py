@@ -701,7 +701,11 @@ def admin_objects(stack: Stack) -> list[Body]:
     ]
 
 
-def write_table(rows: list[Row], path: Path) -> str:
+REFUSED = ("rejected at admission", "Valid=False", "accepted with reason")
+
+
+def write_table(rows: list[Row], path: Path, *, cases: int) -> str:
+    """The table of outcomes; a case without a refusing row (or without any row) counts as let through."""
     lines = ["| # | case | category | outcome | message |", "| --- | --- | --- | --- | --- |"]
     for i, row in enumerate(rows, 1):
         message = row.message.replace("|", "\\|")
@@ -712,7 +716,8 @@ def write_table(rows: list[Row], path: Path) -> str:
     lines += [
         "",
         "Totals: " + ", ".join(f"{k}: {v}" for k, v in sorted(totals.items())) + f"; cases: {len(rows)}",
-        "Let through (admitted without refusal or a reason in status, or a Job created): 0",
+        "Let through (admitted without refusal or a reason in status, or a Job created): "
+        f"{cases - sum(1 for row in rows if row.outcome in REFUSED)}",
     ]
     text = "\n".join(lines) + "\n"
     path.write_text(text)
@@ -804,6 +809,6 @@ def test_hostile_manifests_are_refused_or_marked_and_nothing_runs(stack: Stack, 
     finally:
         for doc in admin_objects(stack):
             stack.kubectl("delete", "metricsendpoint", doc["metadata"]["name"], "--wait=false")
-    table = write_table(rows, tmp_path / "adversarial.md")
+    table = write_table(rows, tmp_path / "adversarial.md", cases=len(CASES))
     print(f"\nadversarial table: {tmp_path / 'adversarial.md'}\n{table}")
     assert len(rows) == len(CASES)

@@ -12,10 +12,11 @@ memory (``RETRAIN_RESOURCES``, written by the operator from the policy's resourc
   and the policy's status. The request is what the scheduler reserved, not a cap; the pod may still get
   the memory, or be evicted first under node pressure.
 
-The multiples are measured (``bench/trainer_memory.py`` prints estimate and peak side by side): a CSV
-of numbers peaks at about 4-5 times its size over the interpreter's own ~200 MiB, Parquet (compressed,
-columnar) at more. They are estimates: an estimator that copies more (one-hot encoding of many
-categories, a deep forest) needs more than this says, which is why going over the request only warns.
+The CSV multiple comes from one measurement: a 205 MB CSV of numbers peaked at 1.16 GiB, about 5 times
+its size over the interpreter's own ~200 MiB. The Parquet multiple is a cautious guess (compressed,
+columnar data expands more when parsed), not yet measured. Both are estimates: an estimator that copies
+more (one-hot encoding of many categories, a deep forest) needs more than this says, which is why going
+over the request only warns.
 """
 
 from __future__ import annotations
