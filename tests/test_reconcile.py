@@ -72,7 +72,7 @@ class Harness:
             ),
             endpoints=endpoints,
             clock=lambda: self.now,
-            observer=Observer(source_for=source_for, on_query=self.telemetry.query),
+            observer=Observer(source_for=source_for, telemetry=self.telemetry),
         )
         self.scheduler.upsert_endpoint("default", endpoint or {"url": "http://prom:9090"})
         self.scheduler.upsert_store("default", STORE_SPEC)

@@ -113,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--lease-name", default="retrain-operator", help="name of the leader-election Lease")
     run.add_argument("--lease-seconds", type=float, default=15.0, help="how long a Lease lasts without renewal")
     run.add_argument("--max-parallel", type=int, default=32)
+    run.add_argument(
+        "--scheduling",
+        choices=("aligned", "rolling"),
+        default="aligned",
+        help="aligned (default): policies that share a query template are due on the same ticks of their "
+        "interval and read with one batched query; rolling: each policy one interval after its last evaluation",
+    )
     run.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
 
     ev = sub.add_parser("evaluate", help="evaluate a policy once against Prometheus, without a cluster")
@@ -245,7 +252,8 @@ def _run(args: argparse.Namespace) -> int:
         reconciler=reconciler,
         endpoints=endpoints,
         max_parallel=args.max_parallel,
-        observer=Observer(source_for=endpoints.source, on_query=recorder.query, limits=limits),
+        scheduling=args.scheduling,
+        observer=Observer(source_for=endpoints.source, telemetry=recorder, limits=limits),
         elector=elector,
         allowed_images=args.allowed_image_prefix,
         stores=Stores(kube=kube, default=args.default_model_store),

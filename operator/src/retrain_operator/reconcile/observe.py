@@ -25,6 +25,7 @@ from retrain_operator.domain.api import EndpointSpec, PolicySpec
 from retrain_operator.domain.evaluation import sanitise
 from retrain_operator.domain.limits import DEFAULT_LIMITS, QueryLimits
 from retrain_operator.domain.triggers import Observation, QueryPlan, Target, TriggerSpec, get_trigger_type
+from retrain_operator.reconcile.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
 CHUNK = 200
@@ -56,7 +57,16 @@ class QueryStats:
     queries: int = 0
     errors: int = 0
     seconds: float = 0.0
+    samples: int = 0
     by_reason: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Where a trigger's queries go: a template shared across policies (merged) or its own."""
+
+    key: tuple[object, ...]
+    merged: bool
 
 
 @dataclass(frozen=True)
@@ -84,13 +94,51 @@ class Observer:
         self,
         *,
         source_for: Callable[[str], Awaitable[QuerySource]],
-        on_query: Callable[[str, float, str | None], None] | None = None,
+        telemetry: Telemetry | None = None,
         limits: QueryLimits = DEFAULT_LIMITS,
     ) -> None:
         self._source_for = source_for
-        self._on_query = on_query
+        self._telemetry = telemetry
         self.limits = limits
         self.stats = QueryStats()
+
+    def _target(self, subject: Subject) -> tuple[Target, tuple[str, ...]]:
+        matchers = _matchers(subject)
+        target = Target(
+            matchers=matchers,
+            interval=subject.spec.evaluation.interval,
+            trained_at=subject.model_trained_at,
+            limits=self.limits,
+        )
+        return target, tuple(sorted(matchers))
+
+    def _group(self, subject: Subject, trigger: TriggerSpec, target: Target, labels: tuple[str, ...]) -> _Group | None:
+        """The key under which ``trigger`` is read with others; None when it reads no metrics."""
+        kind = get_trigger_type(trigger.type)
+        if not kind.reads_metrics:
+            return None
+        shared = kind.merge_key(trigger.kind, trigger, target)
+        if shared is None:
+            return _Group((kind.name, subject.namespace, subject.name, trigger.name), merged=False)
+        tenant = subject.namespace if subject.endpoint.tenant_header else None
+        return _Group((kind.name, subject.endpoint_name, tenant, labels, shared), merged=True)
+
+    def anchor(self, subject: Subject) -> str | None:
+        """The template whose ticks the policy follows: the smallest of its merged templates.
+
+        None when none of its triggers is read together with other policies' (a raw query, a
+        schedule only): such a policy shares nothing, and any instant serves it as well as another.
+        """
+        target, labels = self._target(subject)
+        keys = []
+        for trigger in subject.spec.triggers:
+            try:
+                group = self._group(subject, trigger, target, labels)
+            except Exception:  # a trigger that cannot be planned is reported by observe(), not here
+                continue
+            if group is not None and group.merged:
+                keys.append(repr((subject.spec.evaluation.interval, group.key)))
+        return min(keys) if keys else None
 
     async def _run(self, endpoint_name: str, query: str, *, at: datetime, headers: Mapping[str, str]) -> list[Sample]:
         try:
@@ -104,8 +152,10 @@ class Observer:
             ) from None
         started = time.perf_counter()
         problem: str | None = None
+        samples: list[Sample] = []
         try:
-            return await source.query(query, at=at, headers=headers or None)
+            samples = await source.query(query, at=at, headers=headers or None)
+            return samples
         except PrometheusError as exc:
             problem = exc.reason
             self.stats.errors += 1
@@ -115,38 +165,26 @@ class Observer:
             elapsed = time.perf_counter() - started
             self.stats.queries += 1
             self.stats.seconds += elapsed
-            if self._on_query is not None:
-                self._on_query(endpoint_name, elapsed, problem)
+            self.stats.samples += len(samples)
+            if self._telemetry is not None:
+                self._telemetry.query(endpoint_name, elapsed, problem, samples=len(samples))
 
     async def observe(self, subjects: Sequence[Subject], *, now: datetime) -> dict[ObservationKey, Observation]:
         out: dict[ObservationKey, Observation] = {}
         groups: dict[tuple[object, ...], list[tuple[_Member, Target]]] = defaultdict(list)
         templates: dict[tuple[object, ...], tuple[Subject, TriggerSpec, tuple[str, ...]]] = {}
         for subject in subjects:
-            matchers = _matchers(subject)
-            labels = tuple(sorted(matchers))
-            target = Target(
-                matchers=matchers,
-                interval=subject.spec.evaluation.interval,
-                trained_at=subject.model_trained_at,
-                limits=self.limits,
-            )
-            tenant = subject.namespace if subject.endpoint.tenant_header else None
+            target, labels = self._target(subject)
             for trigger in subject.spec.triggers:
-                kind = get_trigger_type(trigger.type)
-                if not kind.reads_metrics:
+                group = self._group(subject, trigger, target, labels)
+                if group is None:
                     continue
-                shared = kind.merge_key(trigger.kind, trigger, target)
-                key: tuple[object, ...] = (
-                    (kind.name, subject.endpoint_name, tenant, labels, shared)
-                    if shared is not None
-                    else (kind.name, subject.namespace, subject.name, trigger.name)
-                )
-                groups[key].append((_Member(subject.namespace, subject.name, trigger.name), target))
-                templates[key] = (subject, trigger, labels)
+                groups[group.key].append((_Member(subject.namespace, subject.name, trigger.name), target))
+                templates[group.key] = (subject, trigger, labels)
         tasks: list[Awaitable[None]] = []
         for key, members in groups.items():
             owner, trigger, labels = templates[key]
+            before = len(tasks)
             for start in range(0, len(members), CHUNK):
                 chunk = members[start : start + CHUNK]
                 try:
@@ -162,6 +200,8 @@ class Observer:
                     continue
                 if plan is not None:
                     tasks.append(self._read(owner, [m for m, _ in chunk], plan, out=out))
+            if self._telemetry is not None and len(tasks) > before:
+                self._telemetry.template_read(trigger.type, chunks=len(tasks) - before, policies=len(members))
         # One template's failure stays with its own triggers, never the whole cycle.
         for failure in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(failure, BaseException):

@@ -5,6 +5,12 @@ loop wakes when the earliest policy is due (or when something happens to one: a 
 Job's progress), gathers every due policy into one cycle so their queries can be merged, and
 reconciles them with bounded concurrency. A policy's failure is logged and retried at its next
 interval; it never stops the loop or touches other policies.
+
+Policies are due on their query template's ticks (:mod:`~retrain_operator.domain.phase`), so the
+policies that share a template are evaluated in one cycle and read with one batched query per chunk;
+``scheduling="rolling"`` (one interval after each policy's own last evaluation) is kept for
+comparison. Cycles never overlap: a cycle that overruns makes the next policies late (measured as
+lag), and ticks missed meanwhile are dropped, not queued.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from retrain_operator.adapters.kubernetes import KubeClient
 from retrain_operator.adapters.prometheus import PrometheusClient
@@ -33,6 +39,7 @@ from retrain_operator.domain.api import (
     parse_model_store_spec,
 )
 from retrain_operator.domain.budget_status import BudgetStatus
+from retrain_operator.domain.phase import next_tick, phase_offset
 from retrain_operator.domain.times import utcnow
 from retrain_operator.domain.triggers import Observation
 from retrain_operator.reconcile.engine import PolicyEntry, Reconciler
@@ -42,6 +49,8 @@ from retrain_operator.reconcile.observe import Observer, QuerySource, Subject
 logger = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+Scheduling = Literal["aligned", "rolling"]
+SCHEDULING: tuple[Scheduling, ...] = ("aligned", "rolling")
 
 
 class Endpoints:
@@ -167,12 +176,18 @@ class Scheduler:
         reconciler: Reconciler,
         endpoints: Endpoints,
         clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
         max_parallel: int = 32,
         observer: Observer | None = None,
         elector: LeaderElector | None = None,
         allowed_images: Sequence[str] = (),
         stores: Stores | None = None,
+        scheduling: Scheduling = "aligned",
     ) -> None:
+        if scheduling not in SCHEDULING:
+            raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING)}, not {scheduling!r}")
+        self.scheduling = scheduling
+        self._monotonic = monotonic
         self.elector = elector
         self.stores = stores or Stores(kube=None)
         self.allowed_images = tuple(allowed_images)
@@ -263,7 +278,7 @@ class Scheduler:
     def wake(self, key: Key) -> None:
         """Make a policy due now (a change happened to it or to its Job)."""
         if key in self.entries:
-            self._due[key] = time.monotonic()
+            self._due[key] = self._monotonic()
             self._wake.set()
 
     # The loop.
@@ -294,18 +309,9 @@ class Scheduler:
             if self.elector is not None and not self.elector.is_leader:
                 await self._follow()
             await self._refresh_budgets()
-            now_mono = time.monotonic()
-            due = [k for k, at in self._due.items() if at <= now_mono]
-            unscheduled = [k for k in self.entries if k not in self._due]
-            for key in unscheduled:
-                self._due[key] = now_mono
-                due.append(key)
+            now_mono = self._monotonic()
+            due = self.take_due()
             if due:
-                for key in due:
-                    lag = max(0.0, now_mono - self._due[key])
-                    self.lag.append(lag)
-                    self._reconciler.telemetry.lagged(lag)
-                self.lag = self.lag[-10000:]
                 await self.run_cycle(due)
                 continue
             self._wake.clear()
@@ -319,9 +325,38 @@ class Scheduler:
             except TimeoutError:
                 pass
 
+    def take_due(self) -> list[Key]:
+        """The policies due now (new ones included), with how late each is recorded as lag."""
+        now_mono = self._monotonic()
+        due = [k for k, at in self._due.items() if at <= now_mono]
+        unscheduled = [k for k in self.entries if k not in self._due]
+        for key in unscheduled:
+            self._due[key] = now_mono
+            due.append(key)
+        for key in due:
+            lag = max(0.0, now_mono - self._due[key])
+            self.lag.append(lag)
+            self._reconciler.telemetry.lagged(lag)
+        self.lag = self.lag[-10000:]
+        return due
+
+    def due_at(self, key: Key) -> float | None:
+        """When (on the monotonic clock) the policy is next due; None if not scheduled."""
+        return self._due.get(key)
+
+    def _schedule(self, key: Key, *, interval: float, anchor: str, now: datetime, now_mono: float) -> None:
+        """The policy's next due time: its template's next tick, or one interval from now when rolling."""
+        if self.scheduling == "rolling":
+            self._due[key] = now_mono + interval
+            return
+        tick = next_tick(now, interval=interval, offset=phase_offset(anchor, interval))
+        self._due[key] = now_mono + (tick - now).total_seconds()
+
     async def run_cycle(self, keys: list[Key]) -> None:
         """Evaluate the given policies together: one observation pass, then each reconciled."""
         now = self._clock()
+        now_mono = self._monotonic()
+        started = time.perf_counter()
         self.cycles += 1
         subjects: list[Subject] = []
         endpoint_problems: dict[Key, list[Problem]] = {}
@@ -334,7 +369,8 @@ class Scheduler:
             entries.append(entry)
             entry.parse()
             interval = entry.spec.evaluation.interval if entry.spec else 60.0
-            self._due[key] = time.monotonic() + interval
+            own = f"{entry.namespace}/{entry.name}"  # shares no template: its own phase spreads such policies
+            self._schedule(key, interval=interval, anchor=own, now=now, now_mono=now_mono)
             if entry.spec is None:
                 continue
             name = entry.spec.metrics.endpoint
@@ -360,16 +396,18 @@ class Scheduler:
                 assert endpoint is not None
                 model = entry.status.model
                 trained = model.trained if model is not None else None
-                subjects.append(
-                    Subject(
-                        entry.namespace,
-                        entry.name,
-                        entry.spec,
-                        name,
-                        endpoint,
-                        model_trained_at=trained or entry.created,
-                    )
+                subject = Subject(
+                    entry.namespace,
+                    entry.name,
+                    entry.spec,
+                    name,
+                    endpoint,
+                    model_trained_at=trained or entry.created,
                 )
+                subjects.append(subject)
+                anchor = self.observer.anchor(subject)
+                if anchor is not None:
+                    self._schedule(key, interval=interval, anchor=anchor, now=now, now_mono=now_mono)
         try:
             observed = await self.observer.observe(subjects, now=now)
         except Exception:
@@ -399,3 +437,4 @@ class Scheduler:
                     )
 
         await asyncio.gather(*(one(e) for e in entries))
+        self._reconciler.telemetry.cycle(policies=len(entries), seconds=time.perf_counter() - started)

@@ -35,6 +35,44 @@ QUERIES = Counter(
 QUERY_SECONDS = Histogram(
     "retrain_prometheus_query_seconds", "Latency of Prometheus queries.", ["endpoint"], registry=REGISTRY
 )
+SAMPLES = Counter(
+    "retrain_prometheus_samples_total",
+    "Samples (series values) returned by Prometheus queries, by endpoint.",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+# Per query template read in a cycle (a scheduler tick): how many policies it served and how many
+# chunked queries it took. Queries per minute should follow templates x chunks, not policies.
+TEMPLATE_POLICIES = Histogram(
+    "retrain_template_policies",
+    "Policies served by one query template in one evaluation cycle, by trigger type.",
+    ["type"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
+    registry=REGISTRY,
+)
+TEMPLATE_CHUNKS = Histogram(
+    "retrain_template_chunks",
+    "Chunks (batched query plans) one query template took in one evaluation cycle, by trigger type.",
+    ["type"],
+    buckets=(1, 2, 3, 5, 10, 20, 50),
+    registry=REGISTRY,
+)
+CYCLES = Counter(
+    "retrain_cycles_total", "Evaluation cycles (scheduler ticks that evaluated policies).", registry=REGISTRY
+)
+CYCLE_POLICIES = Histogram(
+    "retrain_cycle_policies",
+    "Policies evaluated together in one cycle.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000),
+    registry=REGISTRY,
+)
+CYCLE_SECONDS = Histogram(
+    "retrain_cycle_seconds",
+    "Duration of one evaluation cycle, observation and reconciliation; a cycle longer than the interval shows "
+    "as lag of the next, never as overlapping cycles.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0),
+    registry=REGISTRY,
+)
 # From 10 ms (a cycle that starts on time) to 30 s (half an interval late): fine enough around the
 # 5 s p99 target (DESIGN.md) for bench/cluster.py to read quantiles off the buckets.
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0)
@@ -88,10 +126,22 @@ class Telemetry:
         """A policy's evaluation started ``seconds`` after it was due."""
         EVALUATION_LAG.observe(seconds)
 
-    def query(self, endpoint: str, seconds: float, problem: str | None) -> None:
-        """One Prometheus query to ``endpoint``: how long it took and, when it failed, why."""
+    def query(self, endpoint: str, seconds: float, problem: str | None, *, samples: int = 0) -> None:
+        """One Prometheus query to ``endpoint``: how long it took, what it returned and, when it failed, why."""
         QUERIES.labels(endpoint, problem or "Success").inc()
         QUERY_SECONDS.labels(endpoint).observe(seconds)
+        SAMPLES.labels(endpoint).inc(samples)
+
+    def template_read(self, trigger_type: str, *, chunks: int, policies: int) -> None:
+        """One query template read in a cycle: the policies it served and the chunks it took."""
+        TEMPLATE_POLICIES.labels(trigger_type).observe(policies)
+        TEMPLATE_CHUNKS.labels(trigger_type).observe(chunks)
+
+    def cycle(self, *, policies: int, seconds: float) -> None:
+        """One evaluation cycle (a tick) evaluated ``policies`` together in ``seconds``."""
+        CYCLES.inc()
+        CYCLE_POLICIES.observe(policies)
+        CYCLE_SECONDS.observe(seconds)
 
     def triggers(self, namespace: str, policy: str, values: Mapping[str, tuple[float | None, bool]]) -> None:
         """Export each trigger's value and firing state; a trigger that disappeared is removed."""
