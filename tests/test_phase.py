@@ -8,6 +8,7 @@ that costs, not the I/O.
 from __future__ import annotations
 
 import copy
+import itertools
 import random
 import re
 from collections import defaultdict
@@ -22,7 +23,7 @@ from retrain_operator.adapters.prometheus import Sample
 from retrain_operator.domain.phase import TOLERANCE, next_tick, phase_offset
 from retrain_operator.reconcile.engine import Reconciler
 from retrain_operator.reconcile.observe import Observer, QuerySource
-from retrain_operator.reconcile.scheduler import Endpoints, Key, Scheduling, Scheduler
+from retrain_operator.reconcile.scheduler import Endpoints, Key, Scheduler, Scheduling
 from retrain_operator.reconcile.telemetry import Telemetry
 from tests.policies import STORE_SPEC, policy
 
@@ -251,7 +252,7 @@ async def test_a_policy_never_waits_more_than_one_interval_for_its_first_evaluat
         interval = clocked.scheduler.entries[("team-a", name)].spec.evaluation.interval  # type: ignore[union-attr]
         times = clocked.evaluated[("team-a", name)]
         assert times[0] - at <= timedelta(seconds=1), name  # at once (the next second of the fake loop)
-        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
         assert gaps, name
         assert gaps[0] <= interval * (1 + TOLERANCE) + 1, (name, gaps[0])  # joins its phase within an interval
         assert all(abs(g - interval) <= 1 for g in gaps[1:]), (name, gaps)  # then one interval apart
@@ -294,7 +295,7 @@ async def test_for_is_judged_across_the_phase_change(created_second: int) -> Non
     due = drop_at + timedelta(minutes=2)
     assert firing[0] >= due
     assert all(state != "firing" for t, state in states if t < due)
-    assert [t for t, _ in states if t >= due][0] == firing[0], "fired at the first evaluation that could"
+    assert next(t for t, _ in states if t >= due) == firing[0], "fired at the first evaluation that could"
     assert firing[0] - due <= timedelta(seconds=60 * (1 + TOLERANCE))
     pending = [t for t, state in states if state == "pending"]
     assert pending and pending[0] >= drop_at
