@@ -408,7 +408,21 @@ def setup(cp: BenchControlPlane, prometheus: PrometheusServer, workdir: Path) ->
     result = kubectl(admin, "apply", "-f", "-", input=json.dumps(endpoint))
     if result.returncode != 0:
         raise RuntimeError(f"applying the MetricsEndpoint: {result.stderr}")
+    # The ModelStore the example policy names: without it every policy is Valid=False and reads nothing.
+    store: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "modelstore.yaml").read_text())
+    store["spec"].update(allowedNamespaces=[NAMESPACE])
+    store["spec"].pop("buckets", None)  # any bucket: each policy keeps its model under a prefix of its own
+    result = kubectl(admin, "apply", "-f", "-", input=json.dumps(store))
+    if result.returncode != 0:
+        raise RuntimeError(f"applying the ModelStore: {result.stderr}")
     return operator_kubeconfig, account
+
+
+def has_trigger_value(admin: Path, name: str) -> bool:
+    """Whether a policy's status shows its first trigger's value: the loop works end to end."""
+    got = kubectl(admin, "get", "retrainpolicy", name, "-n", NAMESPACE, "-o", "json")
+    triggers = (json.loads(got.stdout).get("status") or {}).get("triggers") or [] if got.returncode == 0 else []
+    return bool(triggers) and triggers[0].get("value") is not None
 
 
 def measure(n: int, *, args: argparse.Namespace, bin_dir: Path, workdir: Path) -> Result:
@@ -461,12 +475,12 @@ def measure(n: int, *, args: argparse.Namespace, bin_dir: Path, workdir: Path) -
         canary = policy("canary")
         asyncio.run(apply_all(api, [canary], concurrency=1))
 
-        def canary_has_value() -> bool:
-            got = kubectl(cp.admin_kubeconfig, "get", "retrainpolicy", "p-canary", "-n", NAMESPACE, "-o", "json")
-            triggers = (json.loads(got.stdout).get("status") or {}).get("triggers") or [] if got.returncode == 0 else []
-            return bool(triggers) and triggers[0].get("value") is not None
-
-        wait_until("the canary policy's status with a trigger value", canary_has_value, timeout=180, alive=alive)
+        wait_until(
+            "the canary policy's status with a trigger value",
+            lambda: has_trigger_value(cp.admin_kubeconfig, "p-canary"),
+            timeout=180,
+            alive=alive,
+        )
         operator_before, api_before = http_metrics(operator_metrics), api.metrics()
         pids = {"operator": operator.process.pid, "apiserver": cp.pid("kube-apiserver"), "etcd": cp.pid("etcd")}
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
