@@ -195,3 +195,15 @@ def test_failures_in_a_row_count_back_to_the_last_success(outcomes: list[str], l
             message="",
         )
     assert PolicyStatus(history=history, last_retrain=record).failures_in_a_row == expected
+
+
+async def test_job_outcome_series_start_at_zero_before_the_first_job() -> None:
+    h = Harness(ModelAccuracy({"telemetry-p": 0.97}))  # above the threshold: no Job
+    body = named("telemetry-p", "uid-tp", model="telemetry-p")
+    body["metadata"]["namespace"] = "team-primed"
+    h.add(body)
+    await h.cycle()
+    for outcome in ("Started", "Succeeded", "Failed"):
+        assert sample("retrain_jobs_total", namespace="team-primed", outcome=outcome) == 0.0
+    for outcome in ("Succeeded", "Failed"):
+        assert sample("retrain_training_duration_seconds_count", namespace="team-primed", outcome=outcome) == 0.0

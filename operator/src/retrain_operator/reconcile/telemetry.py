@@ -206,6 +206,12 @@ class Telemetry:
             keys.append(("interval",))
         POLICY_FAILURES.labels(namespace, policy).set(status.failures_in_a_row)
         POLICY_EVALUATED.labels(namespace, policy).set_to_current_time()
+        # A counter first scraped at 1 loses that first increment to rate() and increase(): the namespace's
+        # outcome series start at 0, before its first Job, so the dashboard sees its first training too.
+        for outcome in ("Started", "Succeeded", "Failed"):
+            JOBS.labels(namespace, outcome)
+        for outcome in ("Succeeded", "Failed"):
+            TRAINING_SECONDS.labels(namespace, outcome)
         for gone in set(self._known_states.get((namespace, policy), ())) - set(keys):
             _forget_state_series(namespace, policy, gone)
         self._known_states[(namespace, policy)] = keys
