@@ -26,6 +26,7 @@ from tests.support.prometheus import require_prometheus
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "docs" / "monitoring" / "alerts.yaml"
 SCRAPE = 'job="retrain-operator-metrics", instance="10.0.0.7:8080"'
+OTHER_REPLICA = 'job="retrain-operator-metrics", instance="10.0.0.8:8080"'
 POLICY = 'namespace="team-a", policy="churn"'
 SEVERITIES = {"critical", "warning", "info"}
 
@@ -56,7 +57,7 @@ CASES = [
         "RetrainOperatorDown",
         {
             f"up{{{SCRAPE}}}": "0x10",
-            'up{job="retrain-operator-metrics", instance="10.0.0.8:8080"}': "1x10",
+            f"up{{{OTHER_REPLICA}}}": "1x10",
         },
         "6m",
     ),
@@ -80,9 +81,7 @@ CASES = [
         "RetrainOperatorNotReconciling",
         {
             f"retrain_policy_last_evaluation_timestamp_seconds{{{SCRAPE}, {POLICY}}}": "0x15",
-            f'retrain_policy_last_evaluation_timestamp_seconds{{job="retrain-operator-metrics", instance="b", {POLICY}}}': (
-                "0+60x15"
-            ),
+            f"retrain_policy_last_evaluation_timestamp_seconds{{{OTHER_REPLICA}, {POLICY}}}": "0+60x15",
             f"retrain_policy_interval_seconds{{{SCRAPE}, {POLICY}}}": "60x15",
         },
         "11m",
