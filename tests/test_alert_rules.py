@@ -149,6 +149,16 @@ CASES = [
         "35m",
     ),
     Case(
+        "metrics unavailable: Unknown (an invalid policy is not evaluated) is not False",
+        "RetrainPolicyMetricsUnavailable",
+        {
+            f'retrain_policy_condition{{{SCRAPE}, {POLICY}, condition="MetricsAvailable", reason="NotEvaluated"}}': (
+                "-1x40"
+            ),
+        },
+        "35m",
+    ),
+    Case(
         "metrics unavailable: metrics there, another condition False",
         "RetrainPolicyMetricsUnavailable",
         {

@@ -151,6 +151,7 @@ async def test_an_invalid_policy_reports_phase_invalid_and_no_interval() -> None
     assert policy_samples("retrain_policy_phase", "team-a", "telemetry-bad") == {(("phase", "Invalid"),): 1.0}
     conditions = policy_samples("retrain_policy_condition", "team-a", "telemetry-bad")
     assert conditions[(("condition", "Valid"), ("reason", "InvalidSpec"))] == 0.0
+    assert conditions[(("condition", "MetricsAvailable"), ("reason", "NotEvaluated"))] == -1.0, "Unknown, not False"
     assert sample("retrain_policy_interval_seconds", namespace="team-a", policy="telemetry-bad") is None
     h.scheduler.remove_policy("team-a", "telemetry-bad")
 

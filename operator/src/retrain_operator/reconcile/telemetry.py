@@ -85,9 +85,10 @@ POLICY_PHASE = Gauge(
     ["namespace", "policy", "phase"],
     registry=REGISTRY,
 )
+CONDITION_VALUES = {"True": 1, "False": 0}  # anything else (Unknown) is -1: never mistaken for False
 POLICY_CONDITION = Gauge(
     "retrain_policy_condition",
-    "1 while a policy's condition is True, 0 while it is not, with its current reason.",
+    "A policy's condition: 1 while True, 0 while False, -1 while Unknown, with its current reason.",
     ["namespace", "policy", "condition", "reason"],
     registry=REGISTRY,
 )
@@ -198,7 +199,7 @@ class Telemetry:
             keys.append(("phase", status.phase))
         for condition in status.conditions:
             POLICY_CONDITION.labels(namespace, policy, condition.type, condition.reason).set(
-                1 if condition.status == "True" else 0
+                CONDITION_VALUES.get(condition.status, -1)
             )
             keys.append(("condition", condition.type, condition.reason))
         if interval is not None:
