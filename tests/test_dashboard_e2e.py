@@ -50,6 +50,11 @@ def finite_points(result: list[dict[str, Any]]) -> int:
     return sum(1 for series in result for _, value in series["values"] if math.isfinite(float(value)))
 
 
+def highest(result: list[dict[str, Any]]) -> float:
+    """The largest finite value of a range query's result."""
+    return max(float(v) for series in result for _, v in series["values"] if math.isfinite(float(v)))
+
+
 def resolve_variables(prometheus: PrometheusServer, *, namespace: str) -> dict[str, str]:
     """Each query variable's values as Grafana's label_values() finds them; this run's are chosen."""
     chosen: dict[str, str] = {}
@@ -133,9 +138,11 @@ def drive_and_check(stack: Stack, scraper: PrometheusServer, *, started: float) 
 
     chosen = resolve_variables(scraper, namespace=ns)
     table = []
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for target in targets():
         promql = substitute(target.expr, chosen)
         result = query_range(scraper, promql, start=started, end=end, step=2.0)
+        results[(target.panel, target.ref)] = result
         table.append((target, len(result), finite_points(result)))
     with_data = {t.panel for t, _, points in table if points}
     all_panels = [p["title"] for p in panels()]
@@ -145,6 +152,18 @@ def drive_and_check(stack: Stack, scraper: PrometheusServer, *, started: float) 
     empty = [f"{t.panel} [{t.ref}]: {substitute(t.expr, chosen)}" for t, _, points in table if not points]
     assert empty == [], "queries without data:\n" + "\n".join(empty)
     assert with_data == set(all_panels)
+    # And what they show is what happened: one retrain, its budget used up, a failing endpoint.
+    # (increase() extrapolates a counter a little past its last sample, hence round.)
+    assert round(highest(results[("Retrains started, last hour", "A")])) == 1
+    outcomes = {
+        s["metric"]["outcome"]: round(highest([s])) for s in results[("Training Jobs by outcome, last hour", "A")]
+    }
+    assert outcomes == {"Started": 1, "Succeeded": 1, "Failed": 0}, outcomes
+    assert highest(results[("Budget used, share of limit", "A")]) == 1.0
+    errors = {s["metric"]["endpoint"] for s in results[("Query errors", "A")]}
+    assert errors == {f"{ns}-dead"}, errors
+    phases = {s["metric"]["phase"] for s in results[("Policies by phase", "A")]}
+    assert {"Invalid", "Degraded"} <= phases and phases & {"Training", "Watching"}, phases
 
     # The alert rules' expressions on the same real data.
     rules = yaml.safe_load((ROOT / "docs" / "monitoring" / "alerts.yaml").read_text())
