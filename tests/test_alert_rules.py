@@ -31,6 +31,10 @@ POLICY = 'namespace="team-a", policy="churn"'
 SEVERITIES = {"critical", "warning", "info"}
 
 
+# The leader's record that it evaluated the policy every minute: the per-policy rules read its series.
+EVALUATED = {f"retrain_policy_last_evaluation_timestamp_seconds{{{SCRAPE}, {POLICY}}}": "0+60x70"}
+
+
 @dataclass(frozen=True)
 class Case:
     """One promtool test: input series, and at ``eval_time`` the alerts expected (empty: none)."""
@@ -114,20 +118,32 @@ CASES = [
     Case(
         "invalid: a policy Invalid for 20 minutes",
         "RetrainPolicyInvalid",
-        {f'retrain_policy_phase{{{SCRAPE}, {POLICY}, phase="Invalid"}}': "1x20"},
+        {f'retrain_policy_phase{{{SCRAPE}, {POLICY}, phase="Invalid"}}': "1x20", **EVALUATED},
         "17m",
         fires=[{"namespace": "team-a", "policy": "churn"}],
     ),
     Case(
+        "invalid: a former leader still exports Invalid; the leader, which evaluates it now, says Watching",
+        "RetrainPolicyInvalid",
+        {
+            f'retrain_policy_phase{{{SCRAPE}, {POLICY}, phase="Watching"}}': "1x20",
+            f'retrain_policy_phase{{{OTHER_REPLICA}, {POLICY}, phase="Invalid"}}': "1x20",
+            f"retrain_policy_last_evaluation_timestamp_seconds{{{OTHER_REPLICA}, {POLICY}}}": "0x20",
+            **EVALUATED,
+        },
+        "17m",
+    ),
+    Case(
         "invalid: a policy that watches",
         "RetrainPolicyInvalid",
-        {f'retrain_policy_phase{{{SCRAPE}, {POLICY}, phase="Watching"}}': "1x20"},
+        {f'retrain_policy_phase{{{SCRAPE}, {POLICY}, phase="Watching"}}': "1x20", **EVALUATED},
         "17m",
     ),
     Case(
         "metrics unavailable: 35 minutes, though the reason changed from NoData to Unreachable on the way",
         "RetrainPolicyMetricsUnavailable",
         {
+            **EVALUATED,
             f'retrain_policy_condition{{{SCRAPE}, {POLICY}, condition="MetricsAvailable", reason="NoData"}}': (
                 "0x15 _x25"
             ),
@@ -142,6 +158,7 @@ CASES = [
         "metrics unavailable: only 20 minutes",
         "RetrainPolicyMetricsUnavailable",
         {
+            **EVALUATED,
             f'retrain_policy_condition{{{SCRAPE}, {POLICY}, condition="MetricsAvailable", reason="NoData"}}': (
                 "1x15 0x20"
             ),
@@ -152,6 +169,7 @@ CASES = [
         "metrics unavailable: Unknown (an invalid policy is not evaluated) is not False",
         "RetrainPolicyMetricsUnavailable",
         {
+            **EVALUATED,
             f'retrain_policy_condition{{{SCRAPE}, {POLICY}, condition="MetricsAvailable", reason="NotEvaluated"}}': (
                 "-1x40"
             ),
@@ -162,6 +180,7 @@ CASES = [
         "metrics unavailable: metrics there, another condition False",
         "RetrainPolicyMetricsUnavailable",
         {
+            **EVALUATED,
             f'retrain_policy_condition{{{SCRAPE}, {POLICY}, condition="MetricsAvailable", reason="Ok"}}': "1x40",
             f'retrain_policy_condition{{{SCRAPE}, {POLICY}, condition="Training", reason="JobFailed"}}': "0x40",
         },
@@ -170,15 +189,26 @@ CASES = [
     Case(
         "training: three failures in a row",
         "RetrainTrainingFailing",
-        {f"retrain_policy_training_failures_in_a_row{{{SCRAPE}, {POLICY}}}": "0 1 2 3 3"},
+        {f"retrain_policy_training_failures_in_a_row{{{SCRAPE}, {POLICY}}}": "0 1 2 3 3", **EVALUATED},
         "4m",
         fires=[{"namespace": "team-a", "policy": "churn"}],
         renders={"$value": "3"},
     ),
     Case(
+        "training: a former leader saw three failures; the leader has seen the success since",
+        "RetrainTrainingFailing",
+        {
+            f"retrain_policy_training_failures_in_a_row{{{SCRAPE}, {POLICY}}}": "0 0 0 0 0",
+            f"retrain_policy_training_failures_in_a_row{{{OTHER_REPLICA}, {POLICY}}}": "3 3 3 3 3",
+            f"retrain_policy_last_evaluation_timestamp_seconds{{{OTHER_REPLICA}, {POLICY}}}": "0 0 0 0 0",
+            **EVALUATED,
+        },
+        "4m",
+    ),
+    Case(
         "training: two failures, then a success",
         "RetrainTrainingFailing",
-        {f"retrain_policy_training_failures_in_a_row{{{SCRAPE}, {POLICY}}}": "1 2 0 0 0"},
+        {f"retrain_policy_training_failures_in_a_row{{{SCRAPE}, {POLICY}}}": "1 2 0 0 0", **EVALUATED},
         "4m",
     ),
     Case(

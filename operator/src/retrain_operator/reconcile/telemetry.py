@@ -121,8 +121,9 @@ BUDGET_LIMIT = Gauge(
 class Telemetry:
     """Records what the operator did into its metrics; one per operator, handed to each part that records.
 
-    It remembers which triggers it exported for each policy, so a trigger removed from a policy, or
-    a deleted policy, stops being reported instead of showing its last value forever.
+    It remembers which triggers, phase and condition reasons it exported for each policy, so a trigger
+    removed from a policy, a phase or reason left, or a deleted policy, stops being reported instead of
+    showing its last value forever.
     """
 
     def __init__(self) -> None:
