@@ -136,12 +136,15 @@ def drive_and_check(stack: Stack, scraper: PrometheusServer, *, started: float) 
     scraper.wait_for(f'increase(retrain_decisions_total{{namespace="{ns}", reason="OverBudget"}}[30s]) > 0')
     end = time.time()
 
+    # The grid of the range queries ends exactly at ``end``, when every condition above was already seen.
+    step = 2.0
+    start = end - step * math.ceil((end - started) / step)
     chosen = resolve_variables(scraper, namespace=ns)
     table = []
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for target in targets():
         promql = substitute(target.expr, chosen)
-        result = query_range(scraper, promql, start=started, end=end, step=2.0)
+        result = query_range(scraper, promql, start=start, end=end, step=step)
         results[(target.panel, target.ref)] = result
         table.append((target, len(result), finite_points(result)))
     with_data = {t.panel for t, _, points in table if points}
