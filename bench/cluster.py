@@ -61,6 +61,7 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator" / "src")]
 
+from retrain_operator.reconcile.telemetry import LAG_BUCKETS  # noqa: E402
 from sandbox.cluster import OPERATOR_NAMESPACE, install_operator, install_tenant  # noqa: E402
 from sandbox.controlplane import Component, ControlPlane, build  # noqa: E402
 from sandbox.processes import (  # noqa: E402
@@ -92,7 +93,7 @@ OPERATOR_WRITABLE = frozenset(
     }
 )
 CHART_VALUES: dict[str, Any] = {"watchNamespaces": [NAMESPACE]}
-LAG_TOP = 30.0  # the last finite bucket of retrain_evaluation_lag_seconds
+LAG_TOP = LAG_BUCKETS[-1]  # the last finite bucket of retrain_evaluation_lag_seconds
 Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 

@@ -259,7 +259,7 @@ def backfill(series: Sequence[Series], *, data_dir: Path, promtool: str | None =
 # --- the server ----------------------------------------------------------------------------------
 
 
-def _config(*, scrape_targets: Sequence[str], scrape_interval: str) -> str:
+def _config(*, scrape_targets: Sequence[str], scrape_interval: str, scrape_job: str = "targets") -> str:
     # JSON is valid YAML, so no YAML library is needed here.
     config: dict[str, Any] = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
@@ -268,7 +268,7 @@ def _config(*, scrape_targets: Sequence[str], scrape_interval: str) -> str:
     if scrape_targets:
         config["scrape_configs"] = [
             {
-                "job_name": "targets",
+                "job_name": scrape_job,
                 "scrape_interval": scrape_interval,
                 "static_configs": [{"targets": list(scrape_targets)}],
             }
@@ -411,20 +411,24 @@ def start_prometheus(
     *,
     scrape_targets: Sequence[str] = (),
     scrape_interval: str = "1s",
+    scrape_job: str = "targets",
     extra_args: Sequence[str] = (),
     history: Sequence[Series] = (),
     ready_timeout: float = 30.0,
 ) -> Iterator[PrometheusServer]:
     """Run Prometheus in ``workdir`` (config, data and log live there) until the block exits.
 
-    ``history`` is backfilled into the data directory before start. ``extra_args`` go to the
+    ``history`` is backfilled into the data directory before start. ``scrape_targets`` are scraped
+    under the job name ``scrape_job`` (the ``job`` label of their series). ``extra_args`` go to the
     command line last, for example ``--query.lookback-delta=1m``.
     """
     binary, promtool = find_binaries()
     workdir.mkdir(parents=True, exist_ok=True)
     data_dir = workdir / "data"
     config_path = workdir / "prometheus.yml"
-    config_path.write_text(_config(scrape_targets=scrape_targets, scrape_interval=scrape_interval))
+    config_path.write_text(
+        _config(scrape_targets=scrape_targets, scrape_interval=scrape_interval, scrape_job=scrape_job)
+    )
     backfill(history, data_dir=data_dir, promtool=promtool)
     server: PrometheusServer | None = None
     # The free port is found before the process binds it, so another process may take it in

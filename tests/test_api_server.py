@@ -973,15 +973,71 @@ spec:
 """)
 
 
+# The part of prometheus-operator's PrometheusRule the chart's alert rules use, as strict as above.
+PROMETHEUS_RULE_CRD = yaml.safe_load("""
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: prometheusrules.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: PrometheusRule, listKind: PrometheusRuleList, plural: prometheusrules, singular: prometheusrule}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          required: [spec]
+          properties:
+            spec:
+              type: object
+              properties:
+                groups:
+                  type: array
+                  items:
+                    type: object
+                    required: [name, rules]
+                    properties:
+                      name: {type: string}
+                      interval: {type: string}
+                      rules:
+                        type: array
+                        items:
+                          type: object
+                          required: [expr]
+                          properties:
+                            alert: {type: string}
+                            record: {type: string}
+                            expr: {type: string}
+                            for: {type: string}  # the pattern of a duration, as in the ServiceMonitor, set below
+                            labels: {type: object, additionalProperties: {type: string}}
+                            annotations: {type: object, additionalProperties: {type: string}}
+""")
+_RULE_FIELDS = PROMETHEUS_RULE_CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+_RULE_FIELDS["properties"]["groups"]["items"]["properties"]["rules"]["items"]["properties"]["for"]["pattern"] = (
+    SERVICE_MONITOR_CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+        "endpoints"
+    ]["items"]["properties"]["interval"]["pattern"]
+)
+
+
 @pytest.fixture(scope="module")
 def service_monitor_crd(admin: Kubectl) -> Iterator[None]:
-    applied = admin.apply(SERVICE_MONITOR_CRD)
-    assert applied.returncode == 0, applied.stderr
-    name = SERVICE_MONITOR_CRD["metadata"]["name"]
-    established = admin("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
-    assert established.returncode == 0, established.stderr
+    """prometheus-operator's ServiceMonitor and PrometheusRule, as far as the chart uses them."""
+    names = []
+    for crd in (SERVICE_MONITOR_CRD, PROMETHEUS_RULE_CRD):
+        applied = admin.apply(crd)
+        assert applied.returncode == 0, applied.stderr
+        names.append(crd["metadata"]["name"])
+    for name in names:
+        established = admin("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
+        assert established.returncode == 0, established.stderr
     yield
-    admin("delete", "crd", name, "--wait=false")
+    for name in names:
+        admin("delete", "crd", name, "--wait=false")
 
 
 @contextlib.contextmanager

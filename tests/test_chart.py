@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import fnmatch
 import inspect
+import json
 import re
 import shlex
 import textwrap
@@ -26,7 +27,7 @@ import helm_python as helm
 import pytest
 import yaml
 
-from hack import render_manifests, sync_crds
+from hack import render_manifests, sync_crds, sync_monitoring
 from hack.render_manifests import render_chart
 from retrain_operator import cli
 from retrain_operator.adapters import kubernetes as kube_adapter
@@ -51,7 +52,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "watchNamespaces": WATCHED,
     },
     "service-monitor": {
-        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "MLOps"}},
+            "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+        },
         "metricsEndpoint": {
             "create": True,
             "spec": {"url": "http://prometheus.monitoring:9090", "allowedNamespaces": WATCHED},
@@ -324,6 +329,57 @@ def test_cluster_wide_install_asks_for_the_training_service_account(rendered: di
     with helm.Config(storage_driver="memory", namespace=RELEASE_NS) as config:
         notes = config.install(str(CHART), "retrain-operator", {}, dry_run="client", namespace=RELEASE_NS)["notes"]
     assert "kubectl -n NAMESPACE create serviceaccount retrain-trainer" in notes
+
+
+# ----------------------------------------------------------------------------------------------
+# The Grafana dashboard and the alert rules (docs/monitoring/)
+
+MONITORING = ROOT / "docs" / "monitoring"
+
+
+def test_dashboard_and_alert_rules_are_absent_by_default(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for variant in ("default", "namespaced", "leader-election"):
+        assert of_kind(rendered[variant], "ConfigMap") == [], variant
+        assert of_kind(rendered[variant], "PrometheusRule") == [], variant
+    assert "grafana_dashboard" not in (ROOT / "manifests" / "install.yaml").read_text()
+
+
+def test_dashboard_config_map_carries_the_docs_dashboard_and_the_sidecar_label(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    config_map = one(rendered["service-monitor"], "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "MLOps"}
+    assert config_map["metadata"]["namespace"] == RELEASE_NS
+    (text,) = config_map["data"].values()
+    source = (MONITORING / "grafana-dashboard.json").read_text()
+    assert text == source.rstrip("\n"), "the ConfigMap holds the dashboard of docs/monitoring/ unchanged"
+    assert json.loads(text)["uid"] == "retrain-operator"
+    elsewhere = render_chart({"metrics": {"grafanaDashboard": {"enabled": True, "namespace": "monitoring"}}})
+    assert one(elsewhere, "ConfigMap")["metadata"]["namespace"] == "monitoring"
+
+
+def test_prometheus_rule_carries_the_docs_rules_pointed_at_the_metrics_service(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objects = rendered["service-monitor"]
+    rule = one(objects, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    source = yaml.safe_load((MONITORING / "alerts.yaml").read_text())
+    service = one(objects, "Service")["metadata"]["name"]
+    # prometheus-operator names the scrape job after the Service; the chart puts that name in, nothing else changes.
+    expected = yaml.safe_load(
+        (MONITORING / "alerts.yaml").read_text().replace('job=~"retrain-operator.*"', f'job="{service}"')
+    )
+    assert rule["spec"] == expected and rule["spec"] != source
+    without_service = render_chart({"metrics": {"service": {"enabled": False}, "prometheusRule": {"enabled": True}}})
+    assert one(without_service, "PrometheusRule")["spec"] == source
+
+
+def test_chart_monitoring_files_are_identical_copies_of_docs() -> None:
+    assert sync_monitoring.differences() == []
+    for name in sync_monitoring.FILES:
+        assert (CHART / "files" / name).read_bytes() == (MONITORING / name).read_bytes()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -703,6 +703,22 @@ class PolicyStatus:
         """The policy's own ledger (its inline limits); empty without limits."""
         return self.spending.ledger if self.spending is not None else Ledger()
 
+    @property
+    def failures_in_a_row(self) -> int:
+        """Trainings that failed since the last one that succeeded, as far back as the history goes.
+
+        A Job that disappeared is recorded in ``last_retrain`` only, so it counts once more on top.
+        """
+        streak = 0
+        for entry in reversed(self.history):
+            if entry.outcome != "Failed":
+                break
+            streak += 1
+        last = self.last_retrain
+        if last is not None and last.outcome == "Failed" and (not self.history or self.history[-1].job != last.job):
+            streak += 1
+        return streak
+
     def runs(self) -> list[RunRecord]:
         """The successful past trainings, as the cost-benefit gate and the estimate learn from them."""
         return [entry.run() for entry in self.history if entry.outcome == "Succeeded"]

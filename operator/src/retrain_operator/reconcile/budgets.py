@@ -68,6 +68,7 @@ class Accountant:
             now=now,
         )
         self._telemetry.budget(meta["namespace"], meta["name"], status.used)
+        self._telemetry.budget_limits(meta["namespace"], meta["name"], spec.limits)
         built = status.to_dict()
         if only_if_changed and not status_changed(stored, built):
             return False

@@ -291,6 +291,8 @@ class Reconciler:
 
     async def _write(self, entry: PolicyEntry, stored: Mapping[str, Any], status: PolicyStatus) -> bool:
         """The one status write: the merge patch from what the server holds to what was built, if they differ."""
+        interval = entry.spec.evaluation.interval if entry.spec is not None and status.phase != "Invalid" else None
+        self.telemetry.policy_state(entry.namespace, entry.name, status, interval=interval)
         built = status.to_dict()
         if not status_changed(stored, built):
             return False
@@ -420,6 +422,7 @@ class Reconciler:
             warning=not succeeded,
         )
         self.telemetry.job(entry.namespace, record.outcome)
+        self.telemetry.trained(entry.namespace, record.outcome, seconds)
         return status, True, stuck
 
     async def _rollback(

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from retrain_operator.domain.budget import Usage
+from retrain_operator.domain.budget import Limits, Usage
 from retrain_operator.domain.decision import Decision
+from retrain_operator.domain.policy_status import PolicyStatus
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -74,8 +75,12 @@ CYCLE_SECONDS = Histogram(
     registry=REGISTRY,
 )
 # From 10 ms (a cycle that starts on time) to 30 s (half an interval late): fine enough around the
-# 5 s p99 target (DESIGN.md) for bench/cluster.py to read quantiles off the buckets.
-LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0)
+# 5 s p99 target (DESIGN.md) for bench/cluster.py to read quantiles off the buckets. The coarse ones
+# above let a quantile exceed a whole interval (60 s by default), which the lag alert compares with.
+LAG_BUCKETS = (
+    *(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0),
+    *(60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0),
+)
 EVALUATION_LAG = Histogram(
     "retrain_evaluation_lag_seconds",
     "Seconds from when a policy was due to when its evaluation started.",
@@ -102,16 +107,66 @@ BUDGET_USED = Gauge(
     registry=REGISTRY,
 )
 
+# What the dashboard and alert rules (docs/monitoring/) need beyond the families above: how long
+# trainings take, each policy's phase, conditions, failure streak and interval, and budget limits.
+# A failure streak and the last evaluation time are per policy because an alert must name the policy.
+TRAINING_SECONDS = Histogram(
+    "retrain_training_duration_seconds",
+    "Real duration of finished training Jobs (start to completion), by outcome.",
+    ["namespace", "outcome"],
+    buckets=(30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0),
+    registry=REGISTRY,
+)
+POLICY_PHASE = Gauge(
+    "retrain_policy_phase",
+    "1 for each policy's current phase (Watching, Training, Suspended, Degraded, Invalid); one series per policy.",
+    ["namespace", "policy", "phase"],
+    registry=REGISTRY,
+)
+CONDITION_VALUES = {"True": 1, "False": 0}  # anything else (Unknown) is -1: never mistaken for False
+POLICY_CONDITION = Gauge(
+    "retrain_policy_condition",
+    "A policy's condition: 1 while True, 0 while False, -1 while Unknown, with its current reason.",
+    ["namespace", "policy", "condition", "reason"],
+    registry=REGISTRY,
+)
+POLICY_FAILURES = Gauge(
+    "retrain_policy_training_failures_in_a_row",
+    "Training Jobs of a policy that failed since its last successful one.",
+    ["namespace", "policy"],
+    registry=REGISTRY,
+)
+POLICY_INTERVAL = Gauge(
+    "retrain_policy_interval_seconds",
+    "A valid policy's evaluation interval (spec.evaluation.interval).",
+    ["namespace", "policy"],
+    registry=REGISTRY,
+)
+POLICY_EVALUATED = Gauge(
+    "retrain_policy_last_evaluation_timestamp_seconds",
+    "Unix time of a policy's last evaluation by this replica.",
+    ["namespace", "policy"],
+    registry=REGISTRY,
+)
+BUDGET_LIMIT = Gauge(
+    "retrain_budget_limit",
+    "Limit of a RetrainBudget per window, by measure (only the measures it limits).",
+    ["namespace", "budget", "measure"],
+    registry=REGISTRY,
+)
+
 
 class Telemetry:
     """Records what the operator did into its metrics; one per operator, handed to each part that records.
 
-    It remembers which triggers it exported for each policy, so a trigger removed from a policy, or
-    a deleted policy, stops being reported instead of showing its last value forever.
+    It remembers which triggers, phase and condition reasons it exported for each policy, so a trigger
+    removed from a policy, a phase or reason left, or a deleted policy, stops being reported instead of
+    showing its last value forever.
     """
 
     def __init__(self) -> None:
         self._known_triggers: dict[tuple[str, str], set[str]] = {}
+        self._known_states: dict[tuple[str, str], list[tuple[str, ...]]] = {}
 
     def decided(self, namespace: str, decision: Decision) -> None:
         """One evaluation of a policy in ``namespace`` ended with ``decision``."""
@@ -163,11 +218,77 @@ class Telemetry:
     def forget_policy(self, namespace: str, policy: str) -> None:
         for trigger in self._known_triggers.pop((namespace, policy), set()):
             _forget_trigger(namespace, policy, trigger)
+        self._forget_state(namespace, policy)
 
     def budget(self, namespace: str, budget: str, used: Usage) -> None:
         """What a RetrainBudget has spent in its current window, by measure."""
         for measure, value in used.to_dict().items():
             BUDGET_USED.labels(namespace, budget, measure).set(value)
+
+    def trained(self, namespace: str, outcome: str, seconds: float) -> None:
+        """A training Job finished (``Succeeded``, ``Failed``) after running ``seconds``."""
+        TRAINING_SECONDS.labels(namespace, outcome).observe(seconds)
+
+    def budget_limits(self, namespace: str, budget: str, limits: Limits) -> None:
+        """A RetrainBudget's limits per window; a measure it no longer limits stops being reported."""
+        for measure, limit in _limits(limits).items():
+            if limit is None:
+                try:
+                    BUDGET_LIMIT.remove(namespace, budget, measure)
+                except KeyError:
+                    pass
+            else:
+                BUDGET_LIMIT.labels(namespace, budget, measure).set(limit)
+
+    def policy_state(self, namespace: str, policy: str, status: PolicyStatus, *, interval: float | None) -> None:
+        """A policy's status as just built: its phase, conditions and failure streak, its interval (None while
+        invalid), and that it was evaluated now. Series of a phase or reason it left are removed, after the new
+        ones are set, so a scrape in between never sees the policy without a phase."""
+        keys: list[tuple[str, ...]] = []
+        if status.phase:
+            POLICY_PHASE.labels(namespace, policy, status.phase).set(1)
+            keys.append(("phase", status.phase))
+        for condition in status.conditions:
+            POLICY_CONDITION.labels(namespace, policy, condition.type, condition.reason).set(
+                CONDITION_VALUES.get(condition.status, -1)
+            )
+            keys.append(("condition", condition.type, condition.reason))
+        if interval is not None:
+            POLICY_INTERVAL.labels(namespace, policy).set(interval)
+            keys.append(("interval",))
+        POLICY_FAILURES.labels(namespace, policy).set(status.failures_in_a_row)
+        POLICY_EVALUATED.labels(namespace, policy).set_to_current_time()
+        # A counter first scraped at 1 loses that first increment to rate() and increase(): the namespace's
+        # outcome series start at 0, before its first Job, so the dashboard sees its first training too.
+        for outcome in ("Started", "Succeeded", "Failed"):
+            JOBS.labels(namespace, outcome)
+        for outcome in ("Succeeded", "Failed"):
+            TRAINING_SECONDS.labels(namespace, outcome)
+        for gone in set(self._known_states.get((namespace, policy), ())) - set(keys):
+            _forget_state_series(namespace, policy, gone)
+        self._known_states[(namespace, policy)] = keys
+
+    def _forget_state(self, namespace: str, policy: str) -> None:
+        for key in self._known_states.pop((namespace, policy), ()):
+            _forget_state_series(namespace, policy, key)
+        for family in (POLICY_FAILURES, POLICY_EVALUATED):
+            try:
+                family.remove(namespace, policy)
+            except KeyError:
+                pass
+
+
+def _forget_state_series(namespace: str, policy: str, key: tuple[str, ...]) -> None:
+    family = {"phase": POLICY_PHASE, "condition": POLICY_CONDITION, "interval": POLICY_INTERVAL}[key[0]]
+    try:
+        family.remove(namespace, policy, *key[1:])
+    except KeyError:
+        pass
+
+
+def _limits(limits: Limits) -> dict[str, float | None]:
+    """The limits by the measure names ``Usage.to_dict`` uses, so used and limit series pair up."""
+    return {"runs": limits.runs, "cpuHours": limits.cpu_hours, "gpuHours": limits.gpu_hours, "cost": limits.cost}
 
 
 def _forget_trigger(namespace: str, policy: str, trigger: str) -> None:
