@@ -88,6 +88,7 @@ class VersionInfo:
     gate_passed: bool | None = None
     gate_reason: str | None = None
     promoted: bool | None = None
+    policy_uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,13 @@ class RegistryView:
     champion: str | None = None
     problem: str | None = None
 
-    def by_job(self) -> dict[str, VersionInfo]:
-        return {v.job: v for v in self.versions.values() if v.job}
+    def by_job(self, policy_uid: str | None = None) -> dict[str, VersionInfo]:
+        """The versions training Jobs wrote, by Job; with ``policy_uid`` only that policy's (prefixes may be shared)."""
+        return {
+            v.job: v
+            for v in self.versions.values()
+            if v.job and (policy_uid is None or v.policy_uid in (None, policy_uid))
+        }
 
 
 def _number(value: Any) -> float | None:
@@ -123,6 +129,7 @@ def version_info(version: str, metadata: Mapping[str, Any], *, promoted: set[str
         gate_passed=passed if isinstance(passed, bool) else None,
         gate_reason=gate.get("reason") if isinstance(gate.get("reason"), str) else None,
         promoted=version in promoted,
+        policy_uid=run.get("policyUid") if isinstance(run.get("policyUid"), str) else None,
     )
 
 
@@ -229,7 +236,9 @@ def explain(policy: Mapping[str, Any], *, budget: Mapping[str, Any] | None, now:
     decision_spec = _section(spec, "decision")
     decision = status.last_decision
     cooldown = _duration(decision_spec.get("cooldown"), 3600.0)
-    started = status.active_job.started_at if status.active_job else None
+    # The cooldown counts from the last training's start (a running rollback trains nothing).
+    training = status.active_job if status.active_job and not status.active_job.is_rollback else None
+    started = training.started_at if training else None
     started = started or (status.last_retrain.started_at if status.last_retrain else None)
     started_at = parse_rfc3339(started)
     remaining = None
@@ -477,7 +486,7 @@ def history(
     if active is not None and not active.is_rollback:
         row(active.name).update(trigger=active.trigger, startedAt=active.started_at, outcome="Running")
     if registry is not None:
-        for job_name, info in registry.by_job().items():
+        for job_name, info in registry.by_job(str(meta.get("uid") or "") or None).items():
             r = row(job_name)
             r.setdefault("trigger", info.trigger)
             r["modelVersion"] = r.get("modelVersion") or info.version
