@@ -49,7 +49,10 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kubectl retrain", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="kubectl retrain",
+        description="Ask why a model did or did not retrain, see its retrains, and steer it.",
+    )
     _common(parser, top=True)
     parser.add_argument("-A", "--all-namespaces", action="store_true", default=False, help="list in every namespace")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
