@@ -133,17 +133,27 @@ def test_why_list_and_history_read_what_the_server_holds(
 
     # kubectl finds the plugin on PATH and passes every argument through.
     env = {**os.environ, "PATH": f"{venv_bin()}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-    discovered = subprocess.run(
-        [kubectl_path(), "retrain", "why", "firing", "-n", namespace, "--kubeconfig", str(kubeconfig)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
+
+    def through_kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [kubectl_path(), "retrain", *args, "--kubeconfig", str(kubeconfig)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        print(f"\n$ kubectl retrain {' '.join(args)}  (through kubectl)\n{result.stdout}{result.stderr}", end="")
+        return result
+
+    discovered = through_kubectl("why", "firing", "-n", namespace)
     assert discovered.returncode == 0, discovered.stderr
-    direct = retrain(kubeconfig, "why", "firing", "-n", namespace).stdout
-    assert discovered.stdout.splitlines()[:4] == direct.splitlines()[:4]
+    assert discovered.stdout.startswith(f"RetrainPolicy {namespace}/firing (model churn) is Training.")
+    via_kubectl = json.loads(through_kubectl("why", "firing", "-n", namespace, "-o", "json").stdout)
+    direct = json.loads(retrain(kubeconfig, "why", "firing", "-n", namespace, "-o", "json").stdout)
+    # Only the cooldown's remaining seconds depend on the moment of the call.
+    assert via_kubectl.pop("cooldown")["lastRetrainStartedAt"] == direct.pop("cooldown")["lastRetrainStartedAt"]
+    assert via_kubectl == direct
     plugins = subprocess.run([kubectl_path(), "plugin", "list"], capture_output=True, text=True, env=env, check=False)
     assert str(venv_bin() / "kubectl-retrain") in plugins.stdout
 
