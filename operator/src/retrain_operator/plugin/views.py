@@ -170,6 +170,15 @@ def summary(policy: Mapping[str, Any], *, now: datetime) -> dict[str, Any]:
     }
 
 
+def _decision_cell(decision: Mapping[str, Any]) -> str:
+    """``Wait (CoolingDown)``; a decision to do nothing by its reason alone (``Suspended``, ``NoTriggerFiring``)."""
+    if not decision:
+        return "-"
+    if decision.get("action") == "None":
+        return str(decision.get("reason"))
+    return f"{decision.get('action')} ({decision.get('reason')})"
+
+
 def list_table(rows: Sequence[Mapping[str, Any]], *, all_namespaces: bool, now: datetime) -> str:
     headers = ["NAME", "MODEL", "PHASE", "LAST DECISION", "SINCE", "MODEL VERSION", "NEXT EVALUATION"]
     body = []
@@ -179,7 +188,7 @@ def list_table(rows: Sequence[Mapping[str, Any]], *, all_namespaces: bool, now: 
             str(row.get("name") or ""),
             str(row.get("model") or "-"),
             str(row.get("phase") or "-"),
-            f"{decision.get('action')} ({decision.get('reason')})" if decision else "-",
+            _decision_cell(decision),
             age(decision.get("since"), now=now),
             str(row.get("modelVersion") or "-"),
             str(row.get("nextEvaluation") or "-"),
