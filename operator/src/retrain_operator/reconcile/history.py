@@ -22,8 +22,9 @@ Three shapes of query are answered:
 * ``sum(increase(counter[age]))``, dataVolume's count since the model was trained, whose window
   grows at every step (a new text each time): the counter's series are read once, and the count is
   their reset-adjusted growth between the grid points ``t - age`` and ``t``. Unlike ``increase()``
-  it does not extrapolate to the window's edges, so it can be lower by what arrived within one
-  scrape interval of them.
+  it sees the counter only at the grid points: it does not extrapolate to the window's edges, and
+  at a reset it misses what was counted between the last grid point before the reset and the reset
+  (so a dataVolume trigger can fire up to one interval later than the operator would).
 
 Limits: a query asked at a time the recording did not foresee is a bug, counted in ``misses``
 (the backtest stops on it rather than judge on missing data). A failed range query makes every step
