@@ -229,7 +229,7 @@ def main() -> None:
         ("instant queries the steps asked, answered from memory", f"{out['queries']['instantQueriesAnswered']}"),
         ("Prometheus time: engine (queue+prepare+eval+sort)", f"{delta['total_seconds']:.2f} s"),
         ("Prometheus time: HTTP handler (incl. JSON encoding)", f"{delta['http_seconds']:.2f} s"),
-        ("client time in range queries, summed over concurrent ones", f"{out['queries']['prometheusSeconds']:.2f} s"),
+        ("reading them, as the command reports (json run)", f"{out['queries']['readSeconds']:.1f} s"),
         ("wall time of the command (text + plot run)", f"{wall:.1f} s"),
         ("retrains / cost", f"{totals['retrains']} / {totals['cost']:.4g}"),
         ("refusals", ", ".join(f"{k} {v['episodes']}x" for k, v in totals["refusals"].items()) or "none"),

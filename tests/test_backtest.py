@@ -19,7 +19,14 @@ from typing import Any
 
 import pytest
 
-from retrain_operator.adapters.prometheus import MAX_POINTS_PER_SERIES, RangeSeries
+from retrain_operator.adapters.prometheus import (
+    MAX_POINTS_PER_SERIES,
+    PrometheusBadResponse,
+    PrometheusQueryError,
+    PrometheusUnreachable,
+    RangeSeries,
+    parse_range_response,
+)
 from retrain_operator.backtest_report import plot, table
 from retrain_operator.domain import promql
 from retrain_operator.reconcile.backtest import LIMITATIONS, MAX_STEPS, BacktestError, BacktestResult, backtest
@@ -246,6 +253,16 @@ def test_period_bounds_name_the_flag(start: datetime, end: datetime, interval: s
         asyncio.run(backtest(body, source=FakeRanges({}), start=start, end=end, now=NOW))
 
 
+def test_a_history_that_cannot_be_read_stops_the_backtest_with_the_reason() -> None:
+    class Down(FakeRanges):
+        async def query_range(self, promql: str, **_: Any) -> list[RangeSeries]:
+            raise PrometheusUnreachable("Prometheus at http://127.0.0.1:1: cannot connect")
+
+    body = accuracy_policy()
+    with pytest.raises(BacktestError, match=r"reading the history failed \(Unreachable\).*--prometheus-url"):
+        asyncio.run(backtest(body, source=Down({}), start=T0, end=T0 + timedelta(hours=1), now=NOW))
+
+
 def test_table_json_and_plot(tmp_path: Path) -> None:
     current = accuracy_texts(for_seconds=300, step=30)
     result, _ = run(accuracy_policy(), {current: lambda t: 0.95 if t < at(60) else 0.8}, hours=3)
@@ -259,3 +276,22 @@ def test_table_json_and_plot(tmp_path: Path) -> None:
     path = tmp_path / "backtest.png"
     plot(result, str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_range_response_is_parsed_and_errors_keep_their_reason() -> None:
+    body = {
+        "status": "success",
+        "data": {
+            "resultType": "matrix",
+            "result": [{"metric": {"model": "churn"}, "values": [[60, "0.9"], [120, "NaN"]]}],
+        },
+    }
+    [series] = parse_range_response(200, json.dumps(body).encode())
+    assert series.labels == {"model": "churn"} and series.points[0] == (60.0, 0.9) and math.isnan(series.points[1][1])
+    refused = {"status": "error", "errorType": "bad_data", "error": "exceeded maximum resolution of 11,000 points"}
+    with pytest.raises(PrometheusQueryError) as caught:
+        parse_range_response(400, json.dumps(refused).encode())
+    assert caught.value.reason == "BadData"
+    vector = {"status": "success", "data": {"resultType": "vector", "result": []}}
+    with pytest.raises(PrometheusBadResponse):
+        parse_range_response(200, json.dumps(vector).encode())

@@ -135,6 +135,7 @@ class BacktestResult:
     would_retrain: int = 0
     range_queries: int = 0
     query_seconds: float = 0.0
+    read_seconds: float = 0.0
     instant_queries_answered: int = 0
     wall_seconds: float = 0.0
 
@@ -171,7 +172,8 @@ class BacktestResult:
             "totals": self.totals(),
             "queries": {
                 "rangeQueries": self.range_queries,
-                "prometheusSeconds": round(self.query_seconds, 3),
+                "readSeconds": round(self.read_seconds, 3),
+                "querySecondsSummed": round(self.query_seconds, 3),
                 "instantQueriesAnswered": self.instant_queries_answered,
             },
             "wallSeconds": round(self.wall_seconds, 3),
@@ -389,6 +391,13 @@ class Replay:
         )
         await self._plan()
         await self.history.fetch()
+        failed = self.history.failures()
+        if failed:
+            text, error = failed[0]
+            raise BacktestError(
+                f"reading the history failed ({error.reason}): {error}; query {text[:200]!r}. Check --prometheus-url "
+                "and that the period's history is there; a slow server needs a longer --query-timeout"
+            )
         history = self.history
 
         async def replayed(_: str) -> QuerySource:
@@ -418,6 +427,7 @@ class Replay:
             await self._finish_training(result)
         result.range_queries = history.range_queries
         result.query_seconds = history.range_seconds
+        result.read_seconds = history.fetch_seconds
         result.instant_queries_answered = history.instant_queries
         result.wall_seconds = time.perf_counter() - began
         return result

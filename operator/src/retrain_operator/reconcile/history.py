@@ -27,9 +27,9 @@ Three shapes of query are answered:
   (so a dataVolume trigger can fire up to one interval later than the operator would).
 
 Limits: a query asked at a time the recording did not foresee is a bug, counted in ``misses``
-(the backtest stops on it rather than judge on missing data). A failed range query makes every step
-that needs it fail with the same error, so those triggers are inconclusive with its reason, as the
-operator would record them.
+(the backtest stops on it rather than judge on missing data). A failed range query is kept with
+its matrix (``failures``) and raised again to every step that needs it; the backtest stops on it,
+since a period the tool could not read is no evidence of missing data in the history.
 """
 
 from __future__ import annotations
@@ -149,6 +149,7 @@ class HistorySource:
         self._matrices: dict[str, list[Matrix]] = {}
         self.range_queries = 0
         self.range_seconds = 0.0
+        self.fetch_seconds = 0.0
         self.instant_queries = 0
         self.misses: list[str] = []
 
@@ -223,7 +224,9 @@ class HistorySource:
             for begin in range(0, matrix.count, MAX_POINTS_PER_SERIES):
                 points = min(MAX_POINTS_PER_SERIES, matrix.count - begin)
                 jobs.append(self._read(matrix, begin=begin, points=points, headers=headers))
+        started = time.perf_counter()
         await asyncio.gather(*jobs)
+        self.fetch_seconds = time.perf_counter() - started
 
     async def _read(self, matrix: Matrix, *, begin: int, points: int, headers: Mapping[str, str] | None) -> None:
         need = matrix.need
@@ -242,6 +245,10 @@ class HistorySource:
             self.range_seconds += time.perf_counter() - started
         for series in result:
             matrix.add(series)
+
+    def failures(self) -> list[tuple[str, PrometheusError]]:
+        """The reads that failed, with their error: the backtest stops on them rather than judge without history."""
+        return [(m.need.text, m.error) for ms in self._matrices.values() for m in ms if m.error is not None]
 
     # Answering.
     def _matrix(self, text: str, at: float) -> tuple[Matrix, int] | None:
