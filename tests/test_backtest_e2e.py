@@ -64,6 +64,18 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServ
     series = [
         Series("model_accuracy", LABELS, [(t.timestamp(), accuracy(t)) for t in times]),
         Series("labelled_total", LABELS, [(t.timestamp(), counter(t)) for t in times]),
+        *(
+            Series(
+                "feature_value_bucket",
+                {**LABELS, "feature": feature, "le": le},
+                [
+                    (t.timestamp(), float(i * (k + 1) * (2 if t >= DROP and feature == "age" else 1)))
+                    for i, t in enumerate(times)
+                ],
+            )
+            for feature in ("age", "income")
+            for k, le in enumerate(("1", "5", "+Inf"))
+        ),
     ]
     with prometheus_with_history(tmp_path_factory.mktemp("backtest-prometheus"), series) as server:
         yield server
@@ -193,26 +205,52 @@ def test_replayed_answers_equal_prometheus_instant_answers(history: PrometheusSe
         for_seconds=300,
         step=30,
     )
-    texts = [queries.current, queries.held_max, queries.held_count]
-    assert None not in texts
+    raw = 'avg_over_time(model_accuracy{model="churn"}[3m])'
+    raw_held = promql.raw_held_query(raw, operator="<", for_seconds=420, step=42)
+    histogram = promql.histogram_increase(
+        metric="feature_value",
+        values_by_label={"model": ["churn"]},
+        group_by=["model"],
+        feature_label="feature",
+        window=3600,
+    )
+    # (text, how long before the step it is evaluated): accuracyDecay's three, a raw query's three on a
+    # 42 s subquery grid that the 60 s interval does not divide, drift's current window and its
+    # reference a day and a half back.
+    texts = [
+        (str(queries.current), 0.0),
+        (str(queries.held_max), 0.0),
+        (str(queries.held_count), 0.0),
+        (raw, 0.0),
+        *((text, 0.0) for text in raw_held),
+        (histogram, 0.0),
+        (histogram, 1.5 * 86400),
+    ]
     start, end = DROP - timedelta(hours=1), RECOVERED + timedelta(hours=1)
 
-    async def compare() -> list[tuple[str, datetime, list[float], list[float]]]:
+    def values(samples: list[Any]) -> list[tuple[str, float]]:
+        return sorted((json.dumps(dict(s.labels), sort_keys=True), s.value) for s in samples)
+
+    async def compare() -> list[tuple[str, datetime, list[Any], list[Any]]]:
         async with PrometheusClient(url=history.url, timeout=60) as client:
             replay = HistorySource(source=client, interval=60, start=start, end=end)
-            for text in texts:
-                replay.record(str(text), shift=0)
+            for text, shift in texts:
+                replay.record(text, shift=shift)
             await replay.fetch()
+            assert replay.failures() == []
             out = []
             for minute in range(0, int((end - start).total_seconds() // 60) + 1, 7):
-                at = start + timedelta(minutes=minute)
-                for text in texts:
-                    got = [s.value for s in await replay.query(str(text), at=at)]
-                    want = [s.value for s in await client.query(str(text), at=at)]
-                    out.append((str(text), at, got, want))
+                step = start + timedelta(minutes=minute)
+                for text, shift in texts:
+                    at = step - timedelta(seconds=shift)
+                    got = values(await replay.query(text, at=at))
+                    want = values(await client.query(text, at=at))
+                    out.append((text, at, got, want))
             return out
 
     compared = asyncio.run(compare())
-    assert len(compared) > 100
+    assert len(compared) > 300
+    assert sum(1 for _, _, got, _ in compared if len(got) == 6) > 50  # the histograms: 2 features x 3 buckets
     for text, at, got, want in compared:
-        assert got == pytest.approx(want, abs=1e-12), (text, at)
+        assert [k for k, _ in got] == [k for k, _ in want], (text, at)
+        assert [v for _, v in got] == pytest.approx([v for _, v in want], abs=1e-9), (text, at)
