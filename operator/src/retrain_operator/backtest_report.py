@@ -65,9 +65,9 @@ def table(result: BacktestResult) -> str:
             f"cost {run.cost:.4g}, {run.cpu_hours:.4g} CPU-hours"
         )
     lines += [
-        f"queries: {result.range_queries} range queries to Prometheus, read in {result.read_seconds:.1f} s "
-        f"({result.query_seconds:.1f} s summed over concurrent queries); {result.instant_queries_answered} instant "
-        f"queries of the steps answered from them; wall time {result.wall_seconds:.1f} s",
+        f"queries: {result.range_queries} range queries to Prometheus, read in {result.read_seconds:.1f} s; "
+        f"{result.instant_queries_answered} instant queries of the steps answered from them; "
+        f"wall time {result.wall_seconds:.1f} s",
         *(f"note: {text}" for text in LIMITATIONS),
     ]
     return "\n".join(lines)

@@ -134,7 +134,6 @@ class BacktestResult:
     refusal_episodes: Counter[str] = field(default_factory=Counter)
     would_retrain: int = 0
     range_queries: int = 0
-    query_seconds: float = 0.0
     read_seconds: float = 0.0
     instant_queries_answered: int = 0
     wall_seconds: float = 0.0
@@ -173,7 +172,6 @@ class BacktestResult:
             "queries": {
                 "rangeQueries": self.range_queries,
                 "readSeconds": round(self.read_seconds, 3),
-                "querySecondsSummed": round(self.query_seconds, 3),
                 "instantQueriesAnswered": self.instant_queries_answered,
             },
             "wallSeconds": round(self.wall_seconds, 3),
@@ -426,7 +424,6 @@ class Replay:
         if self._finish is not None:  # a retrain still running at the end is charged as it would have been
             await self._finish_training(result)
         result.range_queries = history.range_queries
-        result.query_seconds = history.range_seconds
         result.read_seconds = history.fetch_seconds
         result.instant_queries_answered = history.instant_queries
         result.wall_seconds = time.perf_counter() - began

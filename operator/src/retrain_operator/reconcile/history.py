@@ -148,7 +148,6 @@ class HistorySource:
         self._growth: dict[str, tuple[str, float]] = {}  # selector -> (text read, earliest needed)
         self._matrices: dict[str, list[Matrix]] = {}
         self.range_queries = 0
-        self.range_seconds = 0.0
         self.fetch_seconds = 0.0
         self.instant_queries = 0
         self.misses: list[str] = []
@@ -232,7 +231,6 @@ class HistorySource:
         need = matrix.need
         start = need.first + begin * need.step
         end = start + (points - 1) * need.step
-        started = time.perf_counter()
         try:
             result = await self._source.query_range(
                 need.text, start=_when(start), end=_when(end), step=need.step, headers=headers
@@ -242,7 +240,6 @@ class HistorySource:
             return
         finally:
             self.range_queries += 1
-            self.range_seconds += time.perf_counter() - started
         for series in result:
             matrix.add(series)
 
