@@ -295,3 +295,29 @@ def test_range_response_is_parsed_and_errors_keep_their_reason() -> None:
     vector = {"status": "success", "data": {"resultType": "vector", "result": []}}
     with pytest.raises(PrometheusBadResponse):
         parse_range_response(200, json.dumps(vector).encode())
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--from", "yesterday"], "--from 'yesterday' is not an RFC 3339 time"),
+        (["--from", "2026-01-01T00:00:00Z", "--to", "2026-06-01T00:00:00Z"], "--from/--to span 151d; at most 90d"),
+        (["--from", "2026-11-01T00:00:00Z", "--budget", "/nonexistent/budget.yaml"], "--budget /nonexistent"),
+    ],
+)
+def test_command_line_errors_name_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    from retrain_operator.cli import main
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(json.dumps(accuracy_policy()))
+    # Nothing listens on port 9: every error here comes before any query.
+    argv = ["backtest", "-f", str(path), "--prometheus-url", "http://127.0.0.1:9", *flags]
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code, text = 2, str(exc)
+    else:
+        text = capsys.readouterr().err
+    assert code == 2 and message in text

@@ -231,11 +231,15 @@ def _backtest(args: argparse.Namespace) -> int:
     start, end = _time_flag("--from", args.start), _time_flag("--to", args.end)
     budget = None
     if args.budget:
-        with open(args.budget, encoding="utf-8") as handle:
-            budget = next(
-                (d for d in yaml.safe_load_all(handle) if isinstance(d, dict) and d.get("kind") == "RetrainBudget"),
-                None,
-            )
+        try:
+            with open(args.budget, encoding="utf-8") as handle:
+                budget = next(
+                    (d for d in yaml.safe_load_all(handle) if isinstance(d, dict) and d.get("kind") == "RetrainBudget"),
+                    None,
+                )
+        except (OSError, yaml.YAMLError) as exc:
+            print(f"error: --budget {args.budget}: {exc}", file=sys.stderr)
+            return 2
         if budget is None:
             print(f"error: --budget {args.budget} holds no RetrainBudget (kind: RetrainBudget)", file=sys.stderr)
             return 2
