@@ -149,11 +149,33 @@ def test_for_hysteresis_cooldown_and_one_training_at_a_time() -> None:
     assert totals["refusals"]["TrainingInProgress"]["episodes"] == 2
 
 
-def test_missing_data_is_inconclusive_and_never_fires() -> None:
+@pytest.mark.parametrize(
+    ("policy", "expected", "retrains"),
+    [
+        ("Inconclusive", [(0, "NoTriggerFiring"), (30, "MetricsUnavailable"), (45, "NoTriggerFiring")], []),
+        ("Clear", [(0, "NoTriggerFiring")], []),
+        (
+            "Fire",
+            [
+                (0, "NoTriggerFiring"),
+                (30, "TriggerFiring"),
+                (31, "TrainingInProgress"),
+                (40, "CoolingDown"),  # still firing on missing data until the metric is back at 45
+                (45, "NoTriggerFiring"),
+            ],
+            [30],
+        ),
+    ],
+)
+def test_missing_data_follows_the_trigger_policy(
+    policy: str, expected: list[tuple[float, str]], retrains: list[float]
+) -> None:
     current = accuracy_texts(for_seconds=0, step=1)
-    result, _ = run(accuracy_policy(for_="0s"), {current: lambda t: None if at(30) <= t < at(45) else 0.95}, hours=1)
-    assert changes(result) == [(0, "NoTriggerFiring"), (30, "MetricsUnavailable"), (45, "NoTriggerFiring")]
-    assert result.runs == []
+    body = accuracy_policy(for_="0s")
+    body["spec"]["triggers"][0]["onMissingData"] = policy
+    result, _ = run(body, {current: lambda t: None if at(30) <= t < at(45) else 0.95}, hours=1)
+    assert changes(result) == expected
+    assert [(r.started - T0).total_seconds() / 60 for r in result.runs] == retrains
 
 
 def test_budget_window_refuses_until_it_rolls_over() -> None:
