@@ -38,7 +38,7 @@ from retrain_operator.domain.limits import DEFAULT_LIMITS, QueryLimits
 from retrain_operator.domain.policy_status import ActiveJob, HistoryEntry, PolicyStatus, RetrainRecord
 from retrain_operator.domain.promql import selector
 from retrain_operator.domain.times import rfc3339
-from retrain_operator.domain.triggers import TriggerResult
+from retrain_operator.domain.triggers import DataVolumeTrigger, TriggerResult
 from retrain_operator.reconcile.budgets import Accountant
 from retrain_operator.reconcile.history import HistorySource, RangeSource
 from retrain_operator.reconcile.observe import Observer, QuerySource, Subject
@@ -281,11 +281,11 @@ class Replay:
         if self.endpoint.namespace_label:
             matchers[self.endpoint.namespace_label] = self.namespace
         for trigger in self.spec.triggers:
-            if trigger.type == "dataVolume":
-                metric = str(getattr(trigger.kind, "metric"))  # noqa: B009
+            # dataVolume's window is the model's age, a new query text at every step: read its counter instead.
+            if isinstance(trigger.kind, DataVolumeTrigger):
                 since = (subject.model_trained_at or self.first).timestamp()
                 earliest = self.first.timestamp() - self.limits.max_range
-                self.history.counter(selector(metric, matchers), since=max(since, earliest))
+                self.history.counter(selector(trigger.kind.metric, matchers), since=max(since, earliest))
         for text, at in recorder.asked:
             self.history.record(text, shift=(self.last - at).total_seconds())
 
