@@ -129,6 +129,24 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--namespace-label", default=None, help="add <label>=<policy namespace> to built-in queries")
     ev.add_argument("-o", "--output", choices=("text", "json"), default="text")
 
+    bt = sub.add_parser(
+        "backtest",
+        help="replay a policy's decisions over a period of Prometheus history, creating nothing",
+        description="Replays the operator's decisions at the policy's interval from --from to --to (at most 90 days): "
+        "triggers with for, clear levels and missing data, cooldown, one training at a time, budgets, the "
+        "cost-benefit gate, dry run. History is read with range queries, one per query template per piece of "
+        "11,000 points. The history does not know how a retrain would have changed the metrics after it.",
+    )
+    bt.add_argument("-f", "--filename", required=True, help="the RetrainPolicy YAML (first RetrainPolicy in it)")
+    bt.add_argument("--prometheus-url", required=True)
+    bt.add_argument("--from", dest="start", required=True, help="start of the period, RFC 3339")
+    bt.add_argument("--to", dest="end", default=None, help="end of the period, RFC 3339; default now")
+    bt.add_argument("--budget", default=None, help="the RetrainBudget YAML the policy names in spec.decision.budget")
+    bt.add_argument("--namespace-label", default=None, help="add <label>=<policy namespace> to built-in queries")
+    bt.add_argument("--query-timeout", type=float, default=120.0, help="seconds one range query may take")
+    bt.add_argument("--plot", default=None, metavar="FILE.png", help="draw metrics, thresholds, states and retrains")
+    bt.add_argument("-o", "--output", choices=("text", "json"), default="text")
+
     train = sub.add_parser("train", help="the built-in trainer (the training Job's entrypoint)", add_help=False)
     train.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
@@ -153,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "evaluate":
         return _evaluate(args)
+    if args.command == "backtest":
+        return _backtest(args)
     return _run(args)
 
 
@@ -195,6 +215,75 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"  {'':<20} {t['message']}")
     d = result["decision"]
     print(f"decision: {d['action']} ({d['reason']}): {d['message']}")
+    return 0
+
+
+def _time_flag(flag: str, text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SystemExit(f"error: {flag} {text!r} is not an RFC 3339 time, e.g. 2026-11-27T10:00:00Z") from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from retrain_operator.adapters.prometheus import PrometheusClient
+    from retrain_operator.backtest_report import plot, table
+    from retrain_operator.domain.api import InvalidSpec
+    from retrain_operator.reconcile.backtest import BacktestError, backtest
+
+    body = _load_policy(args.filename)
+    start, end = _time_flag("--from", args.start), _time_flag("--to", args.end)
+    budget = None
+    if args.budget:
+        try:
+            with open(args.budget, encoding="utf-8") as handle:
+                budget = next(
+                    (d for d in yaml.safe_load_all(handle) if isinstance(d, dict) and d.get("kind") == "RetrainBudget"),
+                    None,
+                )
+        except (OSError, yaml.YAMLError) as exc:
+            print(f"error: --budget {args.budget}: {exc}", file=sys.stderr)
+            return 2
+        if budget is None:
+            print(f"error: --budget {args.budget} holds no RetrainBudget (kind: RetrainBudget)", file=sys.stderr)
+            return 2
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("error: --plot needs matplotlib: pip install 'retrain-operator[plot]'", file=sys.stderr)
+            return 2
+
+    async def replay() -> Any:
+        client = PrometheusClient(url=args.prometheus_url.rstrip("/"), timeout=args.query_timeout, max_concurrency=4)
+        try:
+            return await backtest(
+                body, source=client, start=start, end=end, budget=budget, namespace_label=args.namespace_label
+            )
+        finally:
+            await client.close()
+
+    try:
+        result = asyncio.run(replay())
+    except InvalidSpec as exc:
+        print("invalid policy or budget:\n" + "\n".join(f"  {p}" for p in exc.problems), file=sys.stderr)
+        return 2
+    except BacktestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.plot:
+        plot(result, args.plot)
+    if args.output == "json":
+        print(
+            json.dumps(result.to_dict(), default=lambda v: None if isinstance(v, float) and math.isnan(v) else str(v))
+        )
+    else:
+        print(table(result))
+        if args.plot:
+            print(f"plot: {args.plot}")
     return 0
 
 

@@ -29,7 +29,9 @@ PrometheusBadResponse      ``Unauthorized`` (401), ``Forbidden`` (403), ``Server
 
 Limits, on purpose:
 
-* Instant queries only (a backtest can evaluate them at many times).
+* Instant queries for the operator; :meth:`PrometheusClient.query_range` serves ``backtest``, which
+  reads a whole period per query template (at most :data:`MAX_POINTS_PER_SERIES` points a series per
+  call, Prometheus' own limit; the caller splits a longer period).
 * No retries: the scheduler decides what an inconclusive trigger means and when to ask again.
 * ``warnings`` in a successful response (for example a partial response from Thanos, or PromQL
   annotations) are logged at DEBUG and otherwise ignored: the result is still the server's answer,
@@ -69,6 +71,7 @@ __all__ = [
     "PrometheusQueryError",
     "PrometheusTimeout",
     "PrometheusUnreachable",
+    "RangeSeries",
     "Sample",
 ]
 
@@ -85,6 +88,18 @@ class Sample:
     labels: Mapping[str, str]
     value: float
     timestamp: float
+
+
+@dataclass(frozen=True)
+class RangeSeries:
+    """One series of a range-query result: its labels and its (timestamp, value) points in time order."""
+
+    labels: Mapping[str, str]
+    points: Sequence[tuple[float, float]]
+
+
+MAX_POINTS_PER_SERIES = 11_000
+DEFAULT_MAX_RANGE_RESPONSE_BYTES = 512 * 1024 * 1024
 
 
 class MetricSource(Protocol):
@@ -264,6 +279,39 @@ def parse_query_response(status: int, body: bytes, *, secrets: Sequence[str] = (
     )
 
 
+def parse_range_response(status: int, body: bytes, *, secrets: Sequence[str] = ()) -> list[RangeSeries]:
+    """The series of a range-query response (a matrix), or the :class:`PrometheusError` it amounts to."""
+    try:
+        document: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        document = None
+    if isinstance(document, dict) and document.get("status") == "error":
+        raise _api_error(
+            status,
+            sanitize(str(document.get("errorType") or "unknown"), limit=40),
+            sanitize(str(document.get("error") or ""), secrets=secrets),
+        )
+    if status != 200:
+        raise _http_status_error(status, sanitize(body.decode("utf-8", errors="replace"), secrets=secrets))
+    if document is None:
+        snippet = sanitize(body.decode("utf-8", errors="replace"), secrets=secrets)
+        raise PrometheusBadResponse(f"response is not JSON: {snippet}", reason="InvalidJSON")
+    try:
+        if not isinstance(document, dict) or document.get("status") != "success":
+            raise ValueError("status is not 'success'")
+        data = document["data"]
+        if data["resultType"] != "matrix" or not isinstance(data["result"], list):
+            raise ValueError(f"resultType is {str(data['resultType'])[:20]!r}, not matrix")
+        return [
+            RangeSeries(labels=_labels(element["metric"]), points=[_pair(p) for p in element.get("values") or []])
+            for element in data["result"]
+        ]
+    except (KeyError, TypeError, ValueError) as e:
+        raise PrometheusBadResponse(
+            f"unexpected response shape: {sanitize(str(e), secrets=secrets)}", reason="UnexpectedResponse"
+        ) from None
+
+
 # --- the HTTP client ------------------------------------------------------------------------------
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -351,6 +399,7 @@ class PrometheusClient:
             raise ValueError("ca_pem and insecure_skip_verify need an https:// url")
 
         self._query_url = base.with_path(base.path.rstrip("/") + "/api/v1/query")
+        self._range_url = base.with_path(base.path.rstrip("/") + "/api/v1/query_range")
         # For messages: where we talked to, never with credentials (there are none in the URL).
         self._origin = str(base.with_path(base.path.rstrip("/") or "/"))
         self._timeout = float(timeout)
@@ -427,6 +476,45 @@ class PrometheusClient:
             raise ValueError("at must be timezone-aware")
         return await self._query(promql, time=f"{at.timestamp():.3f}", headers=headers)
 
+    async def query_range(
+        self,
+        promql: str,
+        *,
+        start: datetime,
+        end: datetime,
+        step: float,
+        headers: Mapping[str, str] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RANGE_RESPONSE_BYTES,
+    ) -> list[RangeSeries]:
+        """Range query: ``promql`` evaluated at ``start``, ``start + step``, ... up to ``end``.
+
+        At most :data:`MAX_POINTS_PER_SERIES` points per series (Prometheus refuses more); the caller
+        splits longer periods.
+        """
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("start and end must be timezone-aware")
+        if not step > 0 or (end - start).total_seconds() / step >= MAX_POINTS_PER_SERIES:
+            raise ValueError(f"a range query holds fewer than {MAX_POINTS_PER_SERIES} steps; split the period")
+        request_headers = self._headers
+        if headers:
+            _check_headers(headers)
+            if any(name.lower() == "authorization" for name in headers):
+                raise ValueError("per-query headers must not set Authorization")
+            request_headers = _merge_headers(self._headers, headers)
+        form = {
+            "query": promql,
+            "start": f"{start.timestamp():.3f}",
+            "end": f"{end.timestamp():.3f}",
+            "step": f"{step:g}",
+            "timeout": f"{self._timeout:g}s",
+        }
+        session = self._session()
+        async with self._semaphore:
+            status, body = await self._post(
+                session, form, request_headers, url=self._range_url, max_bytes=max_response_bytes
+            )
+        return parse_range_response(status, body, secrets=self._secrets)
+
     async def is_online(self) -> bool:
         """Whether the endpoint answers ``vector(1)`` correctly (a query, so auth and tenancy count)."""
         try:
@@ -453,18 +541,24 @@ class PrometheusClient:
         return parse_query_response(status, body, secrets=self._secrets)
 
     async def _post(
-        self, session: aiohttp.ClientSession, form: Mapping[str, str], headers: Mapping[str, str]
+        self,
+        session: aiohttp.ClientSession,
+        form: Mapping[str, str],
+        headers: Mapping[str, str],
+        *,
+        url: URL | None = None,
+        max_bytes: int | None = None,
     ) -> tuple[int, bytes]:
         where = f"Prometheus at {self._origin}"
         try:
             async with session.post(
-                self._query_url,
+                url or self._query_url,
                 data=form,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
                 allow_redirects=False,
             ) as response:
-                return response.status, await _read_bounded(response, self._max_response_bytes)
+                return response.status, await _read_bounded(response, max_bytes or self._max_response_bytes)
         except TimeoutError:
             raise PrometheusTimeout(f"{where}: no answer within {self._timeout:g}s") from None
         except aiohttp.ClientSSLError as e:
