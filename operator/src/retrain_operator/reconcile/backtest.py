@@ -36,9 +36,8 @@ from retrain_operator.domain.evaluation import accuracy_now, evaluate_triggers
 from retrain_operator.domain.jobs import PolicyRef, job_name
 from retrain_operator.domain.limits import DEFAULT_LIMITS, QueryLimits
 from retrain_operator.domain.policy_status import ActiveJob, HistoryEntry, PolicyStatus, RetrainRecord
-from retrain_operator.domain.promql import selector
 from retrain_operator.domain.times import rfc3339
-from retrain_operator.domain.triggers import DataVolumeTrigger, TriggerResult
+from retrain_operator.domain.triggers import TriggerResult, get_trigger_type
 from retrain_operator.reconcile.budgets import Accountant
 from retrain_operator.reconcile.history import HistorySource, RangeSource
 from retrain_operator.reconcile.observe import Observer, QuerySource, Subject
@@ -281,11 +280,12 @@ class Replay:
         if self.endpoint.namespace_label:
             matchers[self.endpoint.namespace_label] = self.namespace
         for trigger in self.spec.triggers:
-            # dataVolume's window is the model's age, a new query text at every step: read its counter instead.
-            if isinstance(trigger.kind, DataVolumeTrigger):
+            # A window that is the model's age (dataVolume) is a new query text at every step: read its counter.
+            counter = get_trigger_type(trigger.type).moving_counter(trigger.kind, matchers)
+            if counter is not None:
                 since = (subject.model_trained_at or self.first).timestamp()
                 earliest = self.first.timestamp() - self.limits.max_range
-                self.history.counter(selector(trigger.kind.metric, matchers), since=max(since, earliest))
+                self.history.counter(counter, since=max(since, earliest))
         for text, at in recorder.asked:
             self.history.record(text, shift=(self.last - at).total_seconds())
 

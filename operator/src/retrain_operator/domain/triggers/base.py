@@ -219,6 +219,11 @@ class TriggerType(Generic[S]):
         """The queries for ``targets`` (one, unless merged); ``None`` when the type reads no metrics."""
         return None
 
+    def moving_counter(self, spec: S, matchers: Mapping[str, str]) -> str | None:
+        """The counter whose growth the type reads over a window that moves with every evaluation (since
+        the model was trained), for a replay that reads history once; None when its queries keep their text."""
+        return None
+
     def spans(self, spec: S, trigger: TriggerSpec) -> Sequence[Span]:
         """The stretches of history its queries read, beyond ``for`` (checked for every type)."""
         return ()

@@ -110,6 +110,9 @@ class DataVolumeType(TriggerType[DataVolumeTrigger]):
             return None
         return DataVolumeTrigger(metric=metric, min_new_samples=absolute, min_relative=relative)
 
+    def moving_counter(self, spec: DataVolumeTrigger, matchers: Mapping[str, str]) -> str | None:
+        return promql.selector(spec.metric, matchers)
+
     def plan(
         self,
         spec: DataVolumeTrigger,
