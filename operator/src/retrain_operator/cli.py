@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from retrain_operator.domain.limits import QueryLimits
+from retrain_operator.domain.numbers import number
 from retrain_operator.settings.durations import DurationError, format_duration, parse_duration
 from retrain_operator.settings.estimators import InvalidAllowlist, parse_allowlist
 
@@ -120,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--prometheus-url", required=True)
     ev.add_argument("--at", default=None, help="evaluation time, RFC 3339; default now")
     ev.add_argument("--namespace-label", default=None, help="add <label>=<policy namespace> to built-in queries")
+    ev.add_argument(
+        "--model-trained-at",
+        default=None,
+        help="when the current model was trained, RFC 3339 (dataVolume counts new samples since then); default: "
+        "the file's status.model.trainedAt, else its metadata.creationTimestamp",
+    )
     ev.add_argument("-o", "--output", choices=("text", "json"), default="text")
 
     train = sub.add_parser("train", help="the built-in trainer (the training Job's entrypoint)", add_help=False)
@@ -163,15 +170,27 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     body = _load_policy(args.filename)
     try:
-        at = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else datetime.now(UTC)
-    except ValueError:
-        print(f"error: --at {args.at!r} is not an RFC 3339 time, e.g. 2026-11-27T10:00:00Z", file=sys.stderr)
+        at = _time("--at", args.at) or datetime.now(UTC)
+        trained_at = _time("--model-trained-at", args.model_trained_at)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
+    if trained_at is not None and trained_at > at:
+        print(
+            f"error: --model-trained-at {args.model_trained_at} is after the evaluation time {at.isoformat()}; "
+            "give a time before --at",
+            file=sys.stderr,
+        )
+        return 2
     try:
         result = asyncio.run(
-            evaluate_policy(body, prometheus_url=args.prometheus_url, at=at, namespace_label=args.namespace_label)
+            evaluate_policy(
+                body,
+                prometheus_url=args.prometheus_url,
+                at=at,
+                namespace_label=args.namespace_label,
+                model_trained_at=trained_at,
+            )
         )
     except InvalidSpec as exc:
         if args.output == "json":
@@ -184,11 +203,28 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0
     print(f"policy {result['policy']} at {result['at']}")
     for t in result["triggers"]:
-        print(f"  {t['name']:<20} {t['type']:<14} {t['state']:<13} value={t['value']} threshold={t['threshold']}")
+        since = ""
+        if t["since"]:
+            since = f" since{' at or before' if t.get('sinceAtOrBefore') else ''} {t['since']}"
+        print(
+            f"  {t['name']:<20} {t['type']:<14} {t['state']:<13} value={number(t['value'])} "
+            f"threshold={number(t['threshold'])}{since}"
+        )
         print(f"  {'':<20} {t['message']}")
     d = result["decision"]
     print(f"decision: {d['action']} ({d['reason']}): {d['message']}")
     return 0
+
+
+def _time(option: str, text: str | None) -> datetime | None:
+    """An RFC 3339 time given on the command line (UTC when it names no zone), or None."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{option} {text!r} is not an RFC 3339 time, e.g. 2026-11-27T10:00:00Z") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _run(args: argparse.Namespace) -> int:
