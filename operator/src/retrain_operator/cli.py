@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import math
 import os
 import socket
@@ -114,7 +113,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--lease-name", default="retrain-operator", help="name of the leader-election Lease")
     run.add_argument("--lease-seconds", type=float, default=15.0, help="how long a Lease lasts without renewal")
     run.add_argument("--max-parallel", type=int, default=32)
-    run.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    run.add_argument(
+        "--log-level",
+        default=os.environ.get("LOG_LEVEL", "INFO"),
+        help="DEBUG also shows kopf's line for every watch event a handler took (default %(default)s)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("LOG_FORMAT", "text"),
+        help="text, or json: one JSON object per line (time, level, logger, message, object, exception)",
+    )
 
     ev = sub.add_parser("evaluate", help="evaluate a policy once against Prometheus, without a cluster")
     ev.add_argument("-f", "--filename", required=True, help="the RetrainPolicy YAML (first RetrainPolicy in it)")
@@ -232,6 +241,7 @@ def _run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from retrain_operator.adapters.kubernetes import ApiKubeClient
+    from retrain_operator.handlers import logs
     from retrain_operator.handlers.operator import registry
     from retrain_operator.reconcile import telemetry
     from retrain_operator.reconcile.engine import Reconciler
@@ -239,7 +249,11 @@ def _run(args: argparse.Namespace) -> int:
     from retrain_operator.reconcile.observe import Observer
     from retrain_operator.reconcile.scheduler import Endpoints, Scheduler, Stores
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        logs.configure(level=args.log_level, fmt=args.log_format)
+    except ValueError as exc:
+        print(f"error: --log-level/--log-format: {exc}", file=sys.stderr)
+        return 2
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
     kube = ApiKubeClient.from_environment(kubeconfig=args.kubeconfig)
