@@ -32,6 +32,7 @@ from retrain_operator.domain.numbers import number
 from sandbox.cluster import OPERATOR_NAMESPACE, LocalCluster, install_operator, install_tenant
 from sandbox.controlplane import ControlPlaneError, build
 from sandbox.demo_model import DemoModel, serve
+from sandbox.examples import EXAMPLE_NAMESPACES, example_world
 from sandbox.processes import OperatorProcess, free_ports, kubectl, venv_bin
 from sandbox.prometheus import start_prometheus
 from sandbox.s3 import start_seaweedfs
@@ -40,6 +41,12 @@ NAMESPACE = "demo"
 # The chart in namespaced mode, watching the demo namespace.
 CHART_VALUES = {"watchNamespaces": [NAMESPACE]}
 BUCKET = "models"
+
+
+def write_env(path: Path, *, kubeconfig: Path) -> Path:
+    """A file to ``source``: this environment's tools first on PATH, and the sandbox cluster as KUBECONFIG."""
+    path.write_text(f'export PATH="{venv_bin()}:$PATH"\nexport KUBECONFIG="{kubeconfig}"\n')
+    return path
 
 
 def _crd_dir() -> Path:
@@ -388,6 +395,27 @@ def main(argv: list[str] | None = None) -> int:
                 sandbox_store(s3_endpoint=s3_server.endpoint, region=s3_server.region),
             ]
         )
+        watched = [NAMESPACE]
+        if args.kubeconfig is None:
+            # On its own control plane only: on someone else's cluster, team-a and a "default" endpoint and
+            # store may well exist already, and are not the sandbox's to take.
+            apply(
+                example_world(
+                    prometheus_url=prom.url,
+                    s3_endpoint=s3_server.endpoint,
+                    region=s3_server.region,
+                    access_key=s3_server.access_key,
+                    secret_key=s3_server.secret_key,
+                )
+            )
+            for namespace in EXAMPLE_NAMESPACES:
+                install_tenant(kubeconfig, values=CHART_VALUES, namespace=namespace)
+            watched += EXAMPLE_NAMESPACES
+            n.say(
+                f"the examples' world: namespaces {', '.join(EXAMPLE_NAMESPACES)}, MetricsEndpoint default "
+                "(this Prometheus) and ModelStore default (this S3), so examples/*-policy.yaml and "
+                "examples/team-budget.yaml apply as they are"
+            )
         operator = OperatorProcess(
             kubeconfig=operator_kubeconfig,
             log_path=workdir / "operator.log",
@@ -398,8 +426,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.trainer_image,
                 "--training-service-account",
                 account,
-                "--namespace",
-                NAMESPACE,
+                *(f"--namespace={namespace}" for namespace in watched),
             ],
         )
         operator.start()
@@ -426,7 +453,15 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print("\nThe loop is complete: decay detected, one Job, a new model in S3, status explains it.")
         if args.keep:
-            print(f"Still running. Try: kubectl --kubeconfig {kubeconfig} get rp -A -o yaml   (Ctrl-C to stop)")
+            env = write_env(workdir / "env", kubeconfig=kubeconfig)
+            print(
+                f"Still running (Ctrl-C to stop). In another shell:\n"
+                f"  source {env}    # PATH gets {venv_bin()} (retrain-operator, kubectl), KUBECONFIG this cluster\n"
+                "  kubectl get rp -A\n"
+                "  kubectl apply -f examples/churn-policy.yaml -f examples/team-budget.yaml \\\n"
+                "      -f examples/drift-policy.yaml -f examples/nightly-custom-trainer.yaml",
+                flush=True,
+            )
             with contextlib.suppress(KeyboardInterrupt):
                 while operator.running:
                     time.sleep(1)
