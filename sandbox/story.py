@@ -33,7 +33,7 @@ from sandbox.cluster import OPERATOR_NAMESPACE, LocalCluster, install_operator, 
 from sandbox.controlplane import ControlPlaneError, build
 from sandbox.demo_model import DemoModel, serve
 from sandbox.examples import EXAMPLE_NAMESPACES, example_world
-from sandbox.processes import OperatorProcess, free_ports, kubectl, venv_bin
+from sandbox.processes import Interrupted, OperatorProcess, free_ports, kubectl, stopped_by_signals, venv_bin
 from sandbox.prometheus import start_prometheus
 from sandbox.s3 import start_seaweedfs
 
@@ -273,6 +273,16 @@ def _demo_service(model: DemoModel, port: int) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The story; SIGINT or SIGTERM at any point stops everything started so far, within seconds."""
+    try:
+        with stopped_by_signals():
+            return _story(argv)
+    except Interrupted as stop:
+        print(f"\n{stop}: stopped everything the sandbox started", file=sys.stderr, flush=True)
+        return 128 + stop.signum
+
+
+def _story(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sandbox", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -429,8 +439,8 @@ def main(argv: list[str] | None = None) -> int:
                 *(f"--namespace={namespace}" for namespace in watched),
             ],
         )
+        stack.callback(operator.stop, timeout=5.0)  # first: a signal right after the start must still stop it
         operator.start()
-        stack.callback(operator.stop)
         n.say(f"operator started (pid {operator.process.pid if operator.process else '?'}), log {operator.log_path}")
         policy = demo_policy()
         apply([policy, gated_policy()])
@@ -462,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
                 "      -f examples/drift-policy.yaml -f examples/nightly-custom-trainer.yaml",
                 flush=True,
             )
-            with contextlib.suppress(KeyboardInterrupt):
+            with contextlib.suppress(Interrupted):  # the way to stop it: everything stops, and the exit is 0
                 while operator.running:
                     time.sleep(1)
     return 0
