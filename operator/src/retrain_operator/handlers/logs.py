@@ -62,6 +62,7 @@ def configure(*, level: str, fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # a library's warning is a log line too, in the same format
     objects = logging.getLogger(KOPF_OBJECTS)
     if not any(isinstance(f, RoutineAtDebug) for f in objects.filters):
         objects.addFilter(RoutineAtDebug())
