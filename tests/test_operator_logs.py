@@ -49,6 +49,7 @@ def captured(request: pytest.FixtureRequest) -> Iterator[tuple[io.StringIO, Any]
     finally:
         root.handlers[:], _, logging.getLogger(logs.KOPF_OBJECTS).filters[:] = saved
         root.setLevel(saved[1])
+        logging.captureWarnings(False)
 
 
 def kopf_lines() -> None:
