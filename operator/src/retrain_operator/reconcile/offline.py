@@ -29,7 +29,7 @@ from retrain_operator.domain.decision import decide
 from retrain_operator.domain.evaluation import evaluate_triggers
 from retrain_operator.domain.policy_status import PolicyStatus
 from retrain_operator.domain.times import parse_rfc3339
-from retrain_operator.domain.triggers import TriggerResult, TriggerSpec, get_trigger_type
+from retrain_operator.domain.triggers import TriggerSpec, get_trigger_type
 from retrain_operator.reconcile.observe import Observer, QuerySource, Subject
 
 LOOKBACK_POINTS = 120
@@ -81,9 +81,11 @@ async def evaluate_policy(
         observed = await observer.observe([subject], now=at)
         observations = {trigger: obs for (_, _, trigger), obs in observed.items()}
         results = evaluate_triggers(spec, observations=observations, status=status, created=created, now=at)
+        queries = observer.stats.queries  # what the operator would send; the look back is the command's own
         began: dict[str, tuple[datetime, bool]] = {}
         for trigger, result in zip(spec.triggers, results, strict=True):
-            if result.state in ("pending", "firing") and result.since == at and get_trigger_type(trigger.type).history:
+            fresh = result.since == at and result.problem is None  # not carried over from status, nor onMissingData
+            if result.state in ("pending", "firing") and fresh and get_trigger_type(trigger.type).history:
                 began[trigger.name] = await _began(observer, subject, trigger, status=status, created=created, at=at)
     finally:
         await client.close()
@@ -93,7 +95,8 @@ async def evaluate_policy(
     return {
         "policy": f"{namespace}/{name}",
         "at": at.isoformat(),
-        "queries": observer.stats.queries,
+        "queries": queries,
+        "historyQueries": observer.stats.queries - queries,
         "triggers": [
             {
                 "name": r.name,
@@ -136,7 +139,7 @@ async def _began(
         observed = await observer.observe([alone], now=when)
         observations = {name: obs for (_, _, name), obs in observed.items()}
         (result,) = evaluate_triggers(one, observations=observations, status=fresh, created=created, now=when)
-        return _breached(result)
+        return result.state == "firing"
 
     began = at
     for first in range(1, LOOKBACK_POINTS + 1, LOOKBACK_BATCH):
@@ -148,7 +151,3 @@ async def _began(
                 return began, False
             began = when
     return began, True
-
-
-def _breached(result: TriggerResult) -> bool:
-    return result.state == "firing"
