@@ -149,10 +149,12 @@ def test_a_signal_ends_the_block_and_more_signals_never_cut_its_cleanup_short(
     [
         # The reported case: make sandbox ARGS=--keep, the story told, then one Ctrl-C.
         (signal.SIGINT, "Still running", 1, 0),
+        # Ctrl-C in the middle of the story, pressed again while the first one is being handled.
+        (signal.SIGINT, "operator started", 2, 128 + signal.SIGINT),
         # SIGTERM in the middle of the story, sent three times as an impatient supervisor would.
         (signal.SIGTERM, "operator started", 3, 128 + signal.SIGTERM),
     ],
-    ids=["ctrl-c-after-the-story", "sigterm-during-the-story"],
+    ids=["ctrl-c-after-the-story", "ctrl-c-twice-during-the-story", "sigterm-during-the-story"],
 )
 def test_a_signal_to_the_group_stops_everything_the_sandbox_started(
     tmp_path: Path,
