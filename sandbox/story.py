@@ -189,7 +189,14 @@ class PolicyStory:
         self.job: str | None = None
         self.retrain: str | None = None
 
-    def lines(self, status: Mapping[str, Any], *, started: Callable[[str], str | None]) -> list[str]:
+    def lines(
+        self,
+        status: Mapping[str, Any],
+        *,
+        started: Callable[[str], str | None],
+        stored: Callable[[], Sequence[str]] = tuple,
+    ) -> list[str]:
+        """The new steps; ``stored`` lists what a finished retrain left in the registry, told after its Job."""
         out: list[str] = []
         for trigger in status.get("triggers") or []:
             value = trigger.get("value")
@@ -212,6 +219,7 @@ class PolicyStory:
         if last and last.get("job") != self.retrain:
             self.retrain = last.get("job")
             out.append(f"Job {last.get('job')} {last.get('outcome')}: {last.get('message')}")
+            out.extend(f"  {line}" for line in stored())
             current = status.get("model") or {}
             if current:
                 out.append(
@@ -498,16 +506,16 @@ def _watch(
         if gated_decision.get("reason") == "NotWorthRetraining" and not seen.get("gated"):
             seen["gated"] = True
             n.say(f"churn-gated decision: {gated_decision['action']} (NotWorthRetraining): {gated_decision['message']}")
-        for line in story.lines(status, started=lambda job: _started_message(kubeconfig, job)):
+
+        def stored() -> list[str]:
+            listing = s3.list_objects_v2(Bucket=BUCKET, Prefix="churn/versions/").get("Contents", [])
+            return [f"s3://{BUCKET}/{obj['Key']} ({obj['Size']} bytes)" for obj in listing]
+
+        for line in story.lines(status, started=lambda job: _started_message(kubeconfig, job), stored=stored):
             n.say(line)
         last = status.get("lastRetrain") or {}
-        if last and seen.get("last") != last.get("job"):
-            seen["last"] = last.get("job")
-            listing = s3.list_objects_v2(Bucket=BUCKET, Prefix="churn/versions/").get("Contents", [])
-            for obj in listing:
-                n.say(f"  s3://{BUCKET}/{obj['Key']} ({obj['Size']} bytes)")
-            if last.get("outcome") != "Succeeded":
-                return False
+        if last and last.get("outcome") != "Succeeded":
+            return False
         trigger_states = [t.get("state") for t in status.get("triggers") or []]
         if last.get("outcome") == "Succeeded" and model.version and trigger_states == ["clear"] and seen.get("gated"):
             n.say(

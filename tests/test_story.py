@@ -98,9 +98,11 @@ def test_the_new_model_is_told_with_its_score_rounded_then_the_next_decision() -
             "lastDecision": {"action": "Wait", "reason": "CoolingDown", "message": "cooling down"},
         },
         started=lambda job: None,
+        stored=lambda: ["s3://models/churn/versions/v1/metadata.json (5012 bytes)"],
     )
     assert lines == [
         "Job j Succeeded: model v1 trained and promoted, accuracy 0.9825",
+        "  s3://models/churn/versions/v1/metadata.json (5012 bytes)",
         "status.model: version v1, accuracy 0.9825, s3://models/churn/v1",
         "decision: Wait (CoolingDown): cooling down",
     ]
