@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: sandbox test check bench bench-cluster system-deps controlplane compat clean
+.PHONY: sandbox test check bench bench-cluster system-deps controlplane compat clean env
 
 # Debian's prometheus package gives the real Prometheus server and promtool the tests and sandbox run.
 system-deps:
@@ -25,6 +25,10 @@ controlplane:
 
 sandbox: system-deps $(STAMP) controlplane
 	$(BIN)/python -m sandbox $(ARGS)
+
+# This checkout's tools (retrain-operator, kubectl, pytest) first on PATH, in the current shell: eval "$$(make -s env)"
+env:
+	@echo 'export PATH="$(abspath $(BIN)):$$PATH"'
 
 check: $(STAMP)
 	$(BIN)/ruff format --check operator sandbox tests bench hack

@@ -270,6 +270,10 @@ def write_kubeconfig(
 # Processes
 
 
+# Seconds the control plane has, all components together, to exit after SIGTERM before SIGKILL.
+STOP_GRACE = 5.0
+
+
 @dataclass
 class Component:
     """One started binary: its process, log file and how to tell it is ready."""
@@ -304,13 +308,23 @@ class Component:
 
     def stop(self, *, grace: float = 10.0) -> None:
         """SIGTERM to the process we started, SIGKILL if it lingers; only ever our own PID."""
+        self.terminate()
+        self.reap(deadline=time.monotonic() + grace)
+
+    def terminate(self) -> None:
+        """SIGTERM to the process we started, if it still runs."""
         process = self.process
-        if process is None or process.poll() is not None:
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+
+    def reap(self, *, deadline: float) -> None:
+        """Wait for the process until ``deadline`` (a monotonic time), then SIGKILL it."""
+        process = self.process
+        if process is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=grace)
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
@@ -605,7 +619,16 @@ class ControlPlane:
                 )
             time.sleep(0.2)
 
-    def stop(self) -> None:
+    def stop(self, *, grace: float = STOP_GRACE) -> None:
+        """Every component told to stop at once, and killed if still running after ``grace`` seconds in all.
+
+        At once, not one after the other: a component waiting on one already gone (the API server on
+        etcd, the controller manager on the API server) would otherwise spend its whole grace on retries,
+        and a Ctrl-C of the sandbox must end within seconds.
+        """
         for component in reversed(self.components):
-            component.stop()
+            component.terminate()
+        deadline = time.monotonic() + grace
+        for component in reversed(self.components):
+            component.reap(deadline=deadline)
         self.components.clear()

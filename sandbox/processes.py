@@ -14,8 +14,42 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM arrived: whatever runs stops, and everything started is stopped on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM end the block with :class:`Interrupted`, once.
+
+    Python's default SIGTERM ends the process without running any cleanup, and the processes started
+    in sessions of their own (the control plane, the operator) would outlive it. A second signal while
+    the block's cleanup runs (a second Ctrl-C, a SIGTERM after the SIGINT) is ignored: it would cut the
+    cleanup short at whatever step it reached and leave the rest running.
+    """
+    stopping: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stopping:
+            return
+        stopping.append(signum)
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, action in previous.items():
+            signal.signal(sig, action)
 
 
 def free_ports(count: int) -> list[int]:

@@ -19,18 +19,21 @@ import io
 import json
 import shutil
 import sys
+import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from retrain_operator.domain.numbers import number
 from sandbox.cluster import OPERATOR_NAMESPACE, LocalCluster, install_operator, install_tenant
 from sandbox.controlplane import ControlPlaneError, build
 from sandbox.demo_model import DemoModel, serve
-from sandbox.processes import OperatorProcess, free_ports, kubectl, venv_bin
+from sandbox.examples import EXAMPLE_NAMESPACES, example_world
+from sandbox.processes import Interrupted, OperatorProcess, free_ports, kubectl, stopped_by_signals, venv_bin
 from sandbox.prometheus import start_prometheus
 from sandbox.s3 import start_seaweedfs
 
@@ -38,6 +41,12 @@ NAMESPACE = "demo"
 # The chart in namespaced mode, watching the demo namespace.
 CHART_VALUES = {"watchNamespaces": [NAMESPACE]}
 BUCKET = "models"
+
+
+def write_env(path: Path, *, kubeconfig: Path) -> Path:
+    """A file to ``source``: this environment's tools first on PATH, and the sandbox cluster as KUBECONFIG."""
+    path.write_text(f'export PATH="{venv_bin()}:$PATH"\nexport KUBECONFIG="{kubeconfig}"\n')
+    return path
 
 
 def _crd_dir() -> Path:
@@ -149,12 +158,114 @@ def _clean_up(kubeconfig: Path) -> None:
     kubectl(kubeconfig, "delete", "modelstore", "sandbox", "--ignore-not-found")
 
 
+WIDTH = 120
+
+
 class Narrator:
+    """Prints each step with the seconds since the start; a long message wraps, whole, under its first line."""
+
     def __init__(self) -> None:
         self.started = time.monotonic()
 
     def say(self, text: str) -> None:
-        print(f"[{time.monotonic() - self.started:6.1f}s] {text}", flush=True)
+        stamp = f"[{time.monotonic() - self.started:6.1f}s] "
+        lines = textwrap.wrap(text, WIDTH, subsequent_indent=" " * (len(stamp) + 2), break_on_hyphens=False)
+        print(stamp + "\n".join(lines or [""]), flush=True)
+
+
+class PolicyStory:
+    """What changed in a policy's status since the last look, in the order it happened.
+
+    The operator may take several steps between two looks: a Retrain decision creates the Job, and the
+    Job's first watch event wakes the policy at once, so the next look already shows the Job running
+    and the decision TrainingInProgress. The Retrain decision is then told from the RetrainStarted
+    event (``started``: the message of the event that started a Job), before the Job and before what
+    came after it.
+    """
+
+    def __init__(self) -> None:
+        self.trigger: tuple[Any, ...] | None = None
+        self.decision: tuple[str, str] | None = None
+        self.job: str | None = None
+        self.retrain: str | None = None
+
+    def lines(
+        self,
+        status: Mapping[str, Any],
+        *,
+        started: Callable[[str], str | None],
+        stored: Callable[[], Sequence[str]] = tuple,
+    ) -> list[str]:
+        """The new steps; ``stored`` lists what a finished retrain left in the registry, told after its Job."""
+        out: list[str] = []
+        for trigger in status.get("triggers") or []:
+            value = trigger.get("value")
+            state = (trigger.get("state"), None if value is None else round(float(value), 3))
+            if self.trigger != state:
+                self.trigger = state
+                out.append(f"trigger {trigger['name']}: {trigger['state']:<12} {trigger.get('message', '')}")
+        decision = status.get("lastDecision") or {}
+        job = (status.get("activeJob") or {}).get("name")
+        if job and job != self.job:
+            self.job = job
+            if decision.get("action") != "Retrain":
+                message = started(job) or f"started Job {job}"
+                out.append(f"decision: Retrain (TriggerFiring): {message}")
+                self.decision = ("Retrain", "TriggerFiring")
+            else:
+                out.append(self._decision(decision))
+            out.append(f"training Job {job} created; its Pod runs `retrain-operator train`")
+        last = status.get("lastRetrain") or {}
+        if last and last.get("job") != self.retrain:
+            self.retrain = last.get("job")
+            out.append(f"Job {last.get('job')} {last.get('outcome')}: {last.get('message')}")
+            out.extend(f"  {line}" for line in stored())
+            current = status.get("model") or {}
+            if current:
+                out.append(
+                    f"status.model: version {current.get('version')}, {current.get('metric')} "
+                    f"{number(current.get('score'))}, {current.get('uri')}"
+                )
+        if decision and (decision.get("action"), decision.get("reason")) != self.decision:
+            out.append(self._decision(decision))
+        return out
+
+    def _decision(self, decision: Mapping[str, Any]) -> str:
+        self.decision = (str(decision.get("action")), str(decision.get("reason")))
+        return f"decision: {decision.get('action')} ({decision.get('reason')}): {decision.get('message')}"
+
+
+def events_table(items: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Events oldest first, with the object each is about (two policies' events look alike otherwise), and
+    the whole message, wrapped under its row."""
+    rows = sorted(items, key=lambda e: int((e.get("metadata") or {}).get("resourceVersion") or 0))
+    objects = [
+        f"{(e.get('involvedObject') or {}).get('kind', '').lower()}/{(e.get('involvedObject') or {}).get('name', '')}"
+        for e in rows
+    ]
+    width = max([len("OBJECT"), *map(len, objects)])
+    out = [f"  {'OBJECT':<{width}} {'TYPE':<8} {'REASON':<20} MESSAGE"]
+    indent = " " * (2 + width + 1 + 8 + 1 + 20 + 1)
+    for event, name in zip(rows, objects, strict=True):
+        head = f"  {name:<{width}} {event.get('type', ''):<8} {event.get('reason', ''):<20} "
+        message = textwrap.wrap(str(event.get("message", "")), max(40, WIDTH - len(indent)), break_on_hyphens=False)
+        out.append(head + (message[0] if message else ""))
+        out.extend(indent + line for line in message[1:])
+    return out
+
+
+def _started_message(kubeconfig: Path, job: str) -> str | None:
+    """The message of the RetrainStarted event for ``job``: the Retrain decision in the operator's words."""
+    result = kubectl(
+        kubeconfig, "get", "events", "-n", NAMESPACE, "--field-selector", "reason=RetrainStarted", "-o", "json"
+    )
+    if result.returncode != 0:
+        return None
+    for event in json.loads(result.stdout).get("items", []):
+        message = str(event.get("message", ""))
+        if job in message:
+            return message
+    return None
 
 
 @contextlib.contextmanager
@@ -170,6 +281,16 @@ def _demo_service(model: DemoModel, port: int) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The story; SIGINT or SIGTERM at any point stops everything started so far, within seconds."""
+    try:
+        with stopped_by_signals():
+            return _story(argv)
+    except Interrupted as stop:
+        print(f"\n{stop}: stopped everything the sandbox started", file=sys.stderr, flush=True)
+        return 128 + stop.signum
+
+
+def _story(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sandbox", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -292,6 +413,27 @@ def main(argv: list[str] | None = None) -> int:
                 sandbox_store(s3_endpoint=s3_server.endpoint, region=s3_server.region),
             ]
         )
+        watched = [NAMESPACE]
+        if args.kubeconfig is None:
+            # On its own control plane only: on someone else's cluster, team-a and a "default" endpoint and
+            # store may well exist already, and are not the sandbox's to take.
+            apply(
+                example_world(
+                    prometheus_url=prom.url,
+                    s3_endpoint=s3_server.endpoint,
+                    region=s3_server.region,
+                    access_key=s3_server.access_key,
+                    secret_key=s3_server.secret_key,
+                )
+            )
+            for namespace in EXAMPLE_NAMESPACES:
+                install_tenant(kubeconfig, values=CHART_VALUES, namespace=namespace)
+            watched += EXAMPLE_NAMESPACES
+            n.say(
+                f"the examples' world: namespaces {', '.join(EXAMPLE_NAMESPACES)}, MetricsEndpoint default "
+                "(this Prometheus) and ModelStore default (this S3), so examples/*-policy.yaml and "
+                "examples/team-budget.yaml apply as they are"
+            )
         operator = OperatorProcess(
             kubeconfig=operator_kubeconfig,
             log_path=workdir / "operator.log",
@@ -302,12 +444,11 @@ def main(argv: list[str] | None = None) -> int:
                 args.trainer_image,
                 "--training-service-account",
                 account,
-                "--namespace",
-                NAMESPACE,
+                *(f"--namespace={namespace}" for namespace in watched),
             ],
         )
+        stack.callback(operator.stop, timeout=5.0)  # first: a signal right after the start must still stop it
         operator.start()
-        stack.callback(operator.stop)
         n.say(f"operator started (pid {operator.process.pid if operator.process else '?'}), log {operator.log_path}")
         policy = demo_policy()
         apply([policy, gated_policy()])
@@ -319,11 +460,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n$ kubectl get retrainpolicies -n demo\n" + result.stdout, flush=True)
         events = kubectl(kubeconfig, "get", "events", "-n", NAMESPACE, "-o", "json")
         if events.returncode == 0:
-            print("$ kubectl get events -n demo (reason: message)")
-            items = json.loads(events.stdout).get("items", [])
-            items.sort(key=lambda e: int(e.get("metadata", {}).get("resourceVersion") or 0))
-            for item in items:
-                print(f"  {item.get('type', ''):<8} {item.get('reason', ''):<18} {item.get('message', '')[:140]}")
+            print("$ kubectl get events -n demo")
+            for line in events_table(json.loads(events.stdout).get("items", [])):
+                print(line)
         if not done:
             print(
                 f"\nthe story did not complete in {args.timeout:.0f}s; operator log tail:\n{operator.log()[-4000:]}",
@@ -332,8 +471,16 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print("\nThe loop is complete: decay detected, one Job, a new model in S3, status explains it.")
         if args.keep:
-            print(f"Still running. Try: kubectl --kubeconfig {kubeconfig} get rp -A -o yaml   (Ctrl-C to stop)")
-            with contextlib.suppress(KeyboardInterrupt):
+            env = write_env(workdir / "env", kubeconfig=kubeconfig)
+            print(
+                f"Still running (Ctrl-C to stop). In another shell:\n"
+                f"  source {env}    # PATH gets {venv_bin()} (retrain-operator, kubectl), KUBECONFIG this cluster\n"
+                "  kubectl get rp -A\n"
+                "  kubectl apply -f examples/churn-policy.yaml -f examples/team-budget.yaml \\\n"
+                "      -f examples/drift-policy.yaml -f examples/nightly-custom-trainer.yaml",
+                flush=True,
+            )
+            with contextlib.suppress(Interrupted):  # the way to stop it: everything stops, and the exit is 0
                 while operator.running:
                     time.sleep(1)
     return 0
@@ -345,17 +492,13 @@ def _watch(
     """Narrate the policy's status until the retrained model is in production and accuracy recovered."""
     deadline = time.monotonic() + timeout
     seen: dict[str, Any] = {}
+    story = PolicyStory()
     while time.monotonic() < deadline:
         if not operator.running:
             n.say("the operator exited unexpectedly")
             return False
         result = kubectl(kubeconfig, "get", "retrainpolicy", "churn", "-n", NAMESPACE, "-o", "json")
         status = json.loads(result.stdout).get("status") or {} if result.returncode == 0 else {}
-        for trigger in status.get("triggers") or []:
-            state = (trigger.get("state"), round(trigger.get("value") or 0, 3))
-            if seen.get("trigger") != state:
-                seen["trigger"] = state
-                n.say(f"trigger {trigger['name']}: {trigger['state']:<12} {trigger.get('message', '')}")
         gated = kubectl(kubeconfig, "get", "retrainpolicy", "churn-gated", "-n", NAMESPACE, "-o", "json")
         gated_decision = (
             (json.loads(gated.stdout).get("status") or {}).get("lastDecision") or {} if gated.returncode == 0 else {}
@@ -363,29 +506,16 @@ def _watch(
         if gated_decision.get("reason") == "NotWorthRetraining" and not seen.get("gated"):
             seen["gated"] = True
             n.say(f"churn-gated decision: {gated_decision['action']} (NotWorthRetraining): {gated_decision['message']}")
-        decision = status.get("lastDecision") or {}
-        if decision and seen.get("decision") != decision.get("reason"):
-            seen["decision"] = decision.get("reason")
-            n.say(f"decision: {decision.get('action')} ({decision.get('reason')}): {decision.get('message')}")
-        job = (status.get("activeJob") or {}).get("name")
-        if job and seen.get("job") != job:
-            seen["job"] = job
-            n.say(f"training Job {job} created; its Pod runs `retrain-operator train`")
-        last = status.get("lastRetrain") or {}
-        if last and seen.get("last") != last.get("job"):
-            seen["last"] = last.get("job")
-            n.say(f"Job {last.get('job')} {last.get('outcome')}: {last.get('message')}")
+
+        def stored() -> list[str]:
             listing = s3.list_objects_v2(Bucket=BUCKET, Prefix="churn/versions/").get("Contents", [])
-            for obj in listing:
-                n.say(f"  s3://{BUCKET}/{obj['Key']} ({obj['Size']} bytes)")
-            current = status.get("model") or {}
-            if current:
-                n.say(
-                    f"status.model: version {current.get('version')}, {current.get('metric')} "
-                    f"{current.get('score')}, {current.get('uri')}"
-                )
-            if last.get("outcome") != "Succeeded":
-                return False
+            return [f"s3://{BUCKET}/{obj['Key']} ({obj['Size']} bytes)" for obj in listing]
+
+        for line in story.lines(status, started=lambda job: _started_message(kubeconfig, job), stored=stored):
+            n.say(line)
+        last = status.get("lastRetrain") or {}
+        if last and last.get("outcome") != "Succeeded":
+            return False
         trigger_states = [t.get("state") for t in status.get("triggers") or []]
         if last.get("outcome") == "Succeeded" and model.version and trigger_states == ["clear"] and seen.get("gated"):
             n.say(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STEPS = (
     "trigger accuracy-drop: pending",
     "trigger accuracy-drop: firing",
+    "decision: Retrain (TriggerFiring): started Job churn-retrain-",
     "training Job churn-retrain-",
     "Succeeded: model",
     "/metadata.json",
@@ -44,6 +46,16 @@ def run_sandbox(tmp_path: Path, *extra: str) -> str:
     out = result.stdout
     for step in STEPS:
         assert step in out, f"{step!r} missing from the sandbox output:\n{out[-4000:]}"
+    # Told in the order it happened: the decision, its Job, then whatever the Job's run made of the policy.
+    retrain, job = out.index("decision: Retrain (TriggerFiring)"), out.index("training Job churn-retrain-")
+    assert retrain < job, out[-4000:]
+    if "decision: Wait (TrainingInProgress)" in out:
+        assert job < out.index("decision: Wait (TrainingInProgress)"), out[-4000:]
+    # Events name their object, so the two policies' events are told apart.
+    assert "retrainpolicy/churn-gated" in out and "retrainpolicy/churn " in out, out[-4000:]
+    # Numbers rounded in words: no float printed with all its digits.
+    unrounded = re.findall(r"\d\.\d{7,}", out)
+    assert not unrounded, unrounded
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False)
     assert leftover.stdout.strip() == "", f"processes left running: {leftover.stdout}"
     return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import math
 import os
 import socket
@@ -17,6 +16,7 @@ from typing import Any
 import yaml
 
 from retrain_operator.domain.limits import QueryLimits
+from retrain_operator.domain.numbers import number
 from retrain_operator.settings.durations import DurationError, format_duration, parse_duration
 from retrain_operator.settings.estimators import InvalidAllowlist, parse_allowlist
 
@@ -120,13 +120,29 @@ def _parser() -> argparse.ArgumentParser:
         help="aligned (default): policies that share a query template are due on the same ticks of their "
         "interval and read with one batched query; rolling: each policy one interval after its last evaluation",
     )
-    run.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    run.add_argument(
+        "--log-level",
+        default=os.environ.get("LOG_LEVEL", "INFO"),
+        help="DEBUG also shows kopf's line for every watch event a handler took (default %(default)s)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("LOG_FORMAT", "text"),
+        help="text, or json: one JSON object per line (time, level, logger, message, object, exception)",
+    )
 
     ev = sub.add_parser("evaluate", help="evaluate a policy once against Prometheus, without a cluster")
     ev.add_argument("-f", "--filename", required=True, help="the RetrainPolicy YAML (first RetrainPolicy in it)")
     ev.add_argument("--prometheus-url", required=True)
     ev.add_argument("--at", default=None, help="evaluation time, RFC 3339; default now")
     ev.add_argument("--namespace-label", default=None, help="add <label>=<policy namespace> to built-in queries")
+    ev.add_argument(
+        "--model-trained-at",
+        default=None,
+        help="when the current model was trained, RFC 3339 (dataVolume counts new samples since then); default: "
+        "the file's status.model.trainedAt, else its metadata.creationTimestamp",
+    )
     ev.add_argument("-o", "--output", choices=("text", "json"), default="text")
 
     bt = sub.add_parser(
@@ -190,15 +206,27 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     body = _load_policy(args.filename)
     try:
-        at = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else datetime.now(UTC)
-    except ValueError:
-        print(f"error: --at {args.at!r} is not an RFC 3339 time, e.g. 2026-11-27T10:00:00Z", file=sys.stderr)
+        at = _time("--at", args.at) or datetime.now(UTC)
+        trained_at = _time("--model-trained-at", args.model_trained_at)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
+    if trained_at is not None and trained_at > at:
+        print(
+            f"error: --model-trained-at {args.model_trained_at} is after the evaluation time {at.isoformat()}; "
+            "give a time before --at",
+            file=sys.stderr,
+        )
+        return 2
     try:
         result = asyncio.run(
-            evaluate_policy(body, prometheus_url=args.prometheus_url, at=at, namespace_label=args.namespace_label)
+            evaluate_policy(
+                body,
+                prometheus_url=args.prometheus_url,
+                at=at,
+                namespace_label=args.namespace_label,
+                model_trained_at=trained_at,
+            )
         )
     except InvalidSpec as exc:
         if args.output == "json":
@@ -211,21 +239,36 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0
     print(f"policy {result['policy']} at {result['at']}")
     for t in result["triggers"]:
-        print(f"  {t['name']:<20} {t['type']:<14} {t['state']:<13} value={t['value']} threshold={t['threshold']}")
+        since = ""
+        if t["since"]:
+            since = f" since{' at or before' if t.get('sinceAtOrBefore') else ''} {t['since']}"
+        print(
+            f"  {t['name']:<20} {t['type']:<14} {t['state']:<13} value={number(t['value'])} "
+            f"threshold={number(t['threshold'])}{since}"
+        )
         print(f"  {'':<20} {t['message']}")
     d = result["decision"]
     print(f"decision: {d['action']} ({d['reason']}): {d['message']}")
     return 0
 
 
-def _time_flag(flag: str, text: str | None) -> datetime:
-    if text is None:
-        return datetime.now(UTC)
+def _time(option: str, text: str | None) -> datetime | None:
+    """An RFC 3339 time given on the command line (UTC when it names no zone), or None."""
+    if not text:
+        return None
     try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise SystemExit(f"error: {flag} {text!r} is not an RFC 3339 time, e.g. 2026-11-27T10:00:00Z") from None
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+        raise ValueError(f"{option} {text!r} is not an RFC 3339 time, e.g. 2026-11-27T10:00:00Z") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _time_flag(flag: str, text: str | None) -> datetime:
+    """An RFC 3339 time flag that defaults to now; a bad one ends the command naming the flag."""
+    try:
+        return _time(flag, text) or datetime.now(UTC)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def _backtest(args: argparse.Namespace) -> int:
@@ -292,6 +335,7 @@ def _run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from retrain_operator.adapters.kubernetes import ApiKubeClient
+    from retrain_operator.handlers import logs
     from retrain_operator.handlers.operator import registry
     from retrain_operator.reconcile import telemetry
     from retrain_operator.reconcile.engine import Reconciler
@@ -299,7 +343,11 @@ def _run(args: argparse.Namespace) -> int:
     from retrain_operator.reconcile.observe import Observer
     from retrain_operator.reconcile.scheduler import Endpoints, Scheduler, Stores
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        logs.configure(level=args.log_level, fmt=args.log_format)
+    except ValueError as exc:
+        print(f"error: --log-level/--log-format: {exc}", file=sys.stderr)
+        return 2
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
     kube = ApiKubeClient.from_environment(kubeconfig=args.kubeconfig)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from retrain_operator.domain.numbers import number
 from retrain_operator.domain.times import parse_rfc3339, rfc3339
 
 LEDGER_LIMIT = 200
@@ -210,11 +211,13 @@ def exceeded(limits: Limits, used: Usage, charge: Charge) -> list[str]:
     if limits.runs is not None and after.runs > limits.runs:
         out.append(f"runs {used.runs}+1 > {limits.runs}")
     if limits.cpu_hours is not None and after.cpu_hours > limits.cpu_hours + 1e-9:
-        out.append(f"CPU-hours {used.cpu_hours:.3g}+{charge.cpu_hours:.3g} > {limits.cpu_hours:g}")
+        used_, adding = number(used.cpu_hours, digits=3), number(charge.cpu_hours, digits=3)
+        out.append(f"CPU-hours {used_}+{adding} > {number(limits.cpu_hours)}")
     if limits.gpu_hours is not None and after.gpu_hours > limits.gpu_hours + 1e-9:
-        out.append(f"GPU-hours {used.gpu_hours:.3g}+{charge.gpu_hours:.3g} > {limits.gpu_hours:g}")
+        used_, adding = number(used.gpu_hours, digits=3), number(charge.gpu_hours, digits=3)
+        out.append(f"GPU-hours {used_}+{adding} > {number(limits.gpu_hours)}")
     if limits.cost is not None and after.cost > limits.cost + 1e-9:
-        out.append(f"cost {used.cost:.4g}+{charge.cost:.4g} > {limits.cost:g}")
+        out.append(f"cost {number(used.cost)}+{number(charge.cost)} > {number(limits.cost)}")
     return out
 
 
@@ -239,7 +242,7 @@ def judge_charge(
     if broken:
         return ChargeVerdict(False, f"{owner}: {', '.join(broken)} in the window ending {rfc3339(end)}")
     return ChargeVerdict(
-        True, f"{owner}: fits ({used.runs + 1} runs, cost {used.cost + charge.cost:.4g} in this window)"
+        True, f"{owner}: fits ({used.runs + 1} runs, cost {number(used.cost + charge.cost)} in this window)"
     )
 
 
@@ -390,17 +393,17 @@ def assess(
             n,
             None,
             False,
-            f"no accuracy drop to value (no accuracyDecay value); expected cost {cost:.4g}",
+            f"no accuracy drop to value (no accuracyDecay value); expected cost {number(cost)}",
         )
     drop = max(0.0, baseline - current)
     benefit = drop * 100 * share * spec.value_per_point_per_day * spec.horizon_days
     worth = benefit - cost > spec.min_net_benefit
     verdict = "worth it" if worth else "not worth it"
     message = (
-        f"{verdict}: benefit {benefit:.4g} ({drop * 100:.2g} points x {share:.2f} recovered x "
-        f"{spec.value_per_point_per_day:g}/point/day x {spec.horizon_days:g} days) vs cost {cost:.4g} "
-        f"({duration / 60:.3g} min by {source}, human {human:g}); net {benefit - cost:.4g}, "
-        f"minimum {spec.min_net_benefit:g}"
+        f"{verdict}: benefit {number(benefit)} ({number(drop * 100, digits=2)} points x {share:.2f} recovered x "
+        f"{number(spec.value_per_point_per_day)}/point/day x {number(spec.horizon_days)} days) vs cost {number(cost)} "
+        f"({number(duration / 60, digits=3)} min by {source}, human {number(human)}); net {number(benefit - cost)}, "
+        f"minimum {number(spec.min_net_benefit)}"
     )
     return Assessment(cost, benefit, duration, source, share, n, drop, worth, message)
 
@@ -410,9 +413,9 @@ def is_exhausted(limits: Limits, used: Usage) -> list[str]:
     if limits.runs is not None and used.runs >= limits.runs:
         out.append(f"runs {used.runs}/{limits.runs}")
     if limits.cpu_hours is not None and used.cpu_hours >= limits.cpu_hours:
-        out.append(f"CPU-hours {used.cpu_hours:.3g}/{limits.cpu_hours:g}")
+        out.append(f"CPU-hours {number(used.cpu_hours, digits=3)}/{number(limits.cpu_hours)}")
     if limits.gpu_hours is not None and used.gpu_hours >= limits.gpu_hours:
-        out.append(f"GPU-hours {used.gpu_hours:.3g}/{limits.gpu_hours:g}")
+        out.append(f"GPU-hours {number(used.gpu_hours, digits=3)}/{number(limits.gpu_hours)}")
     if limits.cost is not None and used.cost >= limits.cost:
-        out.append(f"cost {used.cost:.4g}/{limits.cost:g}")
+        out.append(f"cost {number(used.cost)}/{number(limits.cost)}")
     return out

@@ -19,7 +19,7 @@ from typing import Literal
 
 from retrain_operator.domain.api import PolicySpec
 from retrain_operator.domain.budget import Assessment, ChargeVerdict
-from retrain_operator.domain.triggers import TriggerResult, get_trigger_type
+from retrain_operator.domain.triggers import NO_BASELINE, TriggerResult, get_trigger_type
 from retrain_operator.settings.durations import format_duration
 
 Action = Literal["Retrain", "WouldRetrain", "Wait", "None"]
@@ -178,9 +178,19 @@ def decide(
         action: Action = "WouldRetrain" if spec.decision.dry_run else "Retrain"
         return Decision(action, "ForcedRetrain", message, (*firing, "force-retrain"), gate)
     if not firing:
-        if inconclusive:
-            detail = "; ".join(f"{r.name}: {r.message}" for r in inconclusive)
+        unmeasured = [r for r in inconclusive if r.problem != NO_BASELINE]
+        if unmeasured:
+            detail = "; ".join(f"{r.name}: {r.message}" for r in unmeasured)
             return Decision("Wait", "MetricsUnavailable", f"no trigger firing, some inconclusive ({detail})")
+        if inconclusive:
+            # The metrics are there; what is missing is the value they are compared with.
+            detail = "; ".join(f"{r.name}: {r.message}" for r in inconclusive)
+            return Decision(
+                "Wait",
+                NO_BASELINE,
+                f"no trigger firing, some without a baseline ({detail}); set fixedBaseline, or force a first "
+                "retrain with the retrain.dev/force-retrain annotation",
+            )
         pending = [r for r in results if r.state == "pending"]
         if pending:
             detail = "; ".join(f"{r.name}: {r.message}" for r in pending)

@@ -31,6 +31,7 @@ from retrain_operator.domain.budget import Ledger, RunRecord
 from retrain_operator.domain.budget_status import SpendingStatus
 from retrain_operator.domain.decision import Decision
 from retrain_operator.domain.jobs import JobOutcome
+from retrain_operator.domain.numbers import number
 from retrain_operator.domain.status import (
     Condition,
     ConditionRecord,
@@ -41,7 +42,7 @@ from retrain_operator.domain.status import (
     without_nulls,
 )
 from retrain_operator.domain.times import parse_rfc3339, rfc3339
-from retrain_operator.domain.triggers import PreviousState, TriggerResult, get_trigger_type
+from retrain_operator.domain.triggers import NO_BASELINE, PreviousState, TriggerResult, get_trigger_type
 
 HISTORY_LIMIT = 20
 RECORD_MESSAGE = 512
@@ -273,7 +274,8 @@ class RetrainRecord:
         message = record.message
         if message == "training Job completed":
             verb = "trained and promoted" if promoted else "trained, kept as a candidate"
-            message = f"model {result['version']} {verb}, {result.get('metric', 'score')} {result.get('score')}"
+            score = _number(result, "score")
+            message = f"model {result['version']} {verb}, {result.get('metric', 'score')} {number(score)}"
             warnings = result.get("warnings")
             if isinstance(warnings, list) and warnings:
                 message = f"{message}; warning: {warnings[0]}"[:RECORD_MESSAGE]
@@ -611,7 +613,8 @@ def conditions_for(
     else:
         valid = Condition("Valid", "True", "SpecValid", "the spec is valid")
     metric_results = [r for r in results if get_trigger_type(r.type).reads_metrics]
-    missing = [r for r in metric_results if r.problem is not None]
+    missing = [r for r in metric_results if r.problem is not None and r.problem != NO_BASELINE]
+    unanchored = [r for r in metric_results if r.problem == NO_BASELINE]
     if valid_problems:
         metrics = Condition("MetricsAvailable", "Unknown", "NotEvaluated", "the spec is invalid")
     elif not metric_results:
@@ -644,6 +647,9 @@ def conditions_for(
         ready = Condition("Ready", "False", "InvalidSpec", valid.message)
     elif metrics.status == "False":
         ready = Condition("Ready", "False", "MetricsUnavailable", metrics.message)
+    elif unanchored and not firing:
+        text = "; ".join(f"{r.name}: {r.message}" for r in unanchored)
+        ready = Condition("Ready", "False", NO_BASELINE, text)
     else:
         reason = decision.reason if decision else "Evaluated"
         ready = Condition("Ready", "True", reason, decision.message if decision else "evaluated")

@@ -59,6 +59,7 @@ logger = logging.getLogger(__name__)
 WARNING_REASONS = frozenset(
     {
         "MetricsUnavailable",
+        "NoBaseline",
         "JobCreateFailed",
         "InvalidSpec",
         "JobNameTaken",

@@ -24,6 +24,7 @@ from retrain_operator.domain.triggers.accuracy_decay import (
     evaluate_accuracy,
 )
 from retrain_operator.domain.triggers.base import (
+    NO_BASELINE,
     Buckets,
     Facts,
     Observation,
@@ -45,6 +46,7 @@ from retrain_operator.domain.triggers.schedule import ScheduleTrigger, evaluate_
 
 __all__ = [
     "COMPARISONS",
+    "NO_BASELINE",
     "TRIGGERS",
     "TRIGGER_TYPES",
     "AccuracyDecay",

@@ -17,6 +17,7 @@ from retrain_operator.domain import promql
 from retrain_operator.domain.triggers.base import (
     MAX_METRIC_NAME,
     METRIC_NAME,
+    NO_BASELINE,
     Facts,
     Observation,
     PreviousState,
@@ -74,10 +75,20 @@ def evaluate_accuracy(
     spec = trigger.kind
     assert isinstance(spec, AccuracyDecay)
     baseline, source = baseline_for(spec, model_score)
+    if baseline is None and (observation.problem is not None or observation.value is None):
+        # No data and no baseline: the missing data is what to fix first, and it is what MetricsAvailable says.
+        return missing(
+            trigger,
+            problem=observation.problem or "NoData",
+            detail=observation.detail or f"no value for {spec.metric}",
+            threshold=None,
+            previous=previous,
+            now=now,
+        )
     if baseline is None:
         return missing(
             trigger,
-            problem="NoBaseline",
+            problem=NO_BASELINE,
             detail="no baseline: the policy has no trained model yet and no fixedBaseline",
             threshold=None,
             previous=previous,
@@ -114,6 +125,7 @@ class AccuracyDecayType(TriggerType[AccuracyDecay]):
     """The accuracyDecay trigger: queries merged per metric and window, ``for`` judged from Prometheus history."""
 
     spec_type = AccuracyDecay
+    history = True
 
     def parse(self, r: Reader, body: Mapping[str, Any], path: str) -> AccuracyDecay | None:
         baseline = r.enum(body, "baseline", path, allowed=("Model", "Fixed"), default="Model")

@@ -20,10 +20,14 @@ from datetime import datetime
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from retrain_operator.domain.limits import DEFAULT_LIMITS, QueryLimits
+from retrain_operator.domain.numbers import number
 from retrain_operator.settings.durations import format_duration
 from retrain_operator.settings.reader import Reader
 
 State = Literal["firing", "pending", "clear", "inconclusive"]
+# The problem of a trigger whose metric has a value but nothing to compare it with (no trained model and no
+# fixed baseline): inconclusive, yet the metrics are available, so it has its own reason.
+NO_BASELINE = "NoBaseline"
 Buckets = Mapping[str, Mapping[str, float]]  # feature -> le -> cumulative count
 
 # Prometheus name grammars: what a trigger may name as its metric or feature label. Names starting
@@ -194,10 +198,13 @@ class TriggerType(Generic[S]):
     ``reads_metrics``: its results count towards MetricsAvailable. ``raw_promql``: it sends the
     tenant's own PromQL, which a MetricsEndpoint must allow. ``bypasses_gate``: when it fires, the
     cost-benefit gate does not hold the retrain back (a schedule is a promise to retrain on time).
+    ``history``: its ``for`` is judged from the metric's history and its value at a past instant is
+    what its queries return at that instant, so when a condition began can be read back from Prometheus.
     """
 
     spec_type: ClassVar[type[TriggerKind]]
     reads_metrics: ClassVar[bool] = True
+    history: ClassVar[bool] = False
     raw_promql: ClassVar[bool] = False
     bypasses_gate: ClassVar[bool] = False
 
@@ -246,7 +253,8 @@ def breach(value: float, operator: str, level: float) -> bool:
 
 
 def fmt(value: float | None) -> str:
-    return "none" if value is None else f"{value:.4g}"
+    """A number in a trigger's message (:func:`retrain_operator.domain.numbers.number`)."""
+    return number(value)
 
 
 def missing(

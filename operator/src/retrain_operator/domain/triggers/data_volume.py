@@ -14,9 +14,12 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from retrain_operator.domain import promql
+from retrain_operator.domain.numbers import number
+from retrain_operator.domain.times import rfc3339
 from retrain_operator.domain.triggers.base import (
     MAX_METRIC_NAME,
     METRIC_NAME,
+    NO_BASELINE,
     Facts,
     Observation,
     PreviousState,
@@ -55,31 +58,33 @@ def evaluate_data_volume(
 ) -> TriggerResult:
     spec = trigger.kind
     assert isinstance(spec, DataVolumeTrigger)
+    unobserved = observation.problem is not None or observation.value is None or math.isnan(observation.value)
     if spec.min_relative is not None:
-        if not training_rows:
+        if not training_rows and not unobserved:
             return missing(
                 trigger,
-                problem="NoBaseline",
+                problem=NO_BASELINE,
                 detail="minRelative needs the row count of a model trained by the operator",
                 threshold=None,
                 previous=previous,
                 now=now,
             )
-        threshold = spec.min_relative * training_rows
-        basis = f"{spec.min_relative:g} x {training_rows:g} training rows"
+        threshold = spec.min_relative * (training_rows or 0.0)
+        basis = f"{number(spec.min_relative)} x {number(training_rows)} training rows"
     else:
         assert spec.min_new_samples is not None
         threshold, basis = spec.min_new_samples, "minNewSamples"
-    if observation.problem is not None or observation.value is None or math.isnan(observation.value):
+    if unobserved:
         return missing(
             trigger,
             problem=observation.problem or "NoData",
             detail=observation.detail or f"no value for {spec.metric}",
-            threshold=threshold,
+            threshold=threshold if training_rows or spec.min_relative is None else None,
             previous=previous,
             now=now,
         )
     value = observation.value
+    assert value is not None
     breach = value >= threshold
     verb = "reached" if breach else "below"
     return since_based(
@@ -89,8 +94,8 @@ def evaluate_data_volume(
         threshold=threshold,
         previous=previous,
         now=now,
-        message=f"{value:.0f} new samples of {spec.metric} since the model was trained, {verb} "
-        f"{threshold:.0f} ({basis}){observation.detail}",
+        message=f"{value:.0f} new samples of {spec.metric} {observation.detail or 'since the model was trained'}, "
+        f"{verb} {threshold:.0f} ({basis})",
     )
 
 
@@ -123,22 +128,32 @@ class DataVolumeType(TriggerType[DataVolumeTrigger]):
         now: datetime,
     ) -> QueryPlan:
         (target,) = targets
-        since = target.trained_at or now
-        age = max(1.0, (now - since).total_seconds())
-        # A model older than the admin's query range is counted over that range only: a lower bound.
-        window = min(age, target.limits.max_range)
+        ceiling = target.limits.max_range
+        if target.trained_at is None:
+            # Nothing says since when: the longest range a query may read, and the words say so.
+            window = ceiling
+            span = (
+                f"in the last {format_duration(window)} (no training time known: counted over the longest range a "
+                f"query may read, {target.limits.ceiling('range').who})"
+            )
+        else:
+            age = max(1.0, (now - target.trained_at).total_seconds())
+            # A model older than the admin's query range is counted over that range only: a lower bound.
+            window = min(age, ceiling)
+            span = f"in the last {format_duration(window)} (since {rfc3339(target.trained_at)})"
+            if window < age:
+                span = (
+                    f"in the last {format_duration(window)} only (trained {format_duration(age)} ago, at "
+                    f"{rfc3339(target.trained_at)}; that is the longest range a query may read, "
+                    f"{target.limits.ceiling('range').who})"
+                )
         query = promql.counter_increase(metric=spec.metric, matchers=target.matchers, window=window)
-        note = (
-            f" (counted over the last {format_duration(window)} only: the longest range a query may read, "
-            f"{target.limits.ceiling('range').who})"
-            if window < age
-            else ""
-        )
 
         def read(results: Sequence[Sequence[Series]]) -> list[Observation]:
             if not results[0]:
-                return [Observation.missing("NoData", f"no series of {promql.selector(spec.metric, target.matchers)}")]
-            return [Observation(value=results[0][0].value, detail=note)]
+                shown = promql.selector(spec.metric, target.matchers)
+                return [Observation.missing("NoData", f"no series of {shown} {span}")]
+            return [Observation(value=results[0][0].value, detail=span)]
 
         return QueryPlan(((query, now),), read)
 

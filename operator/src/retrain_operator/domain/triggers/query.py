@@ -102,6 +102,7 @@ class QueryType(TriggerType[QueryTrigger]):
     """The query trigger: runs the tenant's expression alone (never merged) and judges it like a threshold."""
 
     spec_type = QueryTrigger
+    history = True
     raw_promql = True
 
     def parse(self, r: Reader, body: Mapping[str, Any], path: str) -> QueryTrigger | None:
