@@ -222,8 +222,8 @@ def _labels(raw: Any) -> dict[str, str]:
     return raw
 
 
-def parse_query_response(status: int, body: bytes, *, secrets: Sequence[str] = ()) -> list[Sample]:
-    """The samples of an instant-query response, or the :class:`PrometheusError` it amounts to.
+def _document(status: int, body: bytes, *, secrets: Sequence[str]) -> Any:
+    """The JSON document of a query response, or the :class:`PrometheusError` an error response amounts to.
 
     Messages quote the body only through :func:`sanitize`.
     """
@@ -243,6 +243,12 @@ def parse_query_response(status: int, body: bytes, *, secrets: Sequence[str] = (
     if document is None:
         snippet = sanitize(body.decode("utf-8", errors="replace"), secrets=secrets)
         raise PrometheusBadResponse(f"response is not JSON: {snippet}", reason="InvalidJSON")
+    return document
+
+
+def parse_query_response(status: int, body: bytes, *, secrets: Sequence[str] = ()) -> list[Sample]:
+    """The samples of an instant-query response, or the :class:`PrometheusError` it amounts to."""
+    document = _document(status, body, secrets=secrets)
     try:
         if not isinstance(document, dict) or document.get("status") != "success":
             raise ValueError("status is not 'success'")
@@ -281,21 +287,7 @@ def parse_query_response(status: int, body: bytes, *, secrets: Sequence[str] = (
 
 def parse_range_response(status: int, body: bytes, *, secrets: Sequence[str] = ()) -> list[RangeSeries]:
     """The series of a range-query response (a matrix), or the :class:`PrometheusError` it amounts to."""
-    try:
-        document: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        document = None
-    if isinstance(document, dict) and document.get("status") == "error":
-        raise _api_error(
-            status,
-            sanitize(str(document.get("errorType") or "unknown"), limit=40),
-            sanitize(str(document.get("error") or ""), secrets=secrets),
-        )
-    if status != 200:
-        raise _http_status_error(status, sanitize(body.decode("utf-8", errors="replace"), secrets=secrets))
-    if document is None:
-        snippet = sanitize(body.decode("utf-8", errors="replace"), secrets=secrets)
-        raise PrometheusBadResponse(f"response is not JSON: {snippet}", reason="InvalidJSON")
+    document = _document(status, body, secrets=secrets)
     try:
         if not isinstance(document, dict) or document.get("status") != "success":
             raise ValueError("status is not 'success'")
