@@ -139,17 +139,21 @@ def evaluate_drift(
     if spec.learn_k is not None:
         learned: dict[str, float] = {}
         summary: dict[str, Any] = {}
+        scored = {score.feature for score in comparison.scores}
+        by_feature: dict[str, list[drift.Histogram]] = {}
+        try:
+            # One batched parse per sub-window (features sharing a layout are differenced together).
+            for w in observation.reference_windows:
+                for feature, histogram in drift.histograms(
+                    {f: b for f, b in w.items() if f in scored}, metric=spec.metric
+                ).items():
+                    by_feature.setdefault(feature, []).append(histogram)
+        except drift.MalformedHistogram as exc:
+            return missing(
+                trigger, problem="MalformedHistogram", detail=str(exc), threshold=None, previous=previous, now=now
+            )
         for score in comparison.scores:
-            try:
-                windows = [
-                    drift.Histogram.from_cumulative(w[score.feature], feature=score.feature, metric=spec.metric)
-                    for w in observation.reference_windows
-                    if score.feature in w
-                ]
-            except drift.MalformedHistogram as exc:
-                return missing(
-                    trigger, problem="MalformedHistogram", detail=str(exc), threshold=None, previous=previous, now=now
-                )
+            windows = by_feature.get(score.feature, [])
             # Each sub-window holds a share of the reference period's samples; ask it for the same share.
             share = spec.min_samples / max(1, len(observation.reference_windows))
             result = drift.learn_threshold(
