@@ -8,8 +8,8 @@ not). Time advances one evaluation interval (1h) at a time. In every interval:
 
 - the served model (a Pipeline fitted by the built-in trainer's own ``fit_and_score``) predicts the
   interval's rows; its accuracy becomes a gauge sample, the rows' features go into cumulative
-  histogram buckets per feature (edges: deciles of the first model's training data, as the trainer's
-  reference histograms have), and a counter counts the labelled rows;
+  histogram buckets per feature (standardised with the first model's training data, in the deciles of
+  a standard normal), and a counter counts the labelled rows;
 - the operator's own code decides: the real :class:`Observer` plans and runs each trigger type's
   queries against :class:`SimulatedPrometheus`, which evaluates exactly the PromQL shapes the built-in
   triggers build over the simulated series; then ``evaluate_triggers``, the cost-benefit ``assess``
@@ -84,7 +84,6 @@ DAY = 86400.0
 START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday, 00:00 UTC
 ESTIMATOR = "sklearn.linear_model.LogisticRegression"
 ESTIMATOR_PARAMS: dict[str, object] = {"max_iter": 500}
-BUCKETS = 10
 ACCURACY = "model_accuracy"
 FEATURES = "model_feature_value"
 LABELLED = "model_labelled_samples_total"
@@ -608,20 +607,30 @@ def simulate(
     return outcome
 
 
+# Decile bounds of a standard normal: the serving code exports each feature standardised with the first
+# model's training mean and standard deviation, into the same buckets for every feature.
+Z_EDGES = (-1.2816, -0.8416, -0.5244, -0.2533, 0.0, 0.2533, 0.5244, 0.8416, 1.2816)
+
+
 def bucket_layout(stream: StreamData, *, warmup: int) -> tuple[list[list[str]], np.ndarray]:
-    """``le`` strings per feature (deciles of the warm-up rows, as the trainer's reference histograms have)
-    and the counts per interval, feature and bucket."""
-    steps, _rows, width = stream.x.shape
-    reference = stream.x[:warmup].reshape(-1, width)
-    counts = np.zeros((steps, width, BUCKETS), dtype=np.float64)
-    les: list[list[str]] = []
-    for f in range(width):
-        edges = np.unique(np.quantile(reference[:, f], np.linspace(0.1, 0.9, BUCKETS - 1)))
-        les.append([*(format_le(float(e)) for e in edges), "+Inf"])
-        index = np.searchsorted(edges, stream.x[:, :, f], side="left")
-        for b in range(len(edges) + 1):
-            counts[:, f, b] = (index == b).sum(axis=1)
-    return les, counts
+    """``le`` strings per feature and the counts per interval, feature and bucket.
+
+    Features are standardised with the warm-up rows' mean and standard deviation (as the first model's
+    training data) and counted in :data:`Z_EDGES`, one layout for all, which the drift statistics
+    compute in one batch.
+    """
+    steps, _, width = stream.x.shape
+    reference = stream.x[:warmup].reshape(-1, width).astype(np.float64)
+    mean, sd = reference.mean(axis=0), reference.std(axis=0)
+    sd[sd == 0] = 1.0
+    edges = np.array(Z_EDGES)
+    counts = np.zeros((steps, width, len(edges) + 1), dtype=np.float64)
+    z = (stream.x - mean) / sd
+    index = np.searchsorted(edges, z, side="left")
+    for b in range(len(edges) + 1):
+        counts[:, :, b] = (index == b).sum(axis=1)
+    les = [*(format_le(float(e)) for e in edges), "+Inf"]
+    return [les] * width, counts
 
 
 def run_stream(task: tuple[StreamSpec, int, dict[str, Any]]) -> list[Outcome]:
