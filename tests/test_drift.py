@@ -539,7 +539,7 @@ def windows_from(rng: np.random.Generator, p: np.ndarray, *, n: int, count: int)
     return [Histogram(edges, tuple(row)) for row in rng.multinomial(n, p, size=count).astype(float).tolist()]
 
 
-def test_threshold_is_mean_plus_k_std_of_leave_one_out_values() -> None:
+def test_threshold_is_mean_plus_k_std_of_leave_one_out_values_on_a_normalising_scale() -> None:
     rng = np.random.default_rng(21)
     windows = windows_from(rng, share(np.arange(1.0, 11.0)), n=500, count=8)
     learned = learn_threshold(windows, statistic=get_statistic("jensenShannonDistance"), min_samples=100, k=2.0)
@@ -548,7 +548,10 @@ def test_threshold_is_mean_plus_k_std_of_leave_one_out_values() -> None:
     values = [jensen_shannon_distance(table.sum(axis=0) - row, row)[0] for row in table]
     assert learned.mean == pytest.approx(np.mean(values), rel=1e-12)
     assert learned.std == pytest.approx(np.std(values, ddof=1), rel=1e-12)
-    assert learned.threshold == pytest.approx(np.mean(values) + 2.0 * np.std(values, ddof=1), rel=1e-12)
+    # A square root of a divergence: mean + k std of the values to the power 2/3, taken back.
+    scaled = np.array(values) ** (2 / 3)
+    assert learned.power == pytest.approx(2 / 3)
+    assert learned.threshold == pytest.approx((scaled.mean() + 2.0 * scaled.std(ddof=1)) ** 1.5, rel=1e-12)
     assert learned.minimum == pytest.approx(min(values)) and learned.maximum == pytest.approx(max(values))
     assert learned.windows == 8 and learned.skipped == 0
     assert set(learned.as_status()) == {
@@ -563,8 +566,28 @@ def test_threshold_is_mean_plus_k_std_of_leave_one_out_values() -> None:
         "max",
         "windows",
         "skipped",
+        "power",
     }
     assert learned.message.startswith("jensenShannonDistance threshold ")
+    assert "to the power 0.667" in learned.message
+
+
+def test_a_learned_psi_threshold_holds_its_tail_on_chi_square_like_noise() -> None:
+    # Without drift PSI is skewed; mean + 3 std of the raw values fires on 1.6% of these windows of noise.
+    rng = np.random.default_rng(24)
+    p = share(np.linspace(1.0, 3.0, 10))
+    statistic = get_statistic("psi")
+    alarms = 0
+    for _ in range(40):
+        reference = windows_from(rng, p, n=200, count=24)
+        learned = learn_threshold(reference, statistic=statistic, min_samples=50, k=3.0)
+        assert isinstance(learned, LearnedThreshold) and learned.power == pytest.approx(1 / 3)
+        whole = np.sum([w.counts for w in reference], axis=0)
+        fresh = np.array([w.counts for w in windows_from(rng, p, n=200, count=50)])
+        alarms += int(
+            (statistic.compute(np.tile(whole, (50, 1)), fresh, np.arange(10.0)).values > learned.threshold).sum()
+        )
+    assert alarms / 2000 < 0.01
 
 
 def test_quiet_windows_are_skipped_and_too_few_is_a_result() -> None:
