@@ -227,6 +227,7 @@ FIELD_MAP = {
     "DriftTrigger.reference_counts": "reference.counts",
     "DriftTrigger.learn_k": "learnThreshold.k",
     "DriftTrigger.learn_windows": "learnThreshold.windows",
+    "DriftTrigger.learn_floor": "learnThreshold.floor",
     "TrainingSpec.requests": "resources.requests",
     "TrainingSpec.limits": "resources.limits",
     "EnvVar.secret_name": "secretKeyRef.name",

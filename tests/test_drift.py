@@ -539,7 +539,7 @@ def windows_from(rng: np.random.Generator, p: np.ndarray, *, n: int, count: int)
     return [Histogram(edges, tuple(row)) for row in rng.multinomial(n, p, size=count).astype(float).tolist()]
 
 
-def test_threshold_is_mean_plus_k_std_of_leave_one_out_values() -> None:
+def test_threshold_is_mean_plus_k_std_of_leave_one_out_values_on_a_normalising_scale() -> None:
     rng = np.random.default_rng(21)
     windows = windows_from(rng, share(np.arange(1.0, 11.0)), n=500, count=8)
     learned = learn_threshold(windows, statistic=get_statistic("jensenShannonDistance"), min_samples=100, k=2.0)
@@ -548,7 +548,10 @@ def test_threshold_is_mean_plus_k_std_of_leave_one_out_values() -> None:
     values = [jensen_shannon_distance(table.sum(axis=0) - row, row)[0] for row in table]
     assert learned.mean == pytest.approx(np.mean(values), rel=1e-12)
     assert learned.std == pytest.approx(np.std(values, ddof=1), rel=1e-12)
-    assert learned.threshold == pytest.approx(np.mean(values) + 2.0 * np.std(values, ddof=1), rel=1e-12)
+    # A square root of a divergence: mean + k std of the values to the power 2/3, taken back.
+    scaled = np.array(values) ** (2 / 3)
+    assert learned.power == pytest.approx(2 / 3)
+    assert learned.threshold == pytest.approx((scaled.mean() + 2.0 * scaled.std(ddof=1)) ** 1.5, rel=1e-12)
     assert learned.minimum == pytest.approx(min(values)) and learned.maximum == pytest.approx(max(values))
     assert learned.windows == 8 and learned.skipped == 0
     assert set(learned.as_status()) == {
@@ -563,8 +566,28 @@ def test_threshold_is_mean_plus_k_std_of_leave_one_out_values() -> None:
         "max",
         "windows",
         "skipped",
+        "power",
     }
     assert learned.message.startswith("jensenShannonDistance threshold ")
+    assert "to the power 0.667" in learned.message
+
+
+def test_a_learned_psi_threshold_holds_its_tail_on_chi_square_like_noise() -> None:
+    # Without drift PSI is skewed; mean + 3 std of the raw values fires on 1.6% of these windows of noise.
+    rng = np.random.default_rng(24)
+    p = share(np.linspace(1.0, 3.0, 10))
+    statistic = get_statistic("psi")
+    alarms = 0
+    for _ in range(40):
+        reference = windows_from(rng, p, n=200, count=24)
+        learned = learn_threshold(reference, statistic=statistic, min_samples=50, k=3.0)
+        assert isinstance(learned, LearnedThreshold) and learned.power == pytest.approx(1 / 3)
+        whole = np.sum([w.counts for w in reference], axis=0)
+        fresh = np.array([w.counts for w in windows_from(rng, p, n=200, count=50)])
+        alarms += int(
+            (statistic.compute(np.tile(whole, (50, 1)), fresh, np.arange(10.0)).values > learned.threshold).sum()
+        )
+    assert alarms / 2000 < 0.01
 
 
 def test_quiet_windows_are_skipped_and_too_few_is_a_result() -> None:
@@ -661,10 +684,25 @@ def test_verdict_with_a_threshold_per_feature() -> None:
     result = verdict(VALUES, threshold=thresholds, statistic="hellinger")
     assert [(d.feature, d.threshold) for d in result.top] == [("city", 0.3), ("income", 0.1), ("zip", 0.01)]
     assert result.message == (
-        "hellinger > its threshold in 3 of 5 features: city 0.31 (> 0.3), income 0.25 (> 0.1), zip 0.05 (> 0.01)"
+        "hellinger over its threshold in 3 of 5 features: city 0.31 (threshold 0.3), income 0.25 (threshold 0.1), "
+        "zip 0.05 (threshold 0.01)"
     )
     with pytest.raises(ValueError, match="feature 'age' has no threshold"):
         verdict(VALUES, threshold={"zip": 0.1})
+
+
+def test_a_clear_verdict_with_learned_thresholds_reads_below_them_in_three_digits() -> None:
+    result = verdict(
+        {"mean smoothness": 0.019612, "age": 0.0101},
+        threshold={"mean smoothness": 0.070791, "age": 0.5},
+        statistic="psi",
+        threshold_name="learned threshold",
+    )
+    assert not result.drifted
+    assert result.message == (
+        "psi over its learned threshold in none of 2 features; "
+        "highest mean smoothness 0.0196, below its learned threshold 0.0708"
+    )
 
 
 def test_verdict_on_p_values_looks_below_the_threshold() -> None:
@@ -698,3 +736,36 @@ def test_verdict_refuses_bad_options(kwargs: dict[str, object], problem: str) ->
         verdict(VALUES, threshold=0.2, **kwargs)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="is NaN"):
         verdict({"a": math.nan}, threshold=0.2)
+
+
+# --- effect floors and no-drift noise floors -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [n for n, s in STATISTICS.items() if s.noise is not None])
+@pytest.mark.parametrize(("buckets", "n_ref", "n_cur"), [(10, 200, 200), (10, 5000, 500), (5, 1000, 1000)])
+def test_noise_floor_matches_the_mean_without_drift(name: str, buckets: int, n_ref: int, n_cur: int) -> None:
+    statistic = STATISTICS[name]
+    assert statistic.noise is not None
+    rng = np.random.default_rng(41)
+    p = share(np.linspace(1.0, 2.0, buckets))
+    ref = rng.multinomial(n_ref, p, size=2000).astype(float)
+    cur = rng.multinomial(n_cur, p, size=2000).astype(float)
+    edges = np.array([*range(1, buckets), math.inf], dtype=float)
+    observed = statistic.compute(ref, cur, edges).values.mean()
+    assert statistic.noise(buckets, n_ref, n_cur) == pytest.approx(observed, rel=0.25)
+
+
+def test_effect_floors_are_what_a_fifth_of_a_standard_deviation_gives() -> None:
+    # A normal feature shifted by 0.22 sd, in 20 quantile buckets of the reference: each floor is of that order.
+    from statistics import NormalDist
+
+    inner = [NormalDist().inv_cdf(q) for q in np.linspace(0.05, 0.95, 19)]
+    cuts = np.array([-math.inf, *inner, math.inf])
+    ref = np.diff([NormalDist().cdf(c) if math.isfinite(c) else float(c > 0) for c in cuts])
+    cur = np.diff([NormalDist(0.22).cdf(c) if math.isfinite(c) else float(c > 0) for c in cuts])
+    edges = np.array([*inner, math.inf])
+    for name, statistic in STATISTICS.items():
+        if statistic.effect_floor is None:
+            continue
+        value = statistic.compute(ref[None, :] * 1e6, cur[None, :] * 1e6, edges).values[0]
+        assert statistic.effect_floor == pytest.approx(value, rel=0.35), name

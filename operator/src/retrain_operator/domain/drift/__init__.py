@@ -17,6 +17,7 @@ arrays, with its choices (smoothing, log base, open buckets) on its function.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -135,6 +136,49 @@ def _ks(reference: FloatArray, current: FloatArray, edges: FloatArray) -> Scores
     return Scores(result.statistic, result.p_value)
 
 
+# Expected values without drift, from the first-order expansion of each divergence around equal
+# distributions: sum((p - q)^2 / p) over B buckets has mean (B - 1)(1/n_ref + 1/n_cur) (the two-sample
+# chi-square with B - 1 degrees of freedom, divided by its scale). PSI (the symmetrised KL) is that sum,
+# KL half of it, Jensen-Shannon 1/(8 ln 2) of it in base 2, Hellinger squared 1/8 of it; total
+# variation is half the sum of |p - q|, about 0.4 sqrt((B - 1)(1/n_ref + 1/n_cur)); KS is the mean of
+# the Kolmogorov distribution, 0.87 sqrt(1/n_ref + 1/n_cur), less at B bucket edges; chi-square's is B - 1.
+def _spread(buckets: int, n_ref: float, n_cur: float) -> float:
+    return max(0, buckets - 1) * (1.0 / max(n_ref, 1.0) + 1.0 / max(n_cur, 1.0))
+
+
+def _noise_psi(b: int, n_ref: float, n_cur: float) -> float:
+    return _spread(b, n_ref, n_cur)
+
+
+def _noise_kl(b: int, n_ref: float, n_cur: float) -> float:
+    return 0.5 * _spread(b, n_ref, n_cur)
+
+
+def _noise_js_divergence(b: int, n_ref: float, n_cur: float) -> float:
+    return _spread(b, n_ref, n_cur) / (8.0 * math.log(2.0))
+
+
+def _noise_js_distance(b: int, n_ref: float, n_cur: float) -> float:
+    return math.sqrt(_noise_js_divergence(b, n_ref, n_cur))
+
+
+def _noise_hellinger(b: int, n_ref: float, n_cur: float) -> float:
+    return math.sqrt(_spread(b, n_ref, n_cur) / 8.0)
+
+
+def _noise_total_variation(b: int, n_ref: float, n_cur: float) -> float:
+    return 0.4 * math.sqrt(_spread(b, n_ref, n_cur))
+
+
+def _noise_ks(b: int, n_ref: float, n_cur: float) -> float:
+    # Looking only at bucket edges sees less of the largest gap: about 1 - 0.7 / sqrt(B) of it.
+    return 0.87 * (1.0 - 0.7 / math.sqrt(max(b, 1))) * math.sqrt(_spread(2, n_ref, n_cur))
+
+
+def _noise_chi_square(b: int, n_ref: float, n_cur: float) -> float:
+    return float(max(0, b - 1))
+
+
 STATISTICS: Mapping[str, Statistic] = MappingProxyType(
     {
         s.name: s
@@ -146,6 +190,8 @@ STATISTICS: Mapping[str, Statistic] = MappingProxyType(
                 symmetric=True,
                 scale_invariant=True,
                 upper=None,
+                effect_floor=0.05,
+                noise=_noise_psi,
             ),
             Statistic(
                 "jensenShannonDivergence",
@@ -154,6 +200,8 @@ STATISTICS: Mapping[str, Statistic] = MappingProxyType(
                 symmetric=True,
                 scale_invariant=True,
                 upper=1.0,
+                effect_floor=0.009,
+                noise=_noise_js_divergence,
             ),
             Statistic(
                 "jensenShannonDistance",
@@ -162,6 +210,9 @@ STATISTICS: Mapping[str, Statistic] = MappingProxyType(
                 symmetric=True,
                 scale_invariant=True,
                 upper=1.0,
+                effect_floor=0.095,
+                noise=_noise_js_distance,
+                noise_power=0.5,
             ),
             Statistic(
                 "hellinger",
@@ -170,6 +221,9 @@ STATISTICS: Mapping[str, Statistic] = MappingProxyType(
                 symmetric=True,
                 scale_invariant=True,
                 upper=1.0,
+                effect_floor=0.08,
+                noise=_noise_hellinger,
+                noise_power=0.5,
             ),
             Statistic(
                 "klDivergence",
@@ -178,6 +232,8 @@ STATISTICS: Mapping[str, Statistic] = MappingProxyType(
                 symmetric=False,
                 scale_invariant=True,
                 upper=None,
+                effect_floor=0.025,
+                noise=_noise_kl,
             ),
             Statistic(
                 "totalVariation",
@@ -186,6 +242,9 @@ STATISTICS: Mapping[str, Statistic] = MappingProxyType(
                 symmetric=True,
                 scale_invariant=True,
                 upper=1.0,
+                effect_floor=0.09,
+                noise=_noise_total_variation,
+                noise_power=0.5,
             ),
             Statistic(
                 "chiSquare",
@@ -195,6 +254,7 @@ STATISTICS: Mapping[str, Statistic] = MappingProxyType(
                 scale_invariant=False,
                 upper=None,
                 has_p_value=True,
+                noise=_noise_chi_square,
             ),
             Statistic(
                 "wasserstein",
@@ -212,6 +272,9 @@ STATISTICS: Mapping[str, Statistic] = MappingProxyType(
                 scale_invariant=True,
                 upper=1.0,
                 has_p_value=True,
+                effect_floor=0.09,
+                noise=_noise_ks,
+                noise_power=0.5,
             ),
         )
     }

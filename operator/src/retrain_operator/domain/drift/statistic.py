@@ -36,6 +36,14 @@ class Statistic:
     ``symmetric``: swapping reference and current gives the same value. ``scale_invariant``:
     multiplying either side's counts by a constant gives the same value (the statistic sees only
     proportions). ``upper`` is the largest possible value, ``None`` when unbounded.
+
+    ``effect_floor`` is the smallest drift worth acting on, in the statistic's own units: the value a
+    shift of about a fifth of a standard deviation of a normal feature gives (PSI 0.05), so a learned
+    threshold never falls below it; ``None`` where the statistic's scale depends on the data (chi-square
+    grows with the sample size, Wasserstein is in the feature's units). ``noise`` gives the expected
+    value under no drift for (buckets, reference samples, current samples), ``None`` where unknown;
+    ``noise_power`` is 0.5 for the statistics that are square roots of a divergence (a margin of 3 over
+    the noise of the divergence is a margin of 1.7 over theirs).
     """
 
     name: str
@@ -45,6 +53,9 @@ class Statistic:
     scale_invariant: bool
     upper: float | None
     has_p_value: bool = False
+    effect_floor: float | None = None
+    noise: Callable[[int, float, float], float] | None = None
+    noise_power: float = 1.0
 
 
 def rows(values: npt.ArrayLike, what: str) -> FloatArray:

@@ -15,8 +15,8 @@ Limits: divergences of binned counts have a finite-sample bias that shrinks with
 sample count, so sub-windows should be as long as the current window the trigger compares (or hold
 a similar number of samples). Sub-windows are treated as independent, which hourly windows with a
 daily cycle are not; the cycle then shows up as variation and raises the threshold, which is the
-intent. ``mean + k * std`` is a summary, not a quantile: the values are skewed (most divergences are
-bounded below by 0), so the summary also carries the median, the 95th percentile and the maximum.
+intent. The status carries the values' mean, standard deviation, median, 95th percentile and maximum
+on their own scale, and the power the threshold was learned at.
 """
 
 from __future__ import annotations
@@ -45,13 +45,15 @@ class LearnedThreshold:
     maximum: float
     windows: int
     skipped: int
+    power: float = 1.0
 
     @property
     def message(self) -> str:
         skipped = f", {self.skipped} skipped for too few samples" if self.skipped else ""
+        scale = "" if self.power == 1.0 else f" of the values to the power {self.power:.3g}"
         return (
-            f"{self.statistic} threshold {self.threshold:.4g} = mean {self.mean:.4g} + {self.k:g} x std "
-            f"{self.std:.4g} over {self.windows} reference windows{skipped}"
+            f"{self.statistic} threshold {self.threshold:.3g} = mean + {self.k:.3g} x std{scale} over "
+            f"{self.windows} reference windows (mean {self.mean:.3g}, std {self.std:.3g}){skipped}"
         )
 
     def as_status(self) -> dict[str, float | int | str]:
@@ -67,6 +69,7 @@ class LearnedThreshold:
             "max": self.maximum,
             "windows": self.windows,
             "skipped": self.skipped,
+            "power": self.power,
         }
 
 
@@ -125,9 +128,12 @@ def learn_threshold(
     values = statistic.compute(rest[usable], counts[usable], np.array(windows[0].edges, dtype=np.float64)).values
     mean = float(values.mean())
     std = float(values.std(ddof=1))
+    power = transform_power(statistic)
+    scaled = np.maximum(values, 0.0) ** power
+    level = max(0.0, float(scaled.mean() + k * scaled.std(ddof=1))) ** (1.0 / power)
     return LearnedThreshold(
         statistic=statistic.name,
-        threshold=max(mean + k * std, floor),
+        threshold=max(level, floor),
         k=k,
         mean=mean,
         std=std,
@@ -137,4 +143,13 @@ def learn_threshold(
         maximum=float(values.max()),
         windows=used,
         skipped=len(windows) - used,
+        power=power,
     )
+
+
+def transform_power(statistic: Statistic) -> float:
+    """The power that makes the statistic's no-drift values nearly normal: 1/3 for chi-square-like
+    divergences, 2/3 for their square roots, 1 for a statistic without a noise model (Wasserstein)."""
+    if statistic.noise is None:
+        return 1.0
+    return (1.0 / 3.0) / statistic.noise_power

@@ -43,7 +43,8 @@ class DriftVerdict:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.4g}"
+    """Three significant digits: enough to compare with a threshold, few enough to read."""
+    return f"{value:.3g}"
 
 
 def verdict(
@@ -55,11 +56,13 @@ def verdict(
     top: int = 5,
     statistic: str = "drift",
     drift_when: str = "above",
+    threshold_name: str = "threshold",
 ) -> DriftVerdict:
     """The verdict over ``values`` (feature to statistic) against one threshold or one per feature.
 
     ``min_share`` in (0, 1] is required with ``mode="share"`` and refused otherwise. ``statistic``
-    names the value in the message.
+    names the value in the message, ``threshold_name`` the per-feature thresholds ("learned
+    threshold"), so a clear verdict reads "highest age 0.0196, below its learned threshold 0.0708".
     """
     if mode not in VERDICT_MODES:
         raise ValueError(f"unknown verdict mode {mode!r}; allowed: {', '.join(VERDICT_MODES)}")
@@ -94,7 +97,7 @@ def verdict(
 
     cmp = ">" if above else "<"
     if isinstance(threshold, Mapping):
-        rule = f"{statistic} {cmp} its threshold"
+        rule = f"{statistic} {'over' if above else 'under'} its {threshold_name}"
     else:
         rule = f"{statistic} {cmp} {_fmt(float(threshold))}"
     count = f"in {len(over)} of {len(values)} features" if over else f"in none of {len(values)} features"
@@ -102,7 +105,7 @@ def verdict(
         count += f" ({share:.0%}; {min_share:.0%} needed)"
 
     def item(feature: str) -> str:
-        level = f" ({cmp} {_fmt(levels[feature])})" if per_feature else ""
+        level = f" ({threshold_name} {_fmt(levels[feature])})" if per_feature else ""
         return f"{feature} {_fmt(values[feature])}{level}"
 
     if over:
@@ -110,5 +113,8 @@ def verdict(
         more = f", and {len(over) - top} more" if len(over) > top else ""
         detail = f": {listed}{more}" if listed else ""
     else:
-        detail = f"; {'highest' if above else 'lowest'} {item(ranked[0])}"
+        first = ranked[0]
+        side = "below" if above else "above"
+        level = f", {side} its {threshold_name} {_fmt(levels[first])}" if per_feature else ""
+        detail = f"; {'highest' if above else 'lowest'} {first} {_fmt(values[first])}{level}"
     return DriftVerdict(drifted, len(values), len(over), share, shown, f"{rule} {count}{detail}")

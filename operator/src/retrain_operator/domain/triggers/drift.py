@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from statistics import NormalDist
 from typing import Any, ClassVar
 
 from retrain_operator.domain import drift, promql
@@ -57,10 +58,38 @@ class DriftTrigger(TriggerKind):
     threshold: float | None = None
     learn_k: float | None = None
     learn_windows: int = 24
+    learn_floor: float | None = None  # None: the statistic's own effect floor
     use_p_value: bool = False
     min_samples: float = 100.0
     mode: str = "any"
     min_share: float | None = None
+    adjust_for_features: bool = True
+
+
+# A fixed threshold within this many times a feature's no-drift noise floor cannot tell drift from noise
+# (for the square-root statistics, within its square root: see Statistic.noise_power).
+NOISE_MULTIPLE = 3.0
+MAX_LEARN_WINDOWS = 48
+MIN_LEARN_WINDOWS = 5
+MAX_FLOOR = 1e6
+MAX_K = 100.0
+_NORMAL = NormalDist()
+
+
+def adjusted_k(k: float, features: int) -> float:
+    """``k`` raised so that ``features`` independent features together fire as often as one did at ``k``:
+    the Gaussian tail beyond ``k`` divided among them (Bonferroni), e.g. 3 -> 3.9 for 30 features."""
+    if features <= 1:
+        return k
+    tail = (1.0 - _NORMAL.cdf(k)) / features
+    return max(k, _NORMAL.inv_cdf(1.0 - tail)) if tail > 0 else k
+
+
+def learned_floor(spec: DriftTrigger) -> float:
+    """The least a learned threshold may be: the spec's floor, else the statistic's effect floor, else 0."""
+    if spec.learn_floor is not None:
+        return spec.learn_floor
+    return get_statistic(spec.statistic).effect_floor or 0.0
 
 
 def use_p_value_requested(body: Mapping[str, Any]) -> bool:
@@ -136,27 +165,36 @@ def evaluate_drift(
         )
     details: dict[str, Any] = {}
     thresholds: float | dict[str, float]
+    adjust = spec.adjust_for_features and spec.mode == "any" and len(comparison.scores) > 1
     if spec.learn_k is not None:
         learned: dict[str, float] = {}
         summary: dict[str, Any] = {}
+        scored = {score.feature for score in comparison.scores}
+        by_feature: dict[str, list[drift.Histogram]] = {}
+        try:
+            # One batched parse per sub-window (features sharing a layout are differenced together).
+            for w in observation.reference_windows:
+                for feature, histogram in drift.histograms(
+                    {f: b for f, b in w.items() if f in scored}, metric=spec.metric
+                ).items():
+                    by_feature.setdefault(feature, []).append(histogram)
+        except drift.MalformedHistogram as exc:
+            return missing(
+                trigger, problem="MalformedHistogram", detail=str(exc), threshold=None, previous=previous, now=now
+            )
+        # In mode any, k is raised with the number of features compared, so a policy with 30 features
+        # raises no more false alarms than one with a single feature.
+        k = adjusted_k(spec.learn_k, len(comparison.scores)) if adjust else spec.learn_k
+        floor = learned_floor(spec)
         for score in comparison.scores:
-            try:
-                windows = [
-                    drift.Histogram.from_cumulative(w[score.feature], feature=score.feature, metric=spec.metric)
-                    for w in observation.reference_windows
-                    if score.feature in w
-                ]
-            except drift.MalformedHistogram as exc:
-                return missing(
-                    trigger, problem="MalformedHistogram", detail=str(exc), threshold=None, previous=previous, now=now
-                )
-            # Each sub-window holds a share of the reference period's samples; ask it for the same share.
-            share = spec.min_samples / max(1, len(observation.reference_windows))
+            windows = by_feature.get(score.feature, [])
+            # Each sub-window is as long as the current window (the parser sees to it): the same minimum applies.
             result = drift.learn_threshold(
                 windows,
                 statistic=statistic,
-                min_samples=max(1.0, share),
-                k=spec.learn_k,
+                min_samples=spec.min_samples,
+                k=k,
+                floor=floor,
                 feature=score.feature,
                 metric=spec.metric,
             )
@@ -173,19 +211,36 @@ def evaluate_drift(
             summary[score.feature] = result.as_status()
         thresholds = learned
         details["learnedThreshold"] = summary
+        if adjust and k != spec.learn_k:
+            details["adjustedK"] = round(k, 3)
     else:
         assert fixed is not None
-        thresholds = fixed
-    values = comparison.p_values if spec.use_p_value else comparison.values
-    if spec.use_p_value and values is None:
-        values = {}
+        thresholds = fixed / len(comparison.scores) if spec.use_p_value and adjust else fixed
+    values = dict(comparison.p_values if spec.use_p_value else comparison.values)
+    noisy: list[str] = []
+    if spec.learn_k is None and not spec.use_p_value and statistic.noise is not None:
+        noisy = _within_noise(spec, statistic, reference, current, values, fixed or 0.0)
+        for feature in noisy:
+            values.pop(feature)
+        if noisy:
+            details["belowNoiseFloor"] = noisy[:5]
+            if not values:
+                return missing(
+                    trigger,
+                    problem="BelowNoiseFloor",
+                    detail=_noise_message(spec, statistic, reference, current, noisy, fixed or 0.0),
+                    threshold=fixed,
+                    previous=previous,
+                    now=now,
+                )
     verdict = drift.verdict(
-        dict(values or {}),
+        values,
         threshold=thresholds,
         mode=spec.mode,
         min_share=spec.min_share,
         statistic=f"{spec.statistic} p-value" if spec.use_p_value else spec.statistic,
         drift_when="below" if spec.use_p_value else "above",
+        threshold_name="learned threshold" if spec.learn_k is not None else "threshold",
     )
     ranked = sorted((values or {}).items(), key=lambda kv: kv[1], reverse=not spec.use_p_value)
     details["features"] = [{"name": f, "value": round(v, 6)} for f, v in ranked[:5]]
@@ -197,6 +252,11 @@ def evaluate_drift(
     )
     if comparison.insufficient:
         details["insufficient"] = len(comparison.insufficient)
+    message = verdict.message
+    if spec.use_p_value and adjust:
+        message += f" (significance {fixed:.3g} shared by {len(comparison.scores)} features)"
+    if noisy:
+        message += f"; {_noise_message(spec, statistic, reference, current, noisy, fixed or 0.0)}"
     return since_based(
         trigger,
         breach=verdict.drifted,
@@ -204,8 +264,49 @@ def evaluate_drift(
         threshold=shown_threshold,
         previous=previous,
         now=now,
-        message=verdict.message,
+        message=message,
         details=details,
+    )
+
+
+def _noise(statistic: drift.Statistic, reference: drift.Histogram, current: drift.Histogram) -> tuple[float, float]:
+    """The statistic's expected value without drift for this feature's buckets (those seen on either side)
+    and sample sizes, and the level a fixed threshold must exceed to be told apart from it."""
+    assert statistic.noise is not None
+    buckets = sum(1 for r, c in zip(reference.counts, current.counts, strict=True) if r > 0 or c > 0)
+    expected = statistic.noise(buckets, reference.total, current.total)
+    return expected, expected * NOISE_MULTIPLE**statistic.noise_power
+
+
+def _within_noise(
+    spec: DriftTrigger,
+    statistic: drift.Statistic,
+    reference: Mapping[str, drift.Histogram],
+    current: Mapping[str, drift.Histogram],
+    values: Mapping[str, float],
+    threshold: float,
+) -> list[str]:
+    """Features whose fixed threshold sits within NOISE_MULTIPLE times their no-drift noise floor."""
+    return [f for f in values if threshold <= _noise(statistic, reference[f], current[f])[1]]
+
+
+def _noise_message(
+    spec: DriftTrigger,
+    statistic: drift.Statistic,
+    reference: Mapping[str, drift.Histogram],
+    current: Mapping[str, drift.Histogram],
+    noisy: Sequence[str],
+    threshold: float,
+) -> str:
+    first = noisy[0]
+    ref, cur = reference[first], current[first]
+    expected, level = _noise(statistic, ref, cur)
+    others = f" and {len(noisy) - 1} more" if len(noisy) > 1 else ""
+    return (
+        f"{len(noisy)} of the features inconclusive: threshold {threshold:.3g} is not clear of their no-drift "
+        f"noise floor; {first!r}{others}: {spec.statistic} {expected:.3g} expected from noise alone with "
+        f"{ref.total:.0f} reference and {cur.total:.0f} current samples, so a threshold must exceed {level:.3g}; "
+        "raise threshold or minSamples, or use learnThreshold"
     )
 
 
@@ -264,14 +365,17 @@ class DriftType(TriggerType[DriftTrigger]):
                 r.fail(f"{path}.reference.counts", "holds no feature")
         threshold = r.num(body, "threshold", path, minimum=0.0)
         learn = r.obj(body.get("learnThreshold"), f"{path}.learnThreshold")
-        learn_k = r.num(learn, "k", f"{path}.learnThreshold", default=3.0, minimum=0.0) if learn else None
+        learning = body.get("learnThreshold") is not None  # {} asks for every default
+        learn_k = (
+            r.num(learn, "k", f"{path}.learnThreshold", default=3.0, minimum=0.0, maximum=MAX_K) if learning else None
+        )
         if (threshold is None) == (learn_k is None):
             r.fail(path, "set exactly one of threshold (fixed) or learnThreshold (from the reference period)")
-        if learn and use_p_value_requested(body):
+        if learning and use_p_value_requested(body):
             r.fail(
                 f"{path}.learnThreshold", "cannot be combined with usePValue; give the significance level as threshold"
             )
-        if learn and source != "Window":
+        if learning and source != "Window":
             r.fail(f"{path}.learnThreshold", "needs reference.source Window: it learns from the reference period")
         use_p = r.bool_(body, "usePValue", path)
         if use_p and statistic is not None and not get_statistic(statistic).has_p_value:
@@ -283,6 +387,12 @@ class DriftType(TriggerType[DriftTrigger]):
             share = None
         if mode == "share" and share is None:
             r.fail(f"{path}.minShare", "is required when mode is share (the fraction of features that must drift)")
+        window = r.duration(body, "window", path, default="1h", minimum=1.0)
+        reference_window = r.duration(reference, "window", f"{path}.reference", default="1d", minimum=1.0)
+        windows = (
+            self._learn_windows(r, learn, path, window=window, reference_window=reference_window) if learning else 24
+        )
+        floor = r.num(learn, "floor", f"{path}.learnThreshold", minimum=0.0, maximum=MAX_FLOOR) if learning else None
         if metric is None or statistic is None or source is None or mode is None:
             return None
         return DriftTrigger(
@@ -290,19 +400,62 @@ class DriftType(TriggerType[DriftTrigger]):
             statistic=statistic,
             feature_label=label,
             features=r.str_list(body, "features", path, max_items=MAX_FEATURES, max_length=MAX_LABEL_VALUE),
-            window=r.duration(body, "window", path, default="1h", minimum=1.0),
+            window=window,
             reference=source,
             reference_offset=r.duration(reference, "offset", f"{path}.reference", default="7d", minimum=0.0),
-            reference_window=r.duration(reference, "window", f"{path}.reference", default="1d", minimum=1.0),
+            reference_window=reference_window,
             reference_counts=counts,
             threshold=threshold,
             learn_k=learn_k,
-            learn_windows=r.int_(learn, "windows", f"{path}.learnThreshold", default=24, minimum=5) if learn else 24,
+            learn_windows=windows,
+            learn_floor=floor,
             use_p_value=use_p,
             min_samples=r.num(body, "minSamples", path, default=100.0, minimum=1.0, maximum=MAX_MIN_SAMPLES) or 100.0,
             mode=mode,
             min_share=share,
+            adjust_for_features=r.bool_(body, "adjustForFeatures", path, default=True),
         )
+
+    @staticmethod
+    def _learn_windows(
+        r: Reader, learn: Mapping[str, Any], path: str, *, window: float, reference_window: float
+    ) -> int:
+        """The sub-windows a threshold is learned from, each as long as the current window: derived from
+        ``reference.window / window`` when not given, refused when given and they would differ in length.
+        Sub-windows longer than the current window vary less than it does and learn a threshold that
+        fires on noise; shorter ones learn one that misses drift."""
+        where = f"{path}.learnThreshold.windows"
+        ratio = reference_window / window
+        given = (
+            r.int_(learn, "windows", f"{path}.learnThreshold", default=24, minimum=MIN_LEARN_WINDOWS)
+            if learn.get("windows") is not None
+            else None
+        )
+        shown = f"drift.reference.window {format_duration(reference_window)} / drift.window {format_duration(window)}"
+        if given is None:
+            derived = round(ratio)
+            if abs(ratio - derived) > 0.01 * ratio or not MIN_LEARN_WINDOWS <= derived <= MAX_LEARN_WINDOWS:
+                r.fail(
+                    where,
+                    f"is derived as {shown} = {ratio:.4g} sub-windows as long as the current window, which must be a "
+                    f"whole number from {MIN_LEARN_WINDOWS} to {MAX_LEARN_WINDOWS}; set drift.reference.window to "
+                    f"between {MIN_LEARN_WINDOWS} and {MAX_LEARN_WINDOWS} times drift.window",
+                )
+                return 24
+            return derived
+        if given > MAX_LEARN_WINDOWS:
+            r.fail(where, f"is {given}; at most {MAX_LEARN_WINDOWS}")
+            return 24
+        sub = reference_window / given
+        if abs(sub - window) > 0.01 * window:
+            r.fail(
+                where,
+                f"splits drift.reference.window {format_duration(reference_window)} into {given} sub-windows of "
+                f"{format_duration(sub)}, but drift.window is {format_duration(window)}: sub-windows must be as long "
+                "as the current window, or the learned threshold does not fit its noise; remove windows to derive it "
+                f"({shown}), or change one of the three",
+            )
+        return given
 
     def spans(self, spec: DriftTrigger, trigger: TriggerSpec) -> Sequence[Span]:
         spans = [Span(f"{self.name}.window", spec.window, "window")]
