@@ -222,7 +222,7 @@ def test_version_info_from_metadata() -> None:
 
 @pytest.mark.parametrize(
     ("value", "shown"),
-    [(None, "-"), (0.9824561403508771, "0.9825"), (0.8999999999999999, "0.9"), (12345.6, "1.235e+04")],
+    [(None, "-"), (0.9824561403508771, "0.9825"), (0.8999999999999999, "0.9"), (12345.6, "12346")],
 )
 def test_numbers_are_rounded(value: float | None, shown: str) -> None:
     assert views.num(value) == shown

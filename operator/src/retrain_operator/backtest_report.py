@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from retrain_operator.domain.numbers import number
 from retrain_operator.domain.times import rfc3339
 from retrain_operator.reconcile.backtest import LIMITATIONS, BacktestResult
 from retrain_operator.settings.durations import format_duration
@@ -25,7 +26,7 @@ class PlotUnavailable(RuntimeError):
 
 
 def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
+    return "-" if value is None else number(value)
 
 
 def table(result: BacktestResult) -> str:

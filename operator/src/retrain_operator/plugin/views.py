@@ -21,6 +21,7 @@ from typing import Any
 from retrain_operator.domain.budget_status import BudgetStatus, SpendingStatus
 from retrain_operator.domain.decision import FORCE_ANNOTATION, ROLLBACK_ANNOTATION
 from retrain_operator.domain.jobs import ANNOTATION_ACTION, ANNOTATION_TRIGGER
+from retrain_operator.domain.numbers import number
 from retrain_operator.domain.policy_status import PolicyStatus, TriggerRecord
 from retrain_operator.domain.times import parse_rfc3339
 from retrain_operator.settings.durations import DurationError, format_duration, parse_duration
@@ -28,9 +29,7 @@ from retrain_operator.settings.durations import DurationError, format_duration, 
 
 def num(value: float | None) -> str:
     """A number as people read it: four significant digits, no float noise; ``-`` for none."""
-    if value is None:
-        return "-"
-    return f"{value:.4g}"
+    return "-" if value is None else number(value)
 
 
 def age(stamp: str | None, *, now: datetime) -> str:

@@ -17,6 +17,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from retrain_operator.domain.numbers import number
+
 VERDICT_MODES = ("any", "share")
 DIRECTIONS = ("above", "below")
 
@@ -44,7 +46,7 @@ class DriftVerdict:
 
 def _fmt(value: float) -> str:
     """Three significant digits: enough to compare with a threshold, few enough to read."""
-    return f"{value:.3g}"
+    return number(value, digits=3)
 
 
 def verdict(
