@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: sandbox test check bench bench-cluster system-deps controlplane compat clean env
+.PHONY: sandbox test check bench bench-cluster bench-phase system-deps controlplane compat clean env
 
 # Debian's prometheus package gives the real Prometheus server and promtool the tests and sandbox run.
 system-deps:
@@ -54,6 +54,10 @@ bench: $(STAMP)
 # Prometheus and the operator process as the chart's ServiceAccount (bench/cluster.py); exits 1 on idle writes.
 bench-cluster: system-deps $(STAMP) controlplane
 	$(BIN)/python bench/cluster.py --sizes 1000 10000 --intervals 2
+
+# Prometheus cost of scheduling in phase against rolling scheduling, side by side on the real stack (bench/phase.py).
+bench-phase: system-deps $(STAMP) controlplane
+	$(BIN)/python bench/phase.py --sizes 1000 10000 --templates 1 5 --intervals 2
 
 clean:
 	rm -rf $(VENV) .sandbox .pytest_cache .mypy_cache .ruff_cache
