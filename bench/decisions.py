@@ -63,7 +63,6 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "operator" / "src")]
 from retrain_operator.adapters.prometheus import Sample  # noqa: E402
 from retrain_operator.domain.api import EndpointSpec, PolicySpec, parse_policy_spec  # noqa: E402
 from retrain_operator.domain.budget import assess, cost_of  # noqa: E402
-from retrain_operator.domain.decision import decide  # noqa: E402
 from retrain_operator.domain.drift import format_le  # noqa: E402
 from retrain_operator.domain.evaluation import accuracy_now, evaluate_triggers  # noqa: E402
 from retrain_operator.domain.policy_status import (  # noqa: E402
@@ -561,11 +560,9 @@ def simulate(
                         baseline=baseline,
                         current=current,
                     )
-                decision = decide(
+                decision = status.decide(
                     spec,
                     results=results,
-                    active_job=status.active_name,
-                    last_retrain_start=status.last_retrain_started,
                     now=now,
                     gate=gate,
                 )

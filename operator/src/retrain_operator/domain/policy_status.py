@@ -26,10 +26,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from retrain_operator.domain.api import InlineLimits
-from retrain_operator.domain.budget import Ledger, RunRecord
+from retrain_operator.domain.api import InlineLimits, PolicySpec
+from retrain_operator.domain.budget import Assessment, Ledger, RunRecord
 from retrain_operator.domain.budget_status import SpendingStatus
-from retrain_operator.domain.decision import Decision
+from retrain_operator.domain.decision import Decision, decide
 from retrain_operator.domain.jobs import JobOutcome
 from retrain_operator.domain.numbers import number
 from retrain_operator.domain.status import (
@@ -731,6 +731,26 @@ class PolicyStatus:
 
     def previous_states(self) -> dict[str, PreviousState]:
         return {t.name: t.previous() for t in self.triggers or () if t.name}
+
+    def decide(
+        self,
+        spec: PolicySpec,
+        *,
+        results: Sequence[TriggerResult],
+        now: datetime,
+        gate: Assessment | None = None,
+        forced: str | None = None,
+    ) -> Decision:
+        """The decision on these trigger results, with the Job running and the last retrain start taken from here."""
+        return decide(
+            spec,
+            results=results,
+            active_job=self.active_name,
+            last_retrain_start=self.last_retrain_started,
+            now=now,
+            gate=gate,
+            forced=forced,
+        )
 
     # Jobs.
     def job_started(self, active: ActiveJob) -> PolicyStatus:

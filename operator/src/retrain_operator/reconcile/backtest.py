@@ -31,7 +31,7 @@ from retrain_operator.adapters.kubernetes import FakeKubeClient
 from retrain_operator.adapters.prometheus import Sample
 from retrain_operator.domain.api import EndpointSpec, PolicySpec, parse_budget_spec, parse_policy_spec
 from retrain_operator.domain.budget import cost_of, expected_duration
-from retrain_operator.domain.decision import Decision, Launch, decide, launched, within_budget
+from retrain_operator.domain.decision import Decision, Launch, launched, within_budget
 from retrain_operator.domain.evaluation import accuracy_now, evaluate_triggers
 from retrain_operator.domain.jobs import PolicyRef, job_name
 from retrain_operator.domain.limits import DEFAULT_LIMITS, QueryLimits
@@ -343,11 +343,9 @@ class Replay:
         """The engine's retrain path, with a simulated Job: gate, decide, limits and budgets, start."""
         spec, status = self.spec, self.status
         gate = await self.spending.gate(self.namespace, spec, results=results, status=status)
-        decision = decide(
+        decision = status.decide(
             spec,
             results=results,
-            active_job=status.active_name,
-            last_retrain_start=status.last_retrain_started,
             now=now,
             gate=gate,
         )

@@ -23,7 +23,6 @@ from retrain_operator.domain.decision import (
     Decision,
     Launch,
     Requests,
-    decide,
     evaluation_error,
     force_to_honour,
     invalid,
@@ -331,11 +330,9 @@ class Reconciler:
         """Decide on the triggers; a retrain must then pass the limits and budgets, and its Job is created."""
         forced = force_to_honour(requests, last_override=status.last_override)
         gate = await self._spending.gate(entry.namespace, spec, results=results, status=status)
-        decision = decide(
+        decision = status.decide(
             spec,
             results=results,
-            active_job=status.active_name,
-            last_retrain_start=status.last_retrain_started,
             now=now,
             gate=gate,
             forced=forced,
