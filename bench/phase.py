@@ -9,7 +9,7 @@ spread over the interval and each scheduler tick merges only the few due togethe
 For each size, number of templates and scheduling, a fresh real stack (kube-apiserver + etcd +
 controller manager + scheduler, a real Prometheus holding one ``model_accuracy`` series per policy,
 the ``retrain-operator run`` process as the chart's ServiceAccount, from ``bench/cluster.py``) gets
-N policies created at spread times (in equal batches, one per second over one interval), waits until
+N policies created at spread times (in equal batches, one per second over ``--spread`` intervals), waits until
 every policy has a status, lets one more interval pass (so every policy has joined its phase), then
 measures a steady window of ``--intervals`` intervals:
 
@@ -126,15 +126,16 @@ def measure(
             alive=alive,
         )
         label = f"[{n} x {templates} templates, {scheduling}]"
-        print(f"{label} creating {n} policies over {cluster.INTERVAL:.0f}s", file=sys.stderr)
-        batches = max(1, round(cluster.INTERVAL))
+        spread = args.spread * cluster.INTERVAL
+        print(f"{label} creating {n} policies over {spread:.0f}s", file=sys.stderr)
+        batches = max(1, round(spread))
         size = math.ceil(n / batches)
         started = time.monotonic()
         for i in range(batches):
             chunk = policies[i * size : (i + 1) * size]
             if chunk:
                 asyncio.run(cluster.apply_all(api, chunk, concurrency=args.apply_concurrency))
-            time.sleep(max(0.0, started + (i + 1) * cluster.INTERVAL / batches - time.monotonic()))
+            time.sleep(max(0.0, started + (i + 1) * spread / batches - time.monotonic()))
         fig["create s (spread)"] = f"{time.monotonic() - started:.0f}"
         cluster.wait_until(
             "every policy's status",
@@ -190,6 +191,13 @@ def main() -> int:
     parser.add_argument("--scheduling", nargs="+", default=["rolling", "aligned"], choices=["rolling", "aligned"])
     parser.add_argument("--intervals", type=int, default=2, help="evaluation intervals (60 s) in the steady window")
     parser.add_argument("--apply-concurrency", type=int, default=16)
+    parser.add_argument(
+        "--spread",
+        type=int,
+        default=1,
+        help="intervals over which the policies are created (one batch a second); a longer spread keeps a busy "
+        "rolling scheduler from evaluating them all in the same few cycles",
+    )
     parser.add_argument("--status-timeout", type=float, default=1800.0)
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs and data here (default: a temp dir)")
     args = parser.parse_args()
@@ -214,8 +222,8 @@ def main() -> int:
             raise
         print("(a run failed; the table holds the runs that finished)", file=sys.stderr)
     print(
-        f"\nreal stack, interval {cluster.INTERVAL:.0f}s, policies created over one interval, steady window "
-        f"{args.intervals} intervals; {QUERIES_PER_TEMPLATE} queries per template and chunk of {CHUNK}\n"
+        f"\nreal stack, interval {cluster.INTERVAL:.0f}s, policies created over {args.spread} interval(s), "
+        f"steady window {args.intervals} intervals; {QUERIES_PER_TEMPLATE} queries per template and chunk of {CHUNK}\n"
     )
     rows: list[str] = []
     for _, fig in columns:
