@@ -4,6 +4,10 @@ They are thin: each passes what the watch delivered to the scheduler and returns
 is done with event handlers, which keep no progress on the objects, so the operator never patches a
 policy's metadata or spec. kopf's own settings (progress annotations under ``retrain.dev``, our
 finalizer name) are still set for any handler that may need them later.
+
+The event handlers are coroutines on purpose: kopf runs a plain function in a thread pool, and the
+scheduler's state (its dicts, its asyncio Event) belongs to the event loop's thread. Called from a
+thread, a new policy could change a dict the loop was iterating and stop the scheduler.
 """
 
 from __future__ import annotations
@@ -40,7 +44,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
     scheduler: Scheduler = memo["scheduler"]
-    memo["scheduler_task"] = asyncio.create_task(scheduler.run(), name="retrain-scheduler")
+    task = asyncio.create_task(scheduler.run(), name="retrain-scheduler")
+    task.add_done_callback(_scheduler_ended)
+    memo["scheduler_task"] = task
+
+
+def _scheduler_ended(task: asyncio.Task[None]) -> None:
+    """The scheduler only ends when the operator stops; anything else is said at once, not at exit."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.critical("the scheduler stopped; no policy is evaluated until restart", exc_info=task.exception())
 
 
 @kopf.on.cleanup(registry=registry, id="retrain-cleanup")
@@ -55,7 +67,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "retrainpolicies", registry=registry, id="retrain-policy")
-def policy_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def policy_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     scheduler: Scheduler = memo["scheduler"]
     body = event["object"]
     meta = body.get("metadata") or {}
@@ -66,7 +78,7 @@ def policy_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "metricsendpoints", registry=registry, id="retrain-endpoint")
-def endpoint_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def endpoint_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     scheduler: Scheduler = memo["scheduler"]
     body = event["object"]
     name = body["metadata"]["name"]
@@ -77,7 +89,7 @@ def endpoint_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "modelstores", registry=registry, id="retrain-store")
-def store_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def store_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     scheduler: Scheduler = memo["scheduler"]
     body = event["object"]
     name = body["metadata"]["name"]
@@ -88,7 +100,7 @@ def store_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "retrainbudgets", registry=registry, id="retrain-budget")
-def budget_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def budget_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     scheduler: Scheduler = memo["scheduler"]
     body = event["object"]
     meta = body.get("metadata") or {}
@@ -99,7 +111,7 @@ def budget_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_POLICY: kopf.PRESENT}, registry=registry, id="retrain-job")
-def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     scheduler: Scheduler = memo["scheduler"]
     meta: Any = event["object"].get("metadata") or {}
     for owner in meta.get("ownerReferences") or []:

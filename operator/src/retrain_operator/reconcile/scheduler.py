@@ -183,10 +183,12 @@ class Scheduler:
         allowed_images: Sequence[str] = (),
         stores: Stores | None = None,
         scheduling: Scheduling = "aligned",
+        retry_after: float = 30.0,
     ) -> None:
         if scheduling not in SCHEDULING:
             raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING)}, not {scheduling!r}")
         self.scheduling = scheduling
+        self.retry_after = retry_after
         self._monotonic = monotonic
         self.elector = elector
         self.stores = stores or Stores(kube=None)
@@ -312,7 +314,19 @@ class Scheduler:
             now_mono = self._monotonic()
             due = self.take_due()
             if due:
-                await self.run_cycle(due)
+                try:
+                    await self.run_cycle(due)
+                except Exception:  # a cycle's fault must not stop every later evaluation
+                    # Each policy's own reconciliation is guarded, so a fault here came before any of them ran.
+                    logger.exception(
+                        "an evaluation cycle of %d policies failed; they are due again in %gs",
+                        len(due),
+                        self.retry_after,
+                    )
+                    retry = self._monotonic() + self.retry_after
+                    for key in due:
+                        if key in self.entries:
+                            self._due[key] = retry
                 continue
             self._wake.clear()
             timeout = min(self._due.values()) - now_mono if self._due else 3600.0
