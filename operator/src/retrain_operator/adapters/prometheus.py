@@ -487,12 +487,7 @@ class PrometheusClient:
             raise ValueError("start and end must be timezone-aware")
         if not step > 0 or (end - start).total_seconds() / step >= MAX_POINTS_PER_SERIES:
             raise ValueError(f"a range query holds fewer than {MAX_POINTS_PER_SERIES} steps; split the period")
-        request_headers = self._headers
-        if headers:
-            _check_headers(headers)
-            if any(name.lower() == "authorization" for name in headers):
-                raise ValueError("per-query headers must not set Authorization")
-            request_headers = _merge_headers(self._headers, headers)
+        request_headers = self._request_headers(headers)
         form = {
             "query": promql,
             "start": f"{start.timestamp():.3f}",
@@ -516,13 +511,17 @@ class PrometheusClient:
             return False
         return len(samples) == 1 and samples[0].value == 1.0
 
+    def _request_headers(self, headers: Mapping[str, str] | None) -> Mapping[str, str]:
+        """The client's headers with a query's own on top; a query may not set Authorization."""
+        if not headers:
+            return self._headers
+        _check_headers(headers)
+        if any(name.lower() == "authorization" for name in headers):
+            raise ValueError("per-query headers must not set Authorization")
+        return _merge_headers(self._headers, headers)
+
     async def _query(self, promql: str, *, time: str | None, headers: Mapping[str, str] | None) -> list[Sample]:
-        request_headers = self._headers
-        if headers:
-            _check_headers(headers)
-            if any(name.lower() == "authorization" for name in headers):
-                raise ValueError("per-query headers must not set Authorization")
-            request_headers = _merge_headers(self._headers, headers)
+        request_headers = self._request_headers(headers)
         # Also sent to the server, so it gives up on the query when we do.
         form = {"query": promql, "timeout": f"{self._timeout:g}s"}
         if time is not None:
