@@ -234,15 +234,7 @@ def test_candidate_then_rollback_with_the_real_trainer(stack: Stack) -> None:
         "annotate", "retrainpolicy", "churn", "-n", stack.namespace, f"retrain.dev/rollback-to={candidate}"
     )
     assert annotate.returncode == 0, annotate.stderr
-    rollback = wait_for(
-        "the rollback",
-        lambda: (
-            (stack.status("churn").get("lastRollback") or {}).get("outcome") in ("Succeeded", "Failed")
-            and stack.status("churn")["lastRollback"]
-        ),
-        timeout=120,
-        log=stack.operator.log,
-    )
+    rollback = stack.rollback_outcome("churn")
     assert rollback["outcome"] == "Succeeded", rollback
     assert stack.status("churn")["model"]["version"] == candidate
     pointer = s3_client(stack.s3).get_object(Bucket=stack.bucket, Key="churn/champion.json")["Body"].read()

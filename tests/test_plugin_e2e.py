@@ -258,15 +258,7 @@ def test_history_and_rollback_with_the_real_operator_and_registry(stack: Stack) 
     assert rolled.returncode == 0, rolled.stderr
     annotations = stack.get("retrainpolicies", "churn")["metadata"]["annotations"]
     assert annotations["retrain.dev/rollback-to"] == second["modelVersion"]
-    rollback = wait_for(
-        "the rollback",
-        lambda: (
-            (stack.status("churn").get("lastRollback") or {}).get("outcome") in ("Succeeded", "Failed")
-            and stack.status("churn")["lastRollback"]
-        ),
-        timeout=120,
-        log=stack.operator.log,
-    )
+    rollback = stack.rollback_outcome("churn")
     assert rollback["outcome"] == "Succeeded", rollback
     assert stack.status("churn")["model"]["version"] == second["modelVersion"]
     twice = retrain(kubeconfig, "rollback", "churn", "--to", second["modelVersion"], "-n", namespace)

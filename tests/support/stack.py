@@ -102,6 +102,18 @@ class Stack:
     def status(self, name: str) -> dict[str, Any]:
         return dict((self.get("retrainpolicies", name) or {}).get("status") or {})
 
+    def rollback_outcome(self, name: str, *, timeout: float = 120) -> dict[str, Any]:
+        """``status.lastRollback`` once the rollback's promote Job has ended (Succeeded or Failed)."""
+        return wait_for(
+            "the rollback",
+            lambda: (
+                (self.status(name).get("lastRollback") or {}).get("outcome") in ("Succeeded", "Failed")
+                and self.status(name)["lastRollback"]
+            ),
+            timeout=timeout,
+            log=self.operator.log,
+        )
+
     def condition(self, name: str, kind: str) -> dict[str, Any]:
         return next((c for c in self.status(name).get("conditions") or [] if c["type"] == kind), {})
 
